@@ -1,0 +1,427 @@
+"""Cleaning the canonical events, written once as Ibis expressions.
+
+Every step takes and returns an ``ibis.Table`` with the columns of the store's ``events``
+table (plus ``ts_s``, the event time as int64 unix seconds), so the same code runs on the
+embedded DuckDB store and on PySpark (or any other Ibis backend with window functions).
+
+Steps, in the order they run (each one switchable in :class:`CleanConfig`):
+
+1. ``behaviors``  keep only the listed behaviours (e.g. drop ``view`` for purchase models);
+2. ``dedup``      drop exact duplicates (same user, item, ts, behaviour, category, value),
+                  keeping the first by ``(ingest_id, source_row)``;
+3. ``collapse``   drop repeats of the same (user, item, behaviour) that follow the previous
+                  one of that triple within ``window_s`` seconds (runs keep their first event);
+4. ``bots``       drop users whose events per active day exceed a quantile of the per-user
+                  distribution (ordinal datasets: events per user, days mean nothing there);
+5. ``kcore``      iterative k-core: drop users with fewer than ``user_min`` events and items with
+                  fewer than ``item_min`` events, repeatedly, until nothing changes.
+
+Only the k-core (which must iterate to a fixed point) and the bot threshold (one scalar)
+execute anything while the pipeline is built; the rest stays lazy until the caller reads the
+result, and the per-step counts are computed only when :meth:`CleanResult.report` is called.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+from pydantic import BaseModel, ConfigDict, Field
+
+from evorec.data import store
+from evorec.types import Behavior, TimeKind
+
+logger = logging.getLogger(__name__)
+
+EVENT_COLUMNS: tuple[str, ...] = (
+    "user_id",
+    "item_id",
+    "ts",
+    "behavior",
+    "category_id",
+    "value",
+    "ingest_id",
+    "source_row",
+)
+"""Columns of the store's ``events`` table that cleaning reads (``dataset`` is filtered away)."""
+
+DEDUP_KEY: tuple[str, ...] = ("user_id", "item_id", "ts", "behavior", "category_id", "value")
+SOURCE_ORDER: tuple[str, ...] = ("ingest_id", "source_row")
+SECONDS_PER_DAY = 86_400
+
+
+# --------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------
+
+
+class CollapseConfig(BaseModel):
+    """Collapse runs of the same (user, item, behaviour) closer than ``window_s`` seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window_s: int = Field(ge=0, description="gap (seconds) at or under which a repeat is dropped")
+
+
+class BotFilterConfig(BaseModel):
+    """Drop users whose events per active day exceed this quantile of all users' rates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    quantile: float = Field(0.999, gt=0.0, le=1.0)
+
+
+class KCoreConfig(BaseModel):
+    """Iterative k-core on the user-item graph, counting events (not distinct pairs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_min: int = Field(5, ge=0)
+    item_min: int = Field(5, ge=0)
+    max_iter: int = Field(100, ge=1)
+
+
+class CleanConfig(BaseModel):
+    """Which cleaning steps run, and how. ``None`` switches a step off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    behaviors: list[Behavior] | None = Field(
+        None, description="keep only these behaviours (None: keep all)"
+    )
+    dedup: bool = True
+    collapse: CollapseConfig | None = None
+    bots: BotFilterConfig | None = None
+    kcore: KCoreConfig | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Result and report
+# --------------------------------------------------------------------------------------------
+
+
+class StepCount(BaseModel):
+    """Counts after one cleaning step (and what it removed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: str
+    events: int
+    users: int
+    items: int
+    events_removed: int
+    users_removed: int
+    items_removed: int
+
+
+class CleanReport(BaseModel):
+    """What each step removed. ``steps[0]`` is the input (step ``input``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: list[StepCount]
+    bot_threshold: float | None = None
+    kcore_iterations: int | None = None
+    kcore_converged: bool | None = None
+
+    @property
+    def input(self) -> StepCount:
+        return self.steps[0]
+
+    @property
+    def output(self) -> StepCount:
+        return self.steps[-1]
+
+    def removed(self, step: str) -> int:
+        """Events removed by ``step`` (0 if the step did not run)."""
+        for s in self.steps:
+            if s.step == step:
+                return s.events_removed
+        return 0
+
+
+@dataclass
+class CleanResult:
+    """The cleaned events (lazy) plus what is needed to report on them.
+
+    ``events`` has the input columns plus ``ts_s``. K-core state lives in backend caches
+    (DuckDB temp tables, Spark cached frames): call :meth:`release` (or use ``with``) when done.
+    """
+
+    events: ir.Table
+    stages: list[tuple[str, ir.Table]]
+    bot_threshold: float | None = None
+    kcore_iterations: int | None = None
+    kcore_converged: bool | None = None
+    _cached: list[ir.Table] = field(default_factory=list, repr=False)
+
+    def report(self) -> CleanReport:
+        """Count events, users and items after every step (one query over all stages)."""
+        parts = [
+            t.aggregate(
+                events=t.count(),
+                users=t.user_id.nunique(),
+                items=t.item_id.nunique(),
+            ).mutate(stage=ibis.literal(i, type="int64"))
+            for i, (_, t) in enumerate(self.stages)
+        ]
+        rows = ibis.union(*parts).to_pyarrow().to_pylist() if len(parts) > 1 else parts[0].to_pyarrow().to_pylist()
+        by_stage = {int(r["stage"]): r for r in rows}
+        steps: list[StepCount] = []
+        prev: dict[str, Any] | None = None
+        for i, (name, _) in enumerate(self.stages):
+            r = by_stage[i]
+            cur = {k: int(r[k] or 0) for k in ("events", "users", "items")}
+            base = prev or cur
+            steps.append(
+                StepCount(
+                    step=name,
+                    **cur,
+                    events_removed=base["events"] - cur["events"],
+                    users_removed=base["users"] - cur["users"],
+                    items_removed=base["items"] - cur["items"],
+                )
+            )
+            prev = cur
+        return CleanReport(
+            steps=steps,
+            bot_threshold=self.bot_threshold,
+            kcore_iterations=self.kcore_iterations,
+            kcore_converged=self.kcore_converged,
+        )
+
+    def release(self) -> None:
+        """Drop the backend caches the k-core made (idempotent)."""
+        while self._cached:
+            t = self._cached.pop()
+            try:
+                t.release()
+            except Exception:  # noqa: BLE001 - releasing is best effort (backend may be closed)
+                logger.debug("could not release cached table", exc_info=True)
+
+    def __enter__(self) -> CleanResult:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+# --------------------------------------------------------------------------------------------
+# Opening the events
+# --------------------------------------------------------------------------------------------
+
+
+def open_store_events(store_path: str | Path, dataset: str) -> tuple[Any, ir.Table, TimeKind]:
+    """Open a store read-only with Ibis/DuckDB: ``(backend, events table, time_kind)``.
+
+    The table is filtered to ``dataset`` and keeps :data:`EVENT_COLUMNS`. The caller owns the
+    backend (``backend.disconnect()`` when done).
+    """
+    con = store.connect(store_path, read_only=True)
+    try:
+        info = store.require_dataset(con, dataset)
+    except Exception:
+        con.close()
+        raise
+    backend = ibis.duckdb.from_connection(con)
+    return backend, select_dataset(backend.table("events"), dataset), TimeKind(info["time_kind"])
+
+
+def select_dataset(events: ir.Table, dataset: str | None) -> ir.Table:
+    """Filter a raw ``events`` table to one dataset and keep the canonical columns."""
+    if dataset is not None and "dataset" in events.columns:
+        events = events.filter(events.dataset == dataset)
+    missing = [c for c in EVENT_COLUMNS if c not in events.columns]
+    if missing:
+        raise ValueError(f"events table lacks columns {missing}; has {list(events.columns)}")
+    return events.select(*EVENT_COLUMNS)
+
+
+def with_seconds(events: ir.Table) -> ir.Table:
+    """Add ``ts_s``: the event time as int64 seconds since the epoch (UTC)."""
+    if "ts_s" in events.columns:
+        return events
+    return events.mutate(ts_s=events.ts.epoch_seconds().cast("int64"))
+
+
+# --------------------------------------------------------------------------------------------
+# Steps (each a pure expression builder, usable on its own)
+# --------------------------------------------------------------------------------------------
+
+
+def filter_behaviors(events: ir.Table, behaviors: list[Behavior | str]) -> ir.Table:
+    names = [Behavior(b).value for b in behaviors]
+    return events.filter(events.behavior.isin(names))
+
+
+def drop_duplicates(events: ir.Table) -> ir.Table:
+    """Drop exact duplicates, keeping the first by ``(ingest_id, source_row)``.
+
+    Window partitions treat NULLs as equal (SQL semantics on every backend), so two rows that
+    both lack a category or a value are duplicates, as they should be.
+    """
+    rn = ibis.row_number().over(group_by=list(DEDUP_KEY), order_by=list(SOURCE_ORDER))
+    return events.mutate(_dup_rn=rn).filter(lambda t: t._dup_rn == 0).drop("_dup_rn")
+
+
+def collapse_repeats(events: ir.Table, window_s: int) -> ir.Table:
+    """Drop an event when the previous event of the same (user, item, behaviour) is at most
+    ``window_s`` seconds earlier. A run of repeats therefore keeps only its first event (gaps
+    chain: three views 20 s apart with ``window_s=30`` keep only the first)."""
+    events = with_seconds(events)
+    prev = events.ts_s.lag().over(
+        group_by=["user_id", "item_id", "behavior"], order_by=["ts", *SOURCE_ORDER]
+    )
+    marked = events.mutate(_prev_ts=prev)
+    return marked.filter(
+        marked._prev_ts.isnull() | ((marked.ts_s - marked._prev_ts) > window_s)
+    ).drop("_prev_ts")
+
+
+def user_activity(events: ir.Table, time_kind: TimeKind | str = TimeKind.UNIX) -> ir.Table:
+    """Per user: ``events``, ``days`` (distinct UTC days with an event) and ``rate``.
+
+    ``rate`` is events per active day for wall-clock datasets and plain events per user for
+    ordinal ones (their timestamps are positions, so there are no days).
+    """
+    events = with_seconds(events)
+    if TimeKind(time_kind) is TimeKind.ORDINAL:
+        per_user = events.group_by("user_id").aggregate(events=events.count())
+        return per_user.mutate(days=ibis.literal(1, type="int64"), rate=per_user.events.cast("float64"))
+    day = events.ts_s // SECONDS_PER_DAY
+    per_user = events.group_by("user_id").aggregate(events=events.count(), days=day.nunique())
+    return per_user.mutate(rate=per_user.events.cast("float64") / per_user.days.cast("float64"))
+
+
+def bot_threshold(events: ir.Table, quantile: float, time_kind: TimeKind | str = TimeKind.UNIX) -> float:
+    """The ``quantile`` of the per-user activity rate (exact, linearly interpolated)."""
+    value = user_activity(events, time_kind).rate.quantile(quantile).execute()
+    return float(value) if value is not None else float("inf")
+
+
+def drop_bots(events: ir.Table, threshold: float, time_kind: TimeKind | str = TimeKind.UNIX) -> ir.Table:
+    """Drop every event of users whose activity rate is above ``threshold``."""
+    bots = user_activity(events, time_kind)
+    bots = bots.filter(bots.rate > ibis.literal(threshold, type="float64")).select("user_id")
+    return events.anti_join(bots, "user_id")
+
+
+@dataclass
+class KCoreOutcome:
+    users: ir.Table  # one column user_id
+    items: ir.Table  # one column item_id
+    iterations: int
+    converged: bool
+    cached: list[ir.Table]
+
+
+def kcore(events: ir.Table, user_min: int, item_min: int, max_iter: int = 100) -> KCoreOutcome:
+    """The maximal sub-log in which every user has >= ``user_min`` events and every item has
+    >= ``item_min`` events, found by removing violators until nothing changes.
+
+    Works on (user, item, n) pair counts, which are much smaller than the events when users
+    repeat items, and caches them in the backend between iterations so the expression does not
+    grow with the number of iterations. Removal is of nodes: an event survives iff its user and
+    its item both survive.
+    """
+    pairs = events.group_by(["user_id", "item_id"]).aggregate(n=events.count()).cache()
+    cached = [pairs]
+    n_prev = int(pairs.count().execute())
+    iterations, converged = 0, False
+    while iterations < max_iter:
+        iterations += 1
+        cur = pairs
+        if user_min > 1:
+            deg = cur.group_by("user_id").aggregate(d=cur.n.sum())
+            cur = cur.semi_join(deg.filter(deg.d >= user_min).select("user_id"), "user_id")
+        if item_min > 1:
+            deg = cur.group_by("item_id").aggregate(d=cur.n.sum())
+            cur = cur.semi_join(deg.filter(deg.d >= item_min).select("item_id"), "item_id")
+        cur = cur.cache()
+        cached.append(cur)
+        n_cur = int(cur.count().execute())
+        logger.debug("k-core iteration %d: %d -> %d user-item pairs", iterations, n_prev, n_cur)
+        # Release the previous generation: only the newest pairs are referenced from now on.
+        old = cached.pop(-2)
+        try:
+            old.release()
+        except Exception:  # noqa: BLE001
+            logger.debug("could not release cached k-core table", exc_info=True)
+        pairs = cur
+        if n_cur == n_prev:
+            converged = True
+            break
+        n_prev = n_cur
+    if converged:
+        logger.info("k-core (user>=%d, item>=%d) converged after %d iterations", user_min, item_min, iterations)
+    else:
+        logger.warning(
+            "k-core (user>=%d, item>=%d) not converged after max_iter=%d iterations; "
+            "the result may still violate the core property",
+            user_min,
+            item_min,
+            max_iter,
+        )
+    users = pairs.select("user_id").distinct()
+    items = pairs.select("item_id").distinct()
+    return KCoreOutcome(users=users, items=items, iterations=iterations, converged=converged, cached=cached)
+
+
+def apply_kcore(events: ir.Table, outcome: KCoreOutcome) -> ir.Table:
+    return events.semi_join(outcome.users, "user_id").semi_join(outcome.items, "item_id")
+
+
+# --------------------------------------------------------------------------------------------
+# Pipeline
+# --------------------------------------------------------------------------------------------
+
+
+def clean_events(
+    events: ir.Table, cfg: CleanConfig | None = None, *, time_kind: TimeKind | str = TimeKind.UNIX
+) -> CleanResult:
+    """Run the configured cleaning steps over ``events`` (any Ibis backend).
+
+    ``events`` needs :data:`EVENT_COLUMNS` (a raw ``events`` table with a ``dataset`` column
+    must be filtered first, see :func:`select_dataset`). Returns a :class:`CleanResult` whose
+    ``events`` is still lazy.
+    """
+    cfg = cfg or CleanConfig()
+    time_kind = TimeKind(time_kind)
+    t = with_seconds(events)
+    stages: list[tuple[str, ir.Table]] = [("input", t)]
+    result = CleanResult(events=t, stages=stages)
+
+    if cfg.behaviors is not None:
+        t = filter_behaviors(t, cfg.behaviors)
+        stages.append(("behaviors", t))
+    if cfg.dedup:
+        t = drop_duplicates(t)
+        stages.append(("dedup", t))
+    if cfg.collapse is not None:
+        t = collapse_repeats(t, cfg.collapse.window_s)
+        stages.append(("collapse", t))
+    if cfg.bots is not None:
+        thr = bot_threshold(t, cfg.bots.quantile, time_kind)
+        logger.info("bot filter: rate threshold %.4g (quantile %s)", thr, cfg.bots.quantile)
+        result.bot_threshold = thr
+        t = drop_bots(t, thr, time_kind)
+        stages.append(("bots", t))
+    if cfg.kcore is not None and (cfg.kcore.user_min > 1 or cfg.kcore.item_min > 1):
+        out = kcore(t, cfg.kcore.user_min, cfg.kcore.item_min, cfg.kcore.max_iter)
+        result._cached.extend(out.cached)
+        result.kcore_iterations = out.iterations
+        result.kcore_converged = out.converged
+        t = apply_kcore(t, out)
+        stages.append(("kcore", t))
+
+    result.events = t
+    return result
+
+
+def order_events(events: ir.Table) -> ir.Table:
+    """Events in sequence order: user, then time, then source order (ties keep source order)."""
+    return events.order_by(["user_id", "ts", *SOURCE_ORDER])

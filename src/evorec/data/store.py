@@ -1,0 +1,134 @@
+"""The event store: one DuckDB file holding every dataset's canonical events.
+
+Tables (all keyed by ``dataset``):
+
+- ``datasets``   one row per dataset: how to read its time column, whether ids are pseudonymised.
+- ``ingests``    one row per ingested source file (content hash, counts): re-ingesting a file
+                 already recorded for a dataset is a no-op, so events are never duplicated.
+- ``events``     the canonical events (see ``evorec.types``), ``ts`` as TIMESTAMP (UTC).
+- ``items``      item metadata (category, path, brand, title, price), all but the id nullable.
+- ``quarantine`` every source row that could not be used: file, line, raw text, reason.
+
+The store is only written inside transactions (see ``evorec.data.ingest``), so a killed job
+leaves it as it was before the job started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+
+SCHEMA_VERSION = 1
+
+DDL = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS datasets (
+    dataset VARCHAR PRIMARY KEY,
+    time_kind VARCHAR NOT NULL,          -- 'unix' | 'ordinal'
+    pseudonymized BOOLEAN NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
+CREATE SEQUENCE IF NOT EXISTS ingest_seq START 1;
+CREATE TABLE IF NOT EXISTS ingests (
+    ingest_id INTEGER PRIMARY KEY,
+    dataset VARCHAR NOT NULL,
+    source_file VARCHAR NOT NULL,
+    content_hash VARCHAR NOT NULL,
+    format VARCHAR NOT NULL,
+    rows_read BIGINT NOT NULL,
+    rows_ingested BIGINT NOT NULL,
+    rows_quarantined BIGINT NOT NULL,
+    items_ingested BIGINT NOT NULL,
+    started_at TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    dataset VARCHAR NOT NULL,
+    user_id VARCHAR NOT NULL,
+    item_id VARCHAR NOT NULL,
+    ts TIMESTAMP NOT NULL,
+    behavior VARCHAR NOT NULL,
+    category_id VARCHAR,
+    value DOUBLE,
+    ingest_id INTEGER NOT NULL,
+    source_row BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS items (
+    dataset VARCHAR NOT NULL,
+    item_id VARCHAR NOT NULL,
+    category_id VARCHAR,
+    category_path VARCHAR,
+    brand VARCHAR,
+    title VARCHAR,
+    price DOUBLE,
+    ingest_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    dataset VARCHAR NOT NULL,
+    ingest_id INTEGER NOT NULL,
+    source_file VARCHAR NOT NULL,
+    source_row BIGINT,
+    raw VARCHAR,
+    reason VARCHAR NOT NULL
+);
+"""
+
+
+class StoreError(RuntimeError):
+    """The store file is missing, unreadable, or not an evorec store."""
+
+
+def connect(path: str | Path, *, read_only: bool = False, create: bool = True) -> duckdb.DuckDBPyConnection:
+    """Open (and if needed create) an evorec store.
+
+    ``read_only`` stores must already exist. A missing store with ``create=False`` is an error
+    that names the path, rather than an empty database appearing silently.
+    """
+    path = Path(path)
+    if (read_only or not create) and not path.exists():
+        raise StoreError(f"store not found: {path} (create it with `evorec data ingest ... --store {path}`)")
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.Error as exc:  # a file that is not a DuckDB database, a lock held by another writer...
+        raise StoreError(f"cannot open store {path}: {exc}") from exc
+    if not read_only:
+        con.execute(DDL)
+        con.execute(
+            "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING", [str(SCHEMA_VERSION)]
+        )
+    else:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if "events" not in tables:
+            con.close()
+            raise StoreError(f"{path} is not an evorec store (no events table)")
+    return con
+
+
+@contextlib.contextmanager
+def open_store(path: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = connect(path, read_only=read_only, create=not read_only)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def dataset_names(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [r[0] for r in con.execute("SELECT dataset FROM datasets ORDER BY dataset").fetchall()]
+
+
+def require_dataset(con: duckdb.DuckDBPyConnection, dataset: str) -> dict:
+    """Return the dataset's row, or raise naming the datasets that do exist."""
+    row = con.execute(
+        "SELECT dataset, time_kind, pseudonymized FROM datasets WHERE dataset = ?", [dataset]
+    ).fetchall()
+    row = row[0] if row else None
+    if row is None:
+        known = dataset_names(con)
+        raise StoreError(f"dataset {dataset!r} not in store; known datasets: {known or 'none'}")
+    return {"dataset": row[0], "time_kind": row[1], "pseudonymized": bool(row[2])}
