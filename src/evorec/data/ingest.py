@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from evorec.data import store as store_mod
 from evorec.data.readers import get_reader
-from evorec.data.readers.base import CHECK_BAD_FRACTION, CHECK_ROWS, FormatMismatch, Reader, sql_str
+from evorec.data.readers.base import CHECK_BAD_FRACTION, CHECK_MIN_ROWS, FormatMismatch, Reader, sql_str
 from evorec.types import BEHAVIORS, REJECT_SCHEMA, TS_MAX, TS_MIN, TimeKind
 from evorec.utils.privacy import PSEUDONYM_HEX_CHARS, Pseudonymizer
 
@@ -212,9 +212,10 @@ def _ingest_in_transaction(
         n_bad += len(chunk.rejects)
         n = chunk.rows_read
         if not checked and n:
-            # Judge the format on the first rows: a majority of bad rows means a wrong format.
+            # Judge the format on the first block: no usable row at all, or (with enough rows to
+            # judge) a majority of bad ones, means the file is not of this format.
             checked = True
-            if n_bad > CHECK_BAD_FRACTION * min(n, CHECK_ROWS) and n_bad > n * CHECK_BAD_FRACTION:
+            if n_bad == n or (n >= CHECK_MIN_ROWS and n_bad > n * CHECK_BAD_FRACTION):
                 raise FormatMismatch(reader.path, _first_bad_line(con, chunk), reader_expected(reader), _bad_summary(con, chunk))
         params = {"dataset": dataset, "ingest_id": ingest_id}
         if pseudo is not None:

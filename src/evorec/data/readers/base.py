@@ -30,8 +30,8 @@ import pyarrow.csv as pacsv
 from evorec.types import ITEM_SCHEMA, TimeKind
 
 BLOCK_BYTES = 16 << 20  # text is parsed in blocks of about this size (bounded memory per block)
-CHECK_ROWS = 2000  # rows looked at before deciding a file is of the wrong format
-CHECK_BAD_FRACTION = 0.5  # more than this share of bad rows among the first CHECK_ROWS: wrong format
+CHECK_MIN_ROWS = 50  # a first block with at least this many rows ...
+CHECK_BAD_FRACTION = 0.5  # ... more than this share of them bad: the file is of the wrong format
 
 
 class FormatMismatch(ValueError):
@@ -345,6 +345,8 @@ def empty_items() -> pa.Table:
 
 def behavior_case(column_sql: str, mapping: dict[str, str]) -> str:
     """SQL mapping a source's behaviour codes to canonical names; unknown codes pass through."""
+    if not mapping:
+        return f"trim({column_sql})"
     whens = " ".join(f"WHEN {sql_str(k)} THEN {sql_str(v)}" for k, v in mapping.items())
     return f"CASE trim({column_sql}) {whens} ELSE trim({column_sql}) END"
 

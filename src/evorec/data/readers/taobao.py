@@ -29,7 +29,7 @@ def _items_from_source(path, select_sql: str, header: bool, delimiter: str = ","
             f"read_csv({sql_str(str(path))}, all_varchar = true, header = {str(header).lower()}, "
             f"delim = {sql_str(delimiter)}, ignore_errors = true, null_padding = false)"
         )
-        reader = con.execute(select_sql.format(src=src)).fetch_record_batch(1 << 17)
+        reader = con.sql(select_sql.format(src=src)).to_arrow_reader(1 << 17)
         for batch in reader:
             yield pa.Table.from_batches([batch]).cast(ITEM_SCHEMA)
     finally:

@@ -1,0 +1,50 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch first, pinned: a CPU wheel lies on the machines' disk; an unpinned torch pulls a CUDA build.
+TORCH := torch==2.13.0
+DEMO := demo_out
+SHARED := ../shared/data
+export EVOREC_SECRET_FILE ?= $(CURDIR)/$(DEMO)/secret.key
+
+.PHONY: demo test venv venv-test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+venv-test: $(VENV)/.installed-test
+
+# The main job, end to end on simulated data and (when ../shared/data is there) a real Taobao log.
+demo: venv
+	@mkdir -p $(DEMO)
+	rm -f $(DEMO)/store.duckdb
+	$(BIN)/evorec data simulate --users 2000 --days 365 --seed 7 --out $(DEMO)/sim.parquet
+	$(BIN)/evorec data ingest $(DEMO)/sim.parquet --format parquet --option items=$(DEMO)/sim.items.parquet --store $(DEMO)/store.duckdb --dataset sim
+	$(BIN)/evorec data prepare --store $(DEMO)/store.duckdb --dataset sim --config configs/prepare/simulated.yaml --out $(DEMO)/sim_prepared
+	$(BIN)/evorec data describe --store $(DEMO)/store.duckdb --dataset sim
+	@if [ -d $(SHARED)/taobao_userbehavior_head84k ]; then \
+	  $(BIN)/evorec data ingest $(SHARED)/taobao_userbehavior_head84k/UserBehavior_head.csv --format taobao --store $(DEMO)/store.duckdb --dataset taobao && \
+	  $(BIN)/evorec data prepare --store $(DEMO)/store.duckdb --dataset taobao --config configs/prepare/taobao.yaml --out $(DEMO)/taobao_prepared && \
+	  $(BIN)/evorec data describe --store $(DEMO)/store.duckdb --dataset taobao; \
+	else echo "$(SHARED) not found: skipping the Taobao part of the demo"; fi
+	@echo "demo outputs in $(DEMO)/"
+
+test: venv-test
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(DEMO) .pytest_cache

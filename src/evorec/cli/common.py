@@ -1,0 +1,95 @@
+"""Shared bits of the thin CLI edge: progress bars, JSON output, error formatting."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+err = Console(stderr=True)
+
+# Errors a user can fix: printed as one clear line, exit code 2, no traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError, KeyError)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except USER_ERRORS as exc:
+        msg = str(exc)
+        if isinstance(exc, KeyError) and exc.args:
+            msg = str(exc.args[0])
+        fail(msg)
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def byte_progress(label: str, enabled: bool = True) -> Iterator[Callable[[int, int | None], None]]:
+    """A progress bar over bytes; shown only on a terminal-ish stderr and when enabled."""
+    if not enabled:
+        yield lambda done, total: None
+        return
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=None)
+
+        def update(done: int, total: int | None) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
+
+
+@contextlib.contextmanager
+def count_progress(label: str, total: int | None, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    if not enabled:
+        yield lambda n: None
+        return
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,}" if total else "{task.completed:,}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=total)
+
+        def update(n: int) -> None:
+            progress.update(task, completed=n)
+
+        yield update
+
+
+def parse_options(values: list[str] | None, flag: str = "--option") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values or []:
+        if "=" not in v:
+            fail(f"{flag} {v!r} is not of the form key=value")
+        k, val = v.split("=", 1)
+        out[k.strip()] = val.strip()
+    return out

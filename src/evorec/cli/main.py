@@ -1,0 +1,38 @@
+"""The `evorec` command: one Typer sub-app per command group (see the modules beside this one)."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from evorec import __version__
+from evorec.cli import data as data_cmds
+
+app = typer.Typer(
+    name="evorec",
+    help="Long-term user interest evolution on e-commerce platforms.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_cmds.app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"evorec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
