@@ -26,7 +26,7 @@ import pyarrow as pa
 from evorec.data import store as store_mod
 from evorec.data.readers import get_reader
 from evorec.data.readers.base import CHECK_BAD_FRACTION, CHECK_MIN_ROWS, FormatMismatch, Reader, sql_str
-from evorec.types import BEHAVIORS, REJECT_SCHEMA, TS_MAX, TS_MIN, TimeKind
+from evorec.types import BEHAVIORS, ITEM_SCHEMA, REJECT_SCHEMA, TS_MAX, TS_MIN, TimeKind
 from evorec.utils.privacy import PSEUDONYM_HEX_CHARS, Pseudonymizer
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,13 @@ def _ingest_in_transaction(
     pseudo: Pseudonymizer | None,
     progress: Callable[[int, int | None], None] | None,
 ) -> IngestResult:
+    """Load one file inside the caller's transaction.
+
+    Each block is transformed and validated in a private in-memory DuckDB (autocommit), and the
+    store sees exactly one streaming INSERT per table. Registering a new Arrow view per block
+    inside the store's transaction would keep every block alive until commit (memory growing
+    with the file); streaming keeps memory bounded by the block size.
+    """
     started = datetime.now(timezone.utc).replace(tzinfo=None)
     ingest_id = con.execute("SELECT nextval('ingest_seq')").fetchall()[0][0]
     con.execute(
@@ -171,94 +178,14 @@ def _ingest_in_transaction(
         )
 
     # Item metadata first, so events without a category can take it from their item.
-    items_in = 0
-    for items in reader.items():
-        con.register("_items_chunk", items)
-        con.execute(
-            "DELETE FROM items WHERE dataset = ? AND item_id IN (SELECT item_id FROM _items_chunk)", [dataset]
-        )
-        con.execute(
-            "INSERT INTO items SELECT ?, item_id, category_id, category_path, brand, title, price, ? "
-            "FROM (SELECT *, row_number() OVER (PARTITION BY item_id) AS _k FROM _items_chunk) WHERE _k = 1",
-            [dataset, ingest_id],
-        )
-        items_in += items.num_rows
-        con.unregister("_items_chunk")
+    items_in = _load_items(con, reader, dataset, ingest_id)
     has_items = con.execute("SELECT count(*) > 0 FROM items WHERE dataset = ?", [dataset]).fetchall()[0][0]
 
-    stage_sql = _stage_sql(reader, has_items)
-    user_sql = "m.user_id"
-    params_user: list = []
-    if pseudo is not None:
-        outer, inner = pseudo.sql_pads()
-        user_sql = f"substr(sha256($outer || unhex(sha256($inner || m.user_id::BLOB))), 1, {PSEUDONYM_HEX_CHARS})"
-        params_user = [outer, inner]
-
-    total = reader.total_bytes()
-    rows_read = rows_in = rows_q = 0
-    reasons: dict[str, int] = {}
-    checked = False
-    for chunk in reader.chunks():
-        t = chunk.table.append_column("__row", pa.array(chunk.source_row, pa.int64()))
-        con.register("_chunk", t)
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _stage AS {stage_sql}",
-            _params(stage_sql, dataset=dataset, lo=TS_MIN, hi=TS_MAX),
-        )
-        con.unregister("_chunk")
-        n_ok, n_bad = con.execute(
-            "SELECT count(*) FILTER (WHERE reason IS NULL), count(*) FILTER (WHERE reason IS NOT NULL) FROM _stage"
-        ).fetchall()[0]
-        n_bad += len(chunk.rejects)
-        n = chunk.rows_read
-        if not checked and n:
-            # Judge the format on the first block: no usable row at all, or (with enough rows to
-            # judge) a majority of bad ones, means the file is not of this format.
-            checked = True
-            if n_bad == n or (n >= CHECK_MIN_ROWS and n_bad > n * CHECK_BAD_FRACTION):
-                raise FormatMismatch(reader.path, _first_bad_line(con, chunk), reader_expected(reader), _bad_summary(con, chunk))
-        params = {"dataset": dataset, "ingest_id": ingest_id}
-        if pseudo is not None:
-            params.update(outer=params_user[0], inner=params_user[1])
-        con.execute(
-            f"INSERT INTO events SELECT $dataset, {user_sql}, m.item_id, make_timestamp(m.ts * 1000000), "
-            "m.behavior, m.category_id, m.value, $ingest_id, m.source_row FROM _stage m WHERE m.reason IS NULL",
-            params,
-        )
-        con.execute(
-            "INSERT INTO quarantine SELECT $dataset, $ingest_id, $file, source_row, raw, reason "
-            "FROM _stage WHERE reason IS NOT NULL",
-            {"dataset": dataset, "ingest_id": ingest_id, "file": str(reader.path)},
-        )
-        for reason, cnt in con.execute(
-            "SELECT split_part(reason, ':', 1), count(*) FROM _stage WHERE reason IS NOT NULL GROUP BY 1"
-        ).fetchall():
-            reasons[reason] = reasons.get(reason, 0) + cnt
-        if chunk.rejects:
-            rej = pa.table(
-                {
-                    "source_row": [r[0] for r in chunk.rejects],
-                    "raw": [r[1] for r in chunk.rejects],
-                    "reason": [r[2] for r in chunk.rejects],
-                },
-                schema=REJECT_SCHEMA,
-            )
-            con.register("_rej", rej)
-            con.execute(
-                "INSERT INTO quarantine SELECT $dataset, $ingest_id, $file, source_row, raw, reason FROM _rej",
-                {"dataset": dataset, "ingest_id": ingest_id, "file": str(reader.path)},
-            )
-            con.unregister("_rej")
-            for r in chunk.rejects:
-                key = r[2].split(":", 1)[0]
-                reasons[key] = reasons.get(key, 0) + 1
-        rows_read += n
-        rows_in += n_ok
-        rows_q += n_bad
-        if progress is not None:
-            progress(chunk.bytes_done, total)
-    con.execute("DROP TABLE IF EXISTS _stage")
-    assert rows_in + rows_q == rows_read, "ingest lost rows"  # the invariant the store promises
+    state = _BlockLoader(con, reader, dataset, ingest_id, pseudo, has_items, progress)
+    state.run()
+    rows_read, rows_in, rows_q = state.rows_read, state.rows_in, state.rows_q
+    if rows_in + rows_q != rows_read:  # the invariant the store promises; never commit without it
+        raise IngestError(f"internal error: {rows_read} rows read but {rows_in} + {rows_q} accounted for")
     finished = datetime.now(timezone.utc).replace(tzinfo=None)
     con.execute(
         "INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -266,8 +193,121 @@ def _ingest_in_transaction(
     )
     log.info("ingested %s: %d rows read, %d events, %d quarantined", reader.path, rows_read, rows_in, rows_q)
     return IngestResult(
-        dataset, str(reader.path), reader.format, digest, ingest_id, rows_read, rows_in, rows_q, items_in, False, 0.0, reasons
+        dataset, str(reader.path), reader.format, digest, ingest_id, rows_read, rows_in, rows_q, items_in, False, 0.0,
+        state.reasons,
     )
+
+
+def _load_items(con: duckdb.DuckDBPyConnection, reader: Reader, dataset: str, ingest_id: int) -> int:
+    """Stream the reader's item metadata into ``items``; a re-ingested item keeps its newest row."""
+    counted = [0]
+
+    def batches():
+        for table in reader.items():
+            counted[0] += table.num_rows
+            yield from table.cast(ITEM_SCHEMA).to_batches()
+
+    stream = pa.RecordBatchReader.from_batches(ITEM_SCHEMA, batches())  # noqa: F841 - scanned by name below
+    con.execute(
+        "INSERT INTO items SELECT $dataset, item_id, category_id, category_path, brand, title, price, $ingest_id "
+        "FROM stream WHERE item_id IS NOT NULL",
+        {"dataset": dataset, "ingest_id": ingest_id},
+    )
+    if counted[0]:
+        con.execute(
+            "DELETE FROM items WHERE rowid IN (SELECT rowid FROM (SELECT rowid, row_number() OVER "
+            "(PARTITION BY item_id ORDER BY ingest_id DESC, rowid) AS k FROM items WHERE dataset = ?) WHERE k > 1)",
+            [dataset],
+        )
+    return counted[0]
+
+
+class _BlockLoader:
+    """Loads the reader's blocks into ``events`` and ``quarantine`` of the store's open transaction.
+
+    Each block is scanned as an Arrow *relation* (``from_arrow``), never registered as a view:
+    a view registered inside a transaction keeps its block alive until commit, which would make
+    memory grow with the file. With relations, memory stays bounded by the block size.
+    """
+
+    def __init__(self, con, reader: Reader, dataset: str, ingest_id: int, pseudo, has_items: bool, progress):
+        self.con, self.reader, self.progress = con, reader, progress
+        self.rows_read = self.rows_in = self.rows_q = 0
+        self.reasons: dict[str, int] = {}
+        stage = _stage_sql(reader).replace("$lo", str(TS_MIN)).replace("$hi", str(TS_MAX))
+        self.stage = stage
+        if pseudo is not None:
+            outer, inner = (p.hex() for p in pseudo.sql_pads())
+            pid = (
+                f"substr(sha256(unhex('{outer}') || unhex(sha256(unhex('{inner}') || user_id::BLOB))), "
+                f"1, {PSEUDONYM_HEX_CHARS})"
+            )
+            # Hash each distinct user of the block once, not once per event.
+            users = f", p AS (SELECT user_id, {pid} AS pid FROM (SELECT DISTINCT user_id FROM s WHERE reason IS NULL))"
+            src, uid = "s JOIN p ON p.user_id = s.user_id", "p.pid"
+        else:
+            users, src, uid = "", "s", "s.user_id"
+        category = "s.category_id"
+        if has_items:
+            src += f" LEFT JOIN items i ON i.dataset = {sql_str(dataset)} AND i.item_id = s.item_id"
+            category = "coalesce(s.category_id, i.category_id)"
+        self.insert_events = (
+            f"WITH s AS ({stage}){users} SELECT {sql_str(dataset)}, {uid}, s.item_id, make_timestamp(s.ts * 1000000), "
+            f"s.behavior, {category}, s.value, {int(ingest_id)}, s.source_row FROM {src} WHERE s.reason IS NULL"
+        )
+        self.select_bad = f"SELECT source_row, raw, reason FROM ({stage}) WHERE reason IS NOT NULL"
+        self.count = f"SELECT count(*) FILTER (WHERE reason IS NOT NULL), count(*) FROM ({stage})"
+        self.dataset, self.ingest_id = dataset, ingest_id
+
+    def run(self) -> None:
+        total = self.reader.total_bytes()
+        checked = False
+        con = self.con
+        for chunk in self.reader.chunks():
+            t = chunk.table.append_column("__row", pa.array(chunk.source_row, pa.int64()))
+            rel = con.from_arrow(t)
+            n_bad_sql, n_rows = rel.query("_chunk", self.count).fetchall()[0]
+            n_bad = n_bad_sql + len(chunk.rejects)
+            n_ok = n_rows - n_bad_sql
+            n = chunk.rows_read
+            bad = None
+            if n_bad_sql:
+                bad = rel.query("_chunk", self.select_bad).to_arrow_table().cast(REJECT_SCHEMA)
+            if chunk.rejects:
+                rej = pa.table(
+                    {
+                        "source_row": pa.array([r[0] for r in chunk.rejects], pa.int64()),
+                        "raw": pa.array([r[1] for r in chunk.rejects], pa.string()),
+                        "reason": pa.array([r[2] for r in chunk.rejects], pa.string()),
+                    },
+                    schema=REJECT_SCHEMA,
+                )
+                bad = rej if bad is None else pa.concat_tables([bad, rej])
+            if not checked and n:
+                # Judge the format on the first block: no usable row at all, or (with enough rows
+                # to judge) a majority of bad ones, means the file is not of this format.
+                checked = True
+                if n_bad == n or (n >= CHECK_MIN_ROWS and n_bad > n * CHECK_BAD_FRACTION):
+                    raise FormatMismatch(self.reader.path, *_mismatch_detail(self.reader, bad))
+            if n_ok:
+                rel.query("_chunk", self.insert_events).insert_into("events")
+            if bad is not None and bad.num_rows:
+                self._quarantine(bad)
+            self.rows_read += n
+            self.rows_in += n_ok
+            self.rows_q += n_bad
+            if self.progress is not None:
+                self.progress(chunk.bytes_done, total)
+
+    def _quarantine(self, bad: pa.Table) -> None:
+        for reason in bad.column("reason").to_pylist():
+            key = reason.split(":", 1)[0]
+            self.reasons[key] = self.reasons.get(key, 0) + 1
+        self.con.from_arrow(bad).query(
+            "_bad",
+            f"SELECT {sql_str(self.dataset)}, {int(self.ingest_id)}, {sql_str(str(self.reader.path))}, "
+            "source_row, raw, reason FROM _bad",
+        ).insert_into("quarantine")
 
 
 def _params(sql: str, **values) -> dict:
@@ -275,7 +315,7 @@ def _params(sql: str, **values) -> dict:
     return {k: v for k, v in values.items() if f"${k}" in sql}
 
 
-def _stage_sql(reader: Reader, has_items: bool) -> str:
+def _stage_sql(reader: Reader) -> str:
     """One SELECT over the registered chunk giving canonical columns plus a rejection reason."""
     cols = reader.columns_sql()
     for required in ("user_id", "item_id", "ts", "behavior"):
@@ -296,10 +336,6 @@ def _stage_sql(reader: Reader, has_items: bool) -> str:
                {reader.raw_sql()} AS raw,
                __row AS source_row
         FROM _chunk"""
-    if has_items:
-        base = f"""
-        SELECT b.* REPLACE (coalesce(b.category_id, i.category_id) AS category_id)
-        FROM ({base}) b LEFT JOIN items i ON i.dataset = $dataset AND i.item_id = b.item_id"""
     ordinal = reader.time_kind is TimeKind.ORDINAL
     range_check = "" if ordinal else "WHEN m.ts < $lo OR m.ts > $hi THEN 'timestamp out of range: ' || coalesce(m.ts_raw, m.ts::VARCHAR)"
     return f"""
@@ -322,22 +358,12 @@ def reader_expected(reader: Reader) -> str:
     return fn() if fn else f"rows of format {reader.format!r}"
 
 
-def _first_bad_line(con: duckdb.DuckDBPyConnection, chunk) -> int | None:
-    lines = [r[0] for r in chunk.rejects if r[0] is not None]
-    row = con.execute("SELECT min(source_row) FROM _stage WHERE reason IS NOT NULL").fetchall()[0]
-    if row and row[0] is not None:
-        lines.append(row[0])
-    return min(lines) if lines else None
-
-
-def _bad_summary(con: duckdb.DuckDBPyConnection, chunk) -> str:
-    rows = [(r[0], r[1], r[2]) for r in chunk.rejects[:1]]
-    rows += con.execute(
-        "SELECT source_row, raw, reason FROM _stage WHERE reason IS NOT NULL ORDER BY source_row LIMIT 1"
-    ).fetchall()
-    rows = sorted((r for r in rows if r[0] is not None), key=lambda r: r[0])[:1] or rows[:1]
-    if not rows:
-        return "mostly unusable rows"
-    line, raw, reason = rows[0]
-    raw = raw if raw is None or len(raw) < 120 else raw[:120] + "..."
-    return f"mostly unusable rows, e.g. line {line}: {raw!r} ({reason})"
+def _mismatch_detail(reader: Reader, bad: pa.Table | None) -> tuple[int | None, str, str]:
+    """(line, expected, found) for a FormatMismatch, from the first bad row of the first block."""
+    expected = reader_expected(reader)
+    if bad is None or not bad.num_rows:
+        return None, expected, "no usable rows"
+    first = bad.sort_by("source_row").slice(0, 1).to_pylist()[0]
+    raw = first["raw"] or ""
+    raw = raw if len(raw) < 120 else raw[:120] + "..."
+    return first["source_row"], expected, f"mostly unusable rows, e.g. line {first['source_row']}: {raw!r} ({first['reason']})"

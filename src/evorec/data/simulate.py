@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -57,7 +57,8 @@ _DIURNAL = np.array(
 )
 _DIURNAL /= _DIURNAL.sum()
 _DEPARTMENTS = ("Fashion", "Electronics", "Home", "Beauty", "Sports", "Toys", "Grocery", "Books")
-_TARGET_CHUNK_EVENTS = 600_000  # default chunk size aims at about this many events
+_TARGET_CHUNK_EVENTS = 300_000  # default chunk size aims at about this many events
+ROW_GROUP_ROWS = 1 << 19  # Parquet row group size of the written files (fixed: part of the bytes)
 
 TRUTH_SCHEMA = pa.schema(
     [
@@ -121,7 +122,7 @@ class SimConfig(BaseModel):
     p_buy_direct: float = Field(0.005, ge=0, le=1)  # view (no cart) -> buy
     # ground truth output
     truth_period_days: int = Field(7, ge=1)
-    truth_min_prob: float = Field(0.005, ge=0, le=1)
+    truth_min_prob: float = Field(0.01, ge=0, le=1)
 
     @field_validator("start")
     @classmethod
@@ -185,7 +186,7 @@ class _World:
     item_ids: pa.Array  # (N,) strings
     price: np.ndarray  # (N,)
     season: np.ndarray  # (D, C) float32 seasonal logit offsets per day
-    brand: list[str]
+    brand: np.ndarray  # (N,) brand index
 
 
 def _world(cfg: SimConfig) -> _World:
@@ -209,10 +210,8 @@ def _world(cfg: SimConfig) -> _World:
     width_c = max(3, len(str(C - 1)))
     cat_ids = pa.array([f"c{c:0{width_c}d}" for c in range(C)], pa.string())
     cat_price = g.lognormal(3.0, 1.0, C)
-    price = np.round(cat_price[item_cat] * g.lognormal(0.0, 0.5, N), 2) + 0.99
-    n_brands = max(1, N // 25)
-    brand_of = g.integers(0, n_brands, N)
-    brand = [f"brand{b:05d}" for b in brand_of]
+    price = np.floor(cat_price[item_cat] * g.lognormal(0.0, 0.5, N)) + 0.99  # shop prices: x.99
+    brand = item_cat * 8 + g.integers(0, 8, N)  # a handful of brands per category
     # seasonality on the calendar (not on day index) so different starts line up
     abs_day = cfg.t0 // DAY + np.arange(D)
     year_frac = (abs_day / 365.2425) % 1.0
@@ -235,14 +234,14 @@ def items_table(cfg: SimConfig) -> pa.Table:
     item_cat = w.item_cat
     paths = [f"{_DEPARTMENTS[c % len(_DEPARTMENTS)]}/{cats[c]}" for c in range(w.n_cat)]
     ids = w.item_ids.to_pylist()
+    brands = [f"brand{b:06d}" for b in w.brand]
     return pa.table(
         {
             "item_id": w.item_ids,
             "category_id": w.cat_ids.take(pa.array(item_cat)),
             "category_path": pa.array(paths, pa.string()).take(pa.array(item_cat)),
-            "brand": pa.array(w.brand, pa.string()),
-            "title": pa.array([f"{w.brand[j]} {cats[item_cat[j]]} {ids[j]}" for j in
-                               range(len(ids))], pa.string()),
+            "brand": pa.array(brands, pa.string()),
+            "title": pa.array([f"{b} {cats[c]} {i}" for b, c, i in zip(brands, item_cat, ids)], pa.string()),
             "price": pa.array(w.price, pa.float64()),
         },
         schema=ITEM_SCHEMA,
@@ -364,29 +363,35 @@ def _latent(cfg: SimConfig, unit_lo: int, unit_hi: int) -> _Latent:
 
 
 def _logits(cfg: SimConfig, world: _World, lat: _Latent, ui: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """(n, C) float32 logits of local users ``ui`` on days ``d``."""
-    z = np.where((d >= lat.l_day[ui])[:, None], lat.base1[ui], lat.base0[ui])
+    """Logits of local users ``ui`` on days ``d`` (broadcastable index arrays): shape + (C,).
+
+    Events ask for pairs (``ui``, ``d`` of shape (n,)); the truth asks for a grid ((b, 1), (1, D)).
+    """
+    z = np.where((d >= lat.l_day[ui])[..., None], lat.base1[ui], lat.base0[ui])
     k = d // 7
-    f = ((d % 7) / np.float32(7.0)).astype(np.float32)[:, None]
-    z += lat.drift[ui, k] * (1 - f) + lat.drift[ui, k + 1] * f
+    f = ((d % 7) / np.float32(7.0)).astype(np.float32)[..., None]
+    z = z + lat.drift[ui, k] * (1 - f)
+    z += lat.drift[ui, k + 1] * f
     z += world.season[d]
+    ub, db = np.broadcast_arrays(ui, d)
     T = float(cfg.transition_days)
-    rows = np.nonzero(lat.e_cat[ui] >= 0)[0]
-    if rows.size:
-        u = ui[rows]
-        r = _smoothstep((d[rows] - lat.e_day[u]) / T)
-        z[rows, lat.e_cat[u]] += lat.e_lo[u] + (lat.e_hi[u] - lat.e_lo[u]) * r
-    rows = np.nonzero(lat.f_cat[ui] >= 0)[0]
-    if rows.size:
-        u = ui[rows]
-        z[rows, lat.f_cat[u]] -= cfg.fade_depth * _smoothstep((d[rows] - lat.f_day[u]) / T)
+    sel = np.nonzero(lat.e_cat[ub] >= 0)
+    if sel[0].size:
+        u = ub[sel]
+        r = _smoothstep((db[sel] - lat.e_day[u]) / T)
+        z[sel + (lat.e_cat[u],)] += lat.e_lo[u] + (lat.e_hi[u] - lat.e_lo[u]) * r
+    sel = np.nonzero(lat.f_cat[ub] >= 0)
+    if sel[0].size:
+        u = ub[sel]
+        z[sel + (lat.f_cat[u],)] -= cfg.fade_depth * _smoothstep((db[sel] - lat.f_day[u]) / T)
     return z
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
+    """Softmax over the last axis, in place when ``z`` may be overwritten."""
+    z -= z.max(axis=-1, keepdims=True)
     np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
+    z /= z.sum(axis=-1, keepdims=True)
     return z
 
 
@@ -424,7 +429,8 @@ def _events(cfg: SimConfig, world: _World, lat: _Latent, unit_lo: int, unit_hi: 
     v_sess = np.repeat(np.arange(S), nv)
     first_v = np.cumsum(nv) - nv
     # times: views seconds-to-minutes apart inside a session, sessions hours apart
-    gaps = np.minimum(1 + st.draw(vcnt, lambda g, n: g.lognormal(np.log(45.0), 1.0, n)), 3600).astype(np.int64)
+    gaps = 1 + st.draw(vcnt, lambda g, n: g.lognormal(np.log(45.0), 1.0, n))
+    gaps = np.minimum(gaps, 3600).astype(np.int64)
     gaps[first_v] = 0
     cs = np.cumsum(gaps)
     v_off = cs - cs[first_v][v_sess]
@@ -482,7 +488,9 @@ def _events(cfg: SimConfig, world: _World, lat: _Latent, unit_lo: int, unit_hi: 
     return {"user": user[order], "ts": ts[order], "item": it[order], "cat": cat[order], "beh": beh[order]}
 
 
-def _event_batch(cfg: SimConfig, world: _World, lat: _Latent, ev: dict[str, np.ndarray], row0: int) -> pa.RecordBatch:
+def _event_batch(
+    cfg: SimConfig, world: _World, lat: _Latent, ev: dict[str, np.ndarray], row0: int
+) -> pa.RecordBatch:
     n = len(ev["ts"])
     users = _user_ids(cfg, lat.user_lo, lat.user_lo + lat.n)
     is_buy = ev["beh"] == _BUY
@@ -512,9 +520,8 @@ def _truth_batch(cfg: SimConfig, world: _World, lat: _Latent) -> pa.RecordBatch:
     sub = max(1, 4_000_000 // (D * C))  # users per slice: bounded memory
     parts_u, parts_k, parts_c, parts_p = [], [], [], []
     for lo in range(0, lat.n, sub):
-        ui = np.repeat(np.arange(lo, min(lat.n, lo + sub)), D)
-        d = np.tile(np.arange(D), len(ui) // D)
-        p = _softmax(_logits(cfg, world, lat, ui, d)).reshape(-1, D, C)
+        ui = np.arange(lo, min(lat.n, lo + sub))[:, None]
+        p = _softmax(_logits(cfg, world, lat, ui, np.arange(D)[None, :]))  # (b, D, C)
         pm = np.add.reduceat(p, starts, axis=1) / lengths[None, :, None]  # (b, K, C)
         b, k, c = np.nonzero(pm >= cfg.truth_min_prob)
         parts_u.append(b + lo)
@@ -568,7 +575,7 @@ def _planted_batch(cfg: SimConfig, world: _World, lat: _Latent) -> pa.RecordBatc
 
 
 def default_chunk_users(cfg: SimConfig) -> int:
-    """Users per chunk: about 600k events and a bounded drift cube; a multiple of UNIT_USERS."""
+    """Users per chunk: about 300k events and a bounded drift cube; a multiple of UNIT_USERS."""
     per_user = max(1.0, cfg.days * cfg.active_day_prob * cfg.events_per_active_day)
     by_events = _TARGET_CHUNK_EVENTS / per_user
     by_cube = 8_000_000 / ((cfg.days // 7 + 2) * cfg.n_categories + 2 * cfg.days)
@@ -586,7 +593,7 @@ def _chunks(cfg: SimConfig, chunk_users: int | None) -> Iterator[tuple[int, int]
         yield lo, min(n_units, lo + units_per_chunk)
 
 
-def _iter_chunks(cfg: SimConfig, chunk_users: int | None, events: bool, truth: bool):
+def _iter_chunks(cfg: SimConfig, chunk_users: int | None, events: bool, truth: bool, planted: bool = True):
     world = _world(cfg)
     row0 = 0
     for unit_lo, unit_hi in _chunks(cfg, chunk_users):
@@ -595,8 +602,9 @@ def _iter_chunks(cfg: SimConfig, chunk_users: int | None, events: bool, truth: b
         if events:
             ev_batch = _event_batch(cfg, world, lat, _events(cfg, world, lat, unit_lo, unit_hi), row0)
             row0 += ev_batch.num_rows
-        tr = (_truth_batch(cfg, world, lat), _planted_batch(cfg, world, lat)) if truth else None
-        yield ev_batch, tr
+        tr = _truth_batch(cfg, world, lat) if truth else None
+        pl = _planted_batch(cfg, world, lat) if planted else None
+        yield ev_batch, (tr, pl)
 
 
 def simulate_batches(cfg: SimConfig, *, chunk_users: int | None = None,
@@ -606,7 +614,7 @@ def simulate_batches(cfg: SimConfig, *, chunk_users: int | None = None,
     ``chunk_users`` (memory: users generated together; default :func:`default_chunk_users`) and
     ``max_rows`` (split batches) change only batch boundaries, never the rows.
     """
-    for batch, _ in _iter_chunks(cfg, chunk_users, events=True, truth=False):
+    for batch, _ in _iter_chunks(cfg, chunk_users, events=True, truth=False, planted=False):
         if max_rows is None or batch.num_rows <= max_rows:
             yield batch
         else:
@@ -648,38 +656,78 @@ def sidecar_paths(out: Path) -> dict[str, Path]:
     }
 
 
+class _RowGroupWriter:
+    """A ParquetWriter that cuts row groups at fixed row counts, so files do not depend on the
+    chunking that produced the batches (and memory stays at one row group)."""
+
+    def __init__(self, path: Path, schema: pa.Schema, rows: int = ROW_GROUP_ROWS) -> None:
+        self._w = pq.ParquetWriter(path, schema, compression="zstd")
+        self._schema, self._rows = schema, rows
+        self._pending: list[pa.RecordBatch] = []
+        self._n = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._pending.append(batch)
+        self._n += batch.num_rows
+        while self._n >= self._rows:
+            t = pa.Table.from_batches(self._pending, self._schema)
+            self._w.write_table(t.slice(0, self._rows), row_group_size=self._rows)
+            rest = t.slice(self._rows)
+            self._pending, self._n = rest.to_batches(), rest.num_rows
+
+    def close(self) -> None:
+        if self._n:
+            self._w.write_table(pa.Table.from_batches(self._pending, self._schema), row_group_size=self._rows)
+        self._pending, self._n = [], 0
+        self._w.close()
+
+    def abort(self) -> None:
+        self._pending, self._n = [], 0
+        self._w.close()
+
+
+def _temp_name(final: Path) -> Path:
+    """A hidden sibling of ``final`` (same directory, so ``os.replace`` is an atomic rename)."""
+    return final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+
+
 def write_simulation(cfg: SimConfig, out: Path, progress: Callable[[int], None] | None = None,
-                     *, chunk_users: int | None = None) -> SimSummary:
+                     *, chunk_users: int | None = None, truth: bool = True) -> SimSummary:
     """Write events to ``out`` (Parquet) and items / truth / planted beside it, atomically.
 
     Memory is bounded by the chunk size, not by the number of events. Every file is written
     under a temporary name in the same directory and renamed at the end (side files first, the
     events file last), so a failed run leaves nothing under the final names and no temp files.
-    ``progress`` receives the number of events written so far after each chunk.
+    ``progress`` receives the number of events written so far after each chunk. With
+    ``truth=False`` the (large: about 10 rows per user and week) interest truth file is skipped
+    and ``paths`` has no ``"truth"``; the planted table is always written.
     """
     paths = sidecar_paths(Path(out))
     directory = paths["events"].parent
     directory.mkdir(parents=True, exist_ok=True)
     tmp: dict[str, Path] = {}
-    writers: dict[str, pq.ParquetWriter] = {}
+    writers: dict[str, _RowGroupWriter] = {}
     try:
+        if not truth:
+            paths.pop("truth")
         for name, schema in (("events", EVENT_SCHEMA), ("truth", TRUTH_SCHEMA), ("planted", PLANTED_SCHEMA)):
-            fd, t = tempfile.mkstemp(prefix=f".{paths[name].name}.", suffix=".tmp", dir=directory)
-            os.close(fd)
-            tmp[name] = Path(t)
-            writers[name] = pq.ParquetWriter(t, schema, compression="zstd")
+            if name not in paths:
+                continue
+            tmp[name] = _temp_name(paths[name])
+            writers[name] = _RowGroupWriter(tmp[name], schema)
         n_events = n_truth = n_planted = 0
         tmin: int | None = None
         tmax: int | None = None
         counts = np.zeros(len(_BEHAVIOR_NAMES), np.int64)
         log.info("simulating %d users x %d days (~%.0f events) -> %s",
                  cfg.users, cfg.days, cfg.expected_events(), paths["events"])
-        for batch, (tr, pl) in _iter_chunks(cfg, chunk_users, events=True, truth=True):
-            writers["events"].write_batch(batch)
-            writers["truth"].write_batch(tr)
-            writers["planted"].write_batch(pl)
+        for batch, (tr, pl) in _iter_chunks(cfg, chunk_users, events=True, truth=truth):
+            writers["events"].write(batch)
+            if truth:
+                writers["truth"].write(tr)
+            writers["planted"].write(pl)
             n_events += batch.num_rows
-            n_truth += tr.num_rows
+            n_truth += tr.num_rows if truth else 0
             n_planted += pl.num_rows
             if batch.num_rows:
                 ts = batch.column(2).to_numpy()
@@ -695,16 +743,15 @@ def write_simulation(cfg: SimConfig, out: Path, progress: Callable[[int], None] 
             w.close()
         writers.clear()
         items = items_table(cfg)
-        fd, t = tempfile.mkstemp(prefix=f".{paths['items'].name}.", suffix=".tmp", dir=directory)
-        os.close(fd)
-        tmp["items"] = Path(t)
-        pq.write_table(items, t, compression="zstd")
+        tmp["items"] = _temp_name(paths["items"])
+        pq.write_table(items, tmp["items"], compression="zstd")
         for name in ("items", "truth", "planted", "events"):
-            os.replace(tmp.pop(name), paths[name])
+            if name in paths:
+                os.replace(tmp.pop(name), paths[name])
     finally:
         for w in writers.values():
             try:
-                w.close()
+                w.abort()
             except Exception:  # noqa: BLE001 - already failing; the temp file is removed below
                 pass
         for t in tmp.values():

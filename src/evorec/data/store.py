@@ -16,6 +16,7 @@ leaves it as it was before the job started.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,6 +78,14 @@ CREATE TABLE IF NOT EXISTS quarantine (
 """
 
 
+def _duckdb_config() -> dict[str, str]:
+    """Bound DuckDB's memory so a big ingest spills to disk instead of growing with the file.
+
+    ``EVOREC_DUCKDB_MEMORY`` (e.g. ``4GB``) overrides the default of 1 GB.
+    """
+    return {"memory_limit": os.environ.get("EVOREC_DUCKDB_MEMORY", "1GB")}
+
+
 class StoreError(RuntimeError):
     """The store file is missing, unreadable, or not an evorec store."""
 
@@ -93,9 +102,10 @@ def connect(path: str | Path, *, read_only: bool = False, create: bool = True) -
     if not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        con = duckdb.connect(str(path), read_only=read_only)
+        con = duckdb.connect(str(path), read_only=read_only, config=_duckdb_config())
     except duckdb.Error as exc:  # a file that is not a DuckDB database, a lock held by another writer...
         raise StoreError(f"cannot open store {path}: {exc}") from exc
+    con.execute("SET enable_progress_bar = false")  # evorec draws its own progress bars
     if not read_only:
         con.execute(DDL)
         con.execute(
