@@ -6,9 +6,14 @@ these columns; everything downstream (cleaning, sequences, models, serving) read
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
+
+if TYPE_CHECKING:  # torch is only needed by code that builds or consumes batches
+    from torch import Tensor
 
 
 class Behavior(str, Enum):
@@ -72,3 +77,49 @@ REJECT_SCHEMA = pa.schema(
 # Timestamps outside this range are quarantined as out of range (unless the dataset is ordinal).
 TS_MIN = 0  # 1970-01-01
 TS_MAX = 4_102_444_800  # 2100-01-01
+
+
+# ---------------------------------------------------------------------------------------------
+# The one batch that crosses from data to model.
+
+
+@dataclass
+class SequenceBatch:
+    """A batch of user histories, LEFT-padded so position T-1 is each user's latest event.
+
+    Built once by ``evorec.data.batches`` (collation and device placement happen there, never in
+    a model's ``forward``). All tensors are on the same device. Shapes (B users, T positions):
+
+    - ``items``       (B, T) int64   item index, 0 = padding
+    - ``categories``  (B, T) int64   category index, 0 = padding/unknown
+    - ``behaviors``   (B, T) int64   behaviour index (``BEHAVIOR_INDEX``), 0 = padding
+    - ``timestamps``  (B, T) int64   unix seconds (or ordinal positions), 0 at padding
+    - ``mask``        (B, T) bool    True where there is an event
+    - ``targets``     (B, T) int64   training only: the item to predict after position t
+                                     (the next event's item), 0 = no target at t
+    - ``target_behaviors`` (B, T) int64  training only: behaviour of that next event, 0 = none
+    - ``query_ts``    (B,)   int64   the time at which the next item is asked for (the target's
+                                     time in evaluation, last event time otherwise)
+    - ``users``       (B,)   int64   user rows (``SequenceData`` row numbers), -1 if unknown
+    """
+
+    items: Tensor
+    categories: Tensor
+    behaviors: Tensor
+    timestamps: Tensor
+    mask: Tensor
+    query_ts: Tensor
+    users: Tensor
+    targets: Tensor | None = None
+    target_behaviors: Tensor | None = None
+
+    def to(self, device) -> SequenceBatch:  # noqa: ANN001 - torch.device or str
+        return SequenceBatch(**{k: (v.to(device, non_blocking=True) if v is not None else None) for k, v in self.__dict__.items()})
+
+    @property
+    def size(self) -> int:
+        return int(self.items.shape[0])
+
+    @property
+    def length(self) -> int:
+        return int(self.items.shape[1])

@@ -1,0 +1,188 @@
+"""From memory-mapped sequences + a split to ``SequenceBatch``es: the one place collation happens.
+
+Training uses every position of a window in one pass (inputs = events[:-1], targets = items[1:]),
+so memory does not grow with the number of prefixes. Evaluation gives each fold user's history
+(strictly before the target, per the split) and the target.
+
+All gathering is vectorised numpy over the memory-mapped arrays; no text is parsed per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from evorec.data.sequences import SequenceData
+from evorec.data.splits import Split
+from evorec.types import BEHAVIOR_INDEX, SequenceBatch
+
+
+@dataclass
+class TrainView:
+    """The training part of a sequence store: user row u owns events [offsets[u], end[u])."""
+
+    seq: SequenceData
+    end: np.ndarray  # (n_users,) int64 global end position (exclusive) of each user's training events
+    target_behaviors: np.ndarray | None = None  # behaviour indices allowed as targets (None = any)
+
+    @classmethod
+    def from_split(cls, seq: SequenceData, split: Split, train: str = "train", target_behaviors=None) -> TrainView:
+        if train not in split.train_ends:
+            raise KeyError(f"split has no training part {train!r}; it has {sorted(split.train_ends)}")
+        tb = None
+        if target_behaviors:
+            tb = np.array([BEHAVIOR_INDEX[b] for b in target_behaviors], dtype=np.int64)
+        return cls(seq, np.asarray(split.train_ends[train], dtype=np.int64), tb)
+
+    @property
+    def start(self) -> np.ndarray:
+        return np.asarray(self.seq.offsets[:-1], dtype=np.int64)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.maximum(self.end - self.start, 0)
+
+    @property
+    def n_events(self) -> int:
+        return int(self.lengths.sum())
+
+    def user_arrays(self, u: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        a, b = int(self.seq.offsets[u]), int(self.end[u])
+        s = self.seq
+        return s.item[a:b], s.category[a:b], s.behavior[a:b], s.ts[a:b]
+
+
+def gather(seq: SequenceData, starts: np.ndarray, ends: np.ndarray, T: int) -> dict[str, np.ndarray]:
+    """Left-padded (B, T) arrays of the last <= T events in [start, end) of each row."""
+    pos = ends[:, None] - T + np.arange(T)[None, :]  # (B, T) global positions
+    valid = pos >= starts[:, None]
+    safe = np.where(valid, pos, 0)
+    if seq.n_events == 0:
+        safe = np.zeros_like(safe)
+        valid = np.zeros_like(valid)
+    out = {
+        "items": np.where(valid, np.asarray(seq.item)[safe] if seq.n_events else 0, 0).astype(np.int64),
+        "categories": np.where(valid, np.asarray(seq.category)[safe] if seq.n_events else 0, 0).astype(np.int64),
+        "behaviors": np.where(valid, np.asarray(seq.behavior)[safe] if seq.n_events else 0, 0).astype(np.int64),
+        "timestamps": np.where(valid, np.asarray(seq.ts)[safe] if seq.n_events else 0, 0).astype(np.int64),
+        "mask": valid,
+    }
+    return out
+
+
+def to_batch(arrays: dict[str, np.ndarray], query_ts: np.ndarray, users: np.ndarray, device="cpu") -> SequenceBatch:
+    t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+    return SequenceBatch(
+        items=t["items"],
+        categories=t["categories"],
+        behaviors=t["behaviors"],
+        timestamps=t["timestamps"],
+        mask=t["mask"],
+        query_ts=torch.from_numpy(np.asarray(query_ts, dtype=np.int64)),
+        users=torch.from_numpy(np.asarray(users, dtype=np.int64)),
+        targets=t.get("targets"),
+        target_behaviors=t.get("target_behaviors"),
+    ).to(device)
+
+
+def training_windows(view: TrainView, max_len: int, mode: Literal["last", "all"] = "last") -> tuple[np.ndarray, np.ndarray]:
+    """(users, window ends): one window per user (its latest max_len+1 events), or, with ``all``,
+    consecutive windows covering the whole training history (long histories fully used)."""
+    lengths = view.lengths
+    users = np.flatnonzero(lengths >= 2)
+    ends = view.end[users]
+    if mode == "last":
+        return users.astype(np.int64), ends.astype(np.int64)
+    # Windows of max_len targets each, stepping back from the end; they overlap by one event.
+    n_win = np.ceil((lengths[users] - 1) / max_len).astype(np.int64)
+    rep_users = np.repeat(users, n_win)
+    k = np.arange(n_win.sum()) - np.repeat(np.cumsum(n_win) - n_win, n_win)
+    rep_ends = np.repeat(ends, n_win) - k * max_len
+    return rep_users.astype(np.int64), rep_ends.astype(np.int64)
+
+
+def training_batches(
+    view: TrainView,
+    max_len: int,
+    batch_size: int,
+    rng: np.random.Generator,
+    *,
+    mode: Literal["last", "all"] = "last",
+    device="cpu",
+) -> Iterator[SequenceBatch]:
+    """Shuffled training batches of (B, max_len) inputs with next-item targets at every position."""
+    users, ends = training_windows(view, max_len, mode)
+    order = rng.permutation(len(users))
+    starts_all = view.start
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
+        u, e = users[idx], ends[idx]
+        s = starts_all[u]
+        full = gather(view.seq, s, e, max_len + 1)  # (B, T+1)
+        arrays = {k: v[:, :-1] for k, v in full.items()}
+        targets = np.where(full["mask"][:, 1:] & full["mask"][:, :-1], full["items"][:, 1:], 0)
+        tb = full["behaviors"][:, 1:]
+        if view.target_behaviors is not None:
+            targets = np.where(np.isin(tb, view.target_behaviors), targets, 0)
+        arrays["targets"] = targets
+        arrays["target_behaviors"] = np.where(targets > 0, tb, 0)
+        last = np.asarray(view.seq.ts)[np.maximum(e - 1, 0)] if view.seq.n_events else np.zeros(len(u), np.int64)
+        yield to_batch(arrays, last, u, device)
+
+
+@dataclass
+class EvalSet:
+    """Histories and targets of one fold, ready to score in batches."""
+
+    users: np.ndarray  # (N,) user rows
+    hist_start: np.ndarray  # (N,) global positions
+    hist_end: np.ndarray  # (N,) exclusive
+    target_item: np.ndarray  # (N,) item index of the first target
+    target_ts: np.ndarray  # (N,)
+    target_pos: np.ndarray  # (N,) global position of the first target
+
+
+def eval_set(seq: SequenceData, split: Split, fold: str) -> EvalSet:
+    """The first target of every fold user (next-item evaluation)."""
+    if fold not in split.folds:
+        raise KeyError(f"split has no fold {fold!r}; it has {sorted(split.folds)}")
+    if split.seq_fingerprint != seq.fingerprint:
+        raise ValueError(
+            f"split was made for sequences {split.seq_fingerprint[:12]} but these are {seq.fingerprint[:12]}"
+        )
+    f = split.folds[fold]
+    users = np.asarray(f.users, dtype=np.int64)
+    has = np.diff(np.asarray(f.tgt_offsets)) > 0
+    first = np.asarray(f.tgt_pos)[np.asarray(f.tgt_offsets)[:-1][has]]
+    users = users[has]
+    hist_end = np.asarray(f.hist_end, dtype=np.int64)[has]
+    starts = np.asarray(seq.offsets, dtype=np.int64)[users]
+    return EvalSet(
+        users=users,
+        hist_start=starts,
+        hist_end=hist_end,
+        target_item=np.asarray(seq.item)[first].astype(np.int64),
+        target_ts=np.asarray(seq.ts)[first].astype(np.int64),
+        target_pos=first.astype(np.int64),
+    )
+
+
+def eval_batches(seq: SequenceData, es: EvalSet, max_len: int, batch_size: int, device="cpu") -> Iterator[tuple[slice, SequenceBatch]]:
+    """(rows of the EvalSet, batch) pairs; histories are the last max_len events before the target."""
+    for i in range(0, len(es.users), batch_size):
+        sl = slice(i, min(i + batch_size, len(es.users)))
+        arrays = gather(seq, es.hist_start[sl], es.hist_end[sl], max_len)
+        yield sl, to_batch(arrays, es.target_ts[sl], es.users[sl], device)
+
+
+def history_items(seq: SequenceData, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, item) pairs of every item in each row's whole history (for excluding seen items)."""
+    lengths = np.maximum(ends - starts, 0)
+    rows = np.repeat(np.arange(len(starts)), lengths)
+    pos = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+    items = np.asarray(seq.item)[pos] if len(pos) else np.zeros(0, np.int64)
+    return rows.astype(np.int64), items.astype(np.int64)
