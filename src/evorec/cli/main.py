@@ -8,6 +8,7 @@ import typer
 
 from evorec import __version__
 from evorec.cli import data as data_cmds
+from evorec.cli import train as train_cmds
 
 app = typer.Typer(
     name="evorec",
@@ -16,6 +17,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_cmds.app, name="data")
+app.command("train")(train_cmds.train)
+app.command("evaluate")(train_cmds.evaluate)
+app.command("models")(train_cmds.models)
 
 
 def _version(value: bool) -> None:

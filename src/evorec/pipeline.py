@@ -1,0 +1,211 @@
+"""The only wiring place: builds every object of an experiment from one ``ExperimentConfig``.
+
+An experiment config names its data source, so ``evorec train --config FILE --out RUN`` works from
+the project root with nothing prepared: the source is ingested into a cache store and prepared
+(both cached by content and config), then the model is built from its config plus sizes from
+the data, trained, and its checkpoints embed the merged config and the vocabularies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from evorec.data.batches import TrainView, eval_set
+from evorec.data.prepare import PrepareConfig, prepare
+from evorec.data.sequences import SequenceData
+from evorec.data.splits import Split, load_split
+from evorec.models.base import DataSizes
+from evorec.models.registry import build_model, make_config
+from evorec.training.checkpoint import load_checkpoint, load_model, model_payload
+from evorec.training.trainer import TrainConfig, Trainer
+from evorec.types import BEHAVIORS
+from evorec.utils.config import load_config
+
+log = logging.getLogger(__name__)
+
+
+class DataSourceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(..., description="source file; relative paths are tried from the working directory, then from the config file's directory")
+    format: str
+    dataset: str
+    options: dict[str, str] = Field(default_factory=dict)
+    pseudonymize: bool = True
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    name: str
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
+    exclude_seen: bool = True
+    fold: str = "test"
+    batch_size: int = 2048
+
+
+class ExperimentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    data: DataSourceConfig
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    model: ModelSpec
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    cache_dir: str = Field(default_factory=lambda: os.environ.get("EVOREC_CACHE", ".evorec-cache"))
+
+
+def load_experiment(path: str | Path | None, overrides=None, base: dict | None = None) -> ExperimentConfig:
+    cfg = load_config(ExperimentConfig, path, overrides, base)
+    make_config(cfg.model.name, cfg.model.config)  # unknown model or bad model field: fail now
+    if path is not None:
+        cfg.__dict__["_config_dir"] = str(Path(path).resolve().parent)
+    return cfg
+
+
+def _source_path(cfg: ExperimentConfig) -> Path:
+    p = Path(cfg.data.path)
+    if p.is_absolute() or p.exists():
+        return p
+    cdir = cfg.__dict__.get("_config_dir")
+    for base in ([Path(cdir)] + list(Path(cdir).parents)) if cdir else []:
+        if (base / p).exists():
+            return base / p
+    raise FileNotFoundError(f"data source not found: {cfg.data.path} (relative to {Path.cwd()})")
+
+
+def prepared_data(cfg: ExperimentConfig) -> tuple[SequenceData, Split]:
+    """Ingest + prepare the experiment's data, or reuse the cached result."""
+    from evorec.data.ingest import content_hash, ingest_file
+    from evorec.data.readers import get_reader
+
+    src = _source_path(cfg)
+    reader = get_reader(cfg.data.format)(src, cfg.data.options)
+    digest = content_hash([src, *reader.side_files()])
+    key = hashlib.sha256(
+        json.dumps(
+            {"src": digest, "format": cfg.data.format, "options": cfg.data.options, "pseudo": cfg.data.pseudonymize,
+             "prepare": cfg.prepare.model_dump(mode="json")},
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
+    cache = Path(cfg.cache_dir)
+    out = cache / "prepared" / f"{cfg.data.dataset}-{key}"
+    if not (out / "meta.json").exists():
+        store = cache / f"{cfg.data.dataset}-{digest[:16]}.duckdb"
+        ingest_file(store, src, cfg.data.format, cfg.data.dataset, options=cfg.data.options, pseudonymize=cfg.data.pseudonymize)
+        prepare(store, cfg.data.dataset, cfg.prepare, out, overwrite=True)
+    return SequenceData(out), load_split(out / "split")
+
+
+def data_sizes(seq: SequenceData) -> DataSizes:
+    cat = np.zeros(seq.items.size, dtype=np.int64)
+    if seq.n_events:
+        cat[np.asarray(seq.item)] = np.asarray(seq.category)
+    return DataSizes(n_items=seq.items.size, n_categories=seq.categories.size, item_category=tuple(int(c) for c in cat))
+
+
+def vocab_payload(seq: SequenceData) -> dict[str, list]:
+    return {
+        "items": seq.items.ids.to_pylist(),
+        "categories": seq.categories.ids.to_pylist(),
+        "behaviors": list(BEHAVIORS),
+        "sequence_fingerprint": seq.fingerprint,
+    }
+
+
+def train(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = False):
+    """Prepare the data, build the model, train with early stopping; returns (state, run_dir)."""
+    import torch
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "config.yaml"
+    merged = cfg.model_dump(mode="json")
+    if resume and saved.exists():
+        prev = yaml.safe_load(saved.read_text())
+        if prev != merged:
+            raise ValueError(f"--resume: {saved} holds a different config than the one given; use a new --out")
+    _atomic_text(saved, yaml.safe_dump(merged, sort_keys=False))
+    seq, split = prepared_data(cfg)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model.name, cfg.model.config, data_sizes(seq))
+    view = TrainView.from_split(seq, split, target_behaviors=_target_behaviors(cfg))
+    valid = eval_set(seq, split, "valid") if "valid" in split.folds else None
+    vocabs = vocab_payload(seq)
+
+    def payload(m, extra):
+        return model_payload(m, merged, vocabs, extra)
+
+    state = Trainer(model, view, valid, cfg.train, out, payload).fit(resume=resume)
+    return state, out
+
+
+def _target_behaviors(cfg: ExperimentConfig):
+    return getattr(cfg.prepare.split, "target_behaviors", None)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def run_config(run_dir: str | Path) -> ExperimentConfig:
+    run_dir = Path(run_dir)
+    ck_path = run_dir / "best.pt"
+    if not ck_path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a finished run (no best.pt)")
+    ck = load_checkpoint(ck_path)
+    return ExperimentConfig.model_validate(ck["experiment"])
+
+
+def evaluate_run(run_dir: str | Path, fold: str | None = None, exclude_seen: bool | None = None) -> dict:
+    """Full-ranking metrics of a run's best checkpoint on its test fold (or ``fold``)."""
+    from evorec.evaluation.ranking import rank_targets
+
+    run_dir = Path(run_dir)
+    ck = load_checkpoint(run_dir / "best.pt")
+    cfg = ExperimentConfig.model_validate(ck["experiment"])
+    seq, split = prepared_data(cfg)
+    if ck["vocabs"].get("sequence_fingerprint") != seq.fingerprint:
+        raise ValueError(
+            f"{run_dir} was trained on sequences {ck['vocabs'].get('sequence_fingerprint', '?')[:12]} "
+            f"but its data now prepares to {seq.fingerprint[:12]}: the model's vocabulary differs from the split"
+        )
+    model = load_model(ck)
+    fold = fold or cfg.eval.fold
+    ex = cfg.eval.exclude_seen if exclude_seen is None else exclude_seen
+    es = eval_set(seq, split, fold)
+    res = rank_targets(model, seq, es, max_len=cfg.train.max_len, batch_size=cfg.eval.batch_size, exclude_seen=ex, ks=tuple(cfg.eval.ks))
+    metrics = res.aggregate(tuple(cfg.eval.ks))
+    out = {
+        "run": str(run_dir),
+        "model": ck["model_name"],
+        "dataset": cfg.data.dataset,
+        "fold": fold,
+        "users": int(len(es.users)),
+        "protocol": {"split": split.kind, **res.protocol},
+        "metrics": metrics,
+        "train_state": {k: ck["train_state"].get(k) for k in ("epoch", "best_epoch", "train_seconds", "stopped")},
+    }
+    _atomic_text(run_dir / "metrics.json", json.dumps(out, indent=2))
+    return out

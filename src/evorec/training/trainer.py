@@ -1,0 +1,310 @@
+"""The trainer: AdamW, warm-up + cosine, clipping, early stopping on validation NDCG@10 (full
+ranking), seeded determinism, atomic checkpoints, exact resume, time budget, TensorBoard, DDP.
+
+Determinism and resume: every epoch reseeds torch (dropout), numpy (batch order) and the loss's
+sampling generator from (seed, epoch). A run resumed from the checkpoint of epoch e therefore
+replays epochs e+1.. exactly as an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from evorec.data.batches import EvalSet, TrainView, training_batches
+from evorec.evaluation.ranking import rank_targets
+from evorec.training.checkpoint import atomic_save, load_checkpoint
+from evorec.training.losses import LossConfig, make_loss
+
+log = logging.getLogger(__name__)
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["constant", "cosine"] = "cosine"
+    min_lr_ratio: float = Field(0.05, ge=0, le=1)
+    grad_clip: float | None = 1.0
+    max_len: int = Field(50, ge=1)
+    windows: Literal["last", "all"] = "last"
+    loss: LossConfig = Field(default_factory=LossConfig)
+    eval_every_epochs: int = Field(1, ge=1)
+    eval_batch_size: int = Field(2048, ge=1)
+    eval_users: int | None = Field(None, description="validate on a fixed random subset of users (speed)")
+    metric: str = "NDCG@10"
+    patience: int = Field(10, ge=1, description="evaluations without improvement before stopping")
+    exclude_seen: bool = True
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False
+    threads: int | None = None
+    time_budget_s: float | None = Field(None, gt=0)
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    step: int = 0
+    best_metric: float = -math.inf
+    best_epoch: int = -1
+    bad_evals: int = 0
+    train_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+    stopped: str = ""
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+class _LossModule(nn.Module):
+    """Wraps ``model.training_loss`` as ``forward`` so DistributedDataParallel can sync it."""
+
+    def __init__(self, model, loss_fn):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+        self.generator: torch.Generator | None = None
+
+    def forward(self, batch):
+        return self.model.training_loss(batch, self.loss_fn, self.generator)
+
+
+class Trainer:
+    """Trains ``model`` on ``train`` and early-stops on ``valid`` (full ranking)."""
+
+    def __init__(self, model, train: TrainView, valid: EvalSet | None, cfg: TrainConfig, run_dir: str | Path, payload_fn):
+        self.model = model
+        self.train_view = train
+        self.valid = valid
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.payload_fn = payload_fn  # (model, extra) -> checkpoint dict (config + vocabs embedded)
+
+    # -- helpers -----------------------------------------------------------------------------
+    @property
+    def world(self) -> int:
+        return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+    @property
+    def rank(self) -> int:
+        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+    def _lr_lambda(self, total_steps: int):
+        cfg = self.cfg
+
+        def f(step: int) -> float:
+            if cfg.warmup_steps and step < cfg.warmup_steps:
+                return (step + 1) / cfg.warmup_steps
+            if cfg.schedule == "constant":
+                return 1.0
+            prog = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+            return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * prog))
+
+        return f
+
+    def _validation_subset(self) -> EvalSet | None:
+        es = self.valid
+        if es is None or self.cfg.eval_users is None or self.cfg.eval_users >= len(es.users):
+            return es
+        rng = np.random.default_rng([self.cfg.seed, 991])
+        idx = np.sort(rng.choice(len(es.users), self.cfg.eval_users, replace=False))
+        return EvalSet(*(getattr(es, f)[idx] for f in ("users", "hist_start", "hist_end", "target_item", "target_ts", "target_pos")))
+
+    def evaluate(self, es: EvalSet, device) -> dict[str, float]:
+        was = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            res = rank_targets(
+                self.model, self.train_view.seq, es, max_len=self.cfg.max_len, batch_size=self.cfg.eval_batch_size,
+                exclude_seen=self.cfg.exclude_seen, ks=(5, 10, 20), device=device,
+            )
+        self.model.train(was)
+        return res.aggregate((5, 10, 20))
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> TrainState:
+        cfg = self.cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        device = pick_device(cfg.device)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        model = self.model.to(device)
+        state = TrainState()
+        valid = self._validation_subset()
+
+        if not model.trainable:
+            t0 = time.perf_counter()
+            model.fit(self.train_view)
+            state.train_seconds = state.wall_seconds = time.perf_counter() - t0
+            metrics = self.evaluate(valid, device) if valid is not None else {}
+            state.history.append({"epoch": 1, "train_seconds": state.train_seconds, "wall_seconds": state.wall_seconds, **metrics})
+            state.best_metric = metrics.get(cfg.metric, math.nan)
+            state.best_epoch, state.epoch, state.stopped = 1, 1, "fitted"
+            if self.rank == 0:
+                atomic_save(self.payload_fn(model, {"train_state": state.to_dict()}), self.run_dir / "best.pt")
+                self._write_history(state)
+            return state
+
+        counts = torch.from_numpy(np.bincount(np.asarray(self.train_view.seq.item), minlength=model.n_items)).float()
+        loss_fn = make_loss(cfg.loss, model.n_items, counts)
+        wrapped = _LossModule(model, loss_fn)
+        if self.world > 1:
+            wrapped = nn.parallel.DistributedDataParallel(wrapped, find_unused_parameters=True)
+        forward = torch.compile(wrapped) if cfg.compile else wrapped
+        decay, no_decay = [], []
+        for n, p in model.named_parameters():
+            (no_decay if p.ndim < 2 or "norm" in n.lower() or n.endswith("bias") else decay).append(p)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr, betas=cfg.betas,
+        )
+        users_per_epoch = len(_window_count(self.train_view, cfg))
+        steps_per_epoch = max(1, math.ceil(users_per_epoch / (cfg.batch_size * self.world)))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_lambda(steps_per_epoch * cfg.epochs))
+
+        last_path = self.run_dir / "last.pt"
+        if resume and last_path.exists():
+            ck = load_checkpoint(last_path)
+            model.load_state_dict(ck["state"])
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            state = TrainState(**ck["train_state"])
+            log.info("resumed from %s after epoch %d (step %d)", last_path, state.epoch, state.step)
+            if state.stopped:
+                return state
+        elif resume:
+            log.info("--resume: no %s yet, starting from scratch", last_path)
+
+        writer = None
+        if cfg.tensorboard and self.rank == 0:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=state.step or None)
+            except ImportError:
+                log.warning("tensorboard is not installed: no TensorBoard scalars")
+
+        wall0 = time.perf_counter() - state.wall_seconds
+        model.train()
+        from tqdm.auto import tqdm
+
+        for epoch in range(state.epoch, cfg.epochs):
+            torch.manual_seed(cfg.seed * 100_003 + epoch)
+            rng = np.random.default_rng([cfg.seed, epoch])
+            wrapped_module = wrapped.module if self.world > 1 else wrapped
+            wrapped_module.generator = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
+            t_epoch = time.perf_counter()
+            n_events = 0
+            losses = []
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}", disable=not cfg.progress or self.rank != 0, leave=False)
+            out_of_time = False
+            for i, batch in enumerate(training_batches(self.train_view, cfg.max_len, cfg.batch_size, rng, mode=cfg.windows, device=device)):
+                if i % self.world != self.rank:
+                    continue
+                loss = forward(batch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                sched.step()
+                state.step += 1
+                n = int((batch.targets > 0).sum())
+                n_events += n
+                losses.append(float(loss))
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", ev_s=f"{n_events / max(time.perf_counter() - t_epoch, 1e-9):,.0f}")
+                if writer is not None and state.step % 20 == 0:
+                    writer.add_scalar("train/loss", losses[-1], state.step)
+                    writer.add_scalar("train/lr", sched.get_last_lr()[0], state.step)
+                if cfg.time_budget_s and (state.train_seconds + time.perf_counter() - t_epoch) >= cfg.time_budget_s:
+                    out_of_time = True
+                    break
+            bar.close()
+            epoch_s = time.perf_counter() - t_epoch
+            state.train_seconds += epoch_s
+            state.epoch = epoch + 1
+            record = {
+                "epoch": state.epoch, "step": state.step, "loss": float(np.mean(losses)) if losses else math.nan,
+                "epoch_seconds": epoch_s, "events_per_s": n_events * self.world / max(epoch_s, 1e-9),
+                "train_seconds": state.train_seconds,
+            }
+            if writer is not None:
+                writer.add_scalar("train/events_per_s", record["events_per_s"], state.step)
+            do_eval = valid is not None and (state.epoch % cfg.eval_every_epochs == 0 or out_of_time or state.epoch == cfg.epochs)
+            if do_eval:
+                t_eval = time.perf_counter()
+                metrics = self.evaluate(valid, device)
+                record.update({f"valid/{k}": v for k, v in metrics.items()})
+                record["eval_seconds"] = time.perf_counter() - t_eval
+                value = metrics[cfg.metric]
+                if writer is not None:
+                    for k, v in metrics.items():
+                        writer.add_scalar(f"valid/{k}", v, state.step)
+                if value > state.best_metric:
+                    state.best_metric, state.best_epoch, state.bad_evals = value, state.epoch, 0
+                    if self.rank == 0:
+                        atomic_save(self.payload_fn(model, {"train_state": state.to_dict()}), self.run_dir / "best.pt")
+                else:
+                    state.bad_evals += 1
+            state.wall_seconds = time.perf_counter() - wall0
+            record["wall_seconds"] = state.wall_seconds
+            state.history.append(record)
+            log.info("epoch %d: %s", state.epoch, {k: round(v, 5) if isinstance(v, float) else v for k, v in record.items()})
+            if out_of_time:
+                state.stopped = f"time budget of {cfg.time_budget_s:g}s reached"
+            elif state.bad_evals >= cfg.patience:
+                state.stopped = f"no improvement of valid {cfg.metric} for {cfg.patience} evaluations"
+            elif state.epoch == cfg.epochs:
+                state.stopped = f"{cfg.epochs} epochs done"
+            if self.rank == 0:
+                extra = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "train_state": state.to_dict()}
+                atomic_save(self.payload_fn(model, extra), last_path)
+                self._write_history(state)
+            if state.stopped:
+                break
+        if writer is not None:
+            writer.close()
+        if valid is None and self.rank == 0:  # nothing to select on: the last model is the best
+            atomic_save(self.payload_fn(model, {"train_state": state.to_dict()}), self.run_dir / "best.pt")
+        return state
+
+    def _write_history(self, state: TrainState) -> None:
+        tmp = self.run_dir / f".history.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(state.to_dict(), indent=2, default=float))
+        os.replace(tmp, self.run_dir / "history.json")
+
+
+def _window_count(view: TrainView, cfg: TrainConfig) -> np.ndarray:
+    from evorec.data.batches import training_windows
+
+    return training_windows(view, cfg.max_len, cfg.windows)[0]
