@@ -17,6 +17,7 @@ from evorec.data import store
 DATA_DIR = Path(__file__).parents[2] / ".." / "shared" / "data"
 TAOBAO_CSV = DATA_DIR / "taobao_userbehavior_head84k" / "UserBehavior_head.csv"
 GROCERY_TSV = DATA_DIR / "amazon_grocery_rechorus" / "train.csv"
+BEAUTY_TXT = DATA_DIR / "amazon_s3rec_seq" / "Beauty.txt"
 
 TAOBAO_DATASET = "taobao"
 
@@ -51,6 +52,61 @@ def make_taobao_store(path: Path, dataset: str = TAOBAO_DATASET) -> Path:
                 'c0': 'BIGINT', 'c1': 'BIGINT', 'c2': 'BIGINT', 'c3': 'VARCHAR', 'c4': 'BIGINT'})
             """,
             [dataset, str(csv)],
+        )
+        con.execute("RESET threads")
+    finally:
+        con.close()
+    return path
+
+
+def make_grocery_store(path: Path, dataset: str = "grocery") -> Path:
+    """Amazon Grocery (ReChorus train.csv, TSV ``user_id item_id time``, a header line) as
+    ``rate`` events (they are reviews), unix time, no category on the rows."""
+    tsv = require(GROCERY_TSV).resolve()
+    con = store.connect(path)
+    try:
+        con.execute("INSERT INTO datasets VALUES (?, 'unix', false, now()::TIMESTAMP)", [dataset])
+        con.execute("SET threads = 1")
+        con.execute(
+            """
+            INSERT INTO events
+            SELECT ?, CAST(user_id AS VARCHAR), CAST(item_id AS VARCHAR), make_timestamp(time * 1000000),
+                   'rate', NULL, NULL, 1, row_number() OVER () + 1
+            FROM read_csv(?, header = true, delim = '\t',
+                          columns = {'user_id': 'BIGINT', 'item_id': 'BIGINT', 'time': 'BIGINT'})
+            """,
+            [dataset, str(tsv)],
+        )
+        con.execute("RESET threads")
+    finally:
+        con.close()
+    return path
+
+
+def make_beauty_ordinal_store(path: Path, n_users: int = 2000, dataset: str = "beauty") -> Path:
+    """The first ``n_users`` lines of S3-Rec's Beauty.txt (``user item item ...``, time order, no
+    timestamps) as an *ordinal* dataset: ts = 1970-01-01 + position (1-based) seconds."""
+    txt = require(BEAUTY_TXT).resolve()
+    con = store.connect(path)
+    try:
+        con.execute("INSERT INTO datasets VALUES (?, 'ordinal', false, now()::TIMESTAMP)", [dataset])
+        con.execute("SET threads = 1")
+        con.execute(
+            """
+            INSERT INTO events
+            WITH lines AS (
+                SELECT row_number() OVER () AS line_no, string_split(trim(line), ' ') AS parts
+                FROM read_csv(?, header = false, delim = '\x01', columns = {'line': 'VARCHAR'})
+            ), ev AS (
+                SELECT line_no, parts[1] AS user_id,
+                       unnest(list_slice(parts, 2, len(parts))) AS item_id,
+                       unnest(range(1, len(parts))) AS pos
+                FROM lines WHERE line_no <= ?
+            )
+            SELECT ?, user_id, item_id, make_timestamp(pos * 1000000), 'rate', NULL, NULL, 1, line_no
+            FROM ev
+            """,
+            [str(txt), n_users, dataset],
         )
         con.execute("RESET threads")
     finally:

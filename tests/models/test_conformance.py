@@ -10,6 +10,16 @@ import conformance as C
 
 # name -> small config for the tests (sizes come from the data)
 MODELS: dict[str, dict] = {
+    "gru4rec": {"embed_dim": 32, "hidden_size": 32, "dropout": 0.1},
+    "caser": {"embed_dim": 32, "L": 3, "n_h": 4, "n_v": 2, "dropout": 0.2},
+    "dien": {"embed_dim": 32, "head_hidden": 16, "rerank_k": 20},
+    "multvae": {"hidden_dims": [64], "latent_dim": 16, "dropout": 0.2, "total_anneal_steps": 100},
+    "pop": {"half_life_days": 90.0, "behavior_weights": {"buy": 2.0}},
+    "itemknn": {"window": 3, "top_k": 20, "history": 10},
+    "markov": {"top_k": 20, "order": 2},
+    "sasrec": {"hidden": 32, "layers": 1, "heads": 2, "max_len": 20, "side": {"use_category": True, "time": "gap_buckets"}},
+    "bert4rec": {"hidden": 32, "layers": 1, "heads": 2, "max_len": 20, "side": {"time": "gap_buckets"}},
+    "hstu": {"hidden": 32, "layers": 1, "heads": 2, "max_len": 20, "side": {"use_behavior": True}},
 }
 
 

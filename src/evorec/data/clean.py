@@ -19,6 +19,8 @@ Steps, in the order they run (each one switchable in :class:`CleanConfig`):
 Only the k-core (which must iterate to a fixed point) and the bot threshold (one scalar)
 execute anything while the pipeline is built; the rest stays lazy until the caller reads the
 result, and the per-step counts are computed only when :meth:`CleanResult.report` is called.
+With ``materialize=True`` every step is instead cached in the backend and counted as it is
+built, which is much faster on engines that do not reuse shared sub-plans (Spark).
 """
 
 from __future__ import annotations
@@ -97,6 +99,12 @@ class CleanConfig(BaseModel):
     collapse: CollapseConfig | None = None
     bots: BotFilterConfig | None = None
     kcore: KCoreConfig | None = None
+    materialize: bool = Field(
+        False,
+        description="cache every step's output in the backend (DuckDB temp table, Spark cached "
+        "frame) and count it once, instead of recomputing earlier steps wherever they are "
+        "read again; recommended on Spark. Results are identical either way.",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,19 +166,18 @@ class CleanResult:
     kcore_iterations: int | None = None
     kcore_converged: bool | None = None
     _cached: list[ir.Table] = field(default_factory=list, repr=False)
+    _stats: dict[int, dict[str, int]] = field(default_factory=dict, repr=False)
 
     def report(self) -> CleanReport:
-        """Count events, users and items after every step (one query over all stages)."""
-        parts = [
-            t.aggregate(
-                events=t.count(),
-                users=t.user_id.nunique(),
-                items=t.item_id.nunique(),
-            ).mutate(stage=ibis.literal(i, type="int64"))
-            for i, (_, t) in enumerate(self.stages)
-        ]
-        rows = ibis.union(*parts).to_pyarrow().to_pylist() if len(parts) > 1 else parts[0].to_pyarrow().to_pylist()
-        by_stage = {int(r["stage"]): r for r in rows}
+        """Count events, users and items after every step (one query over the stages not
+        counted yet; with ``materialize`` they were counted as they were cached)."""
+        todo = [i for i in range(len(self.stages)) if i not in self._stats]
+        if todo:
+            parts = [_stats_expr(self.stages[i][1]).mutate(stage=ibis.literal(i, type="int64")) for i in todo]
+            expr = ibis.union(*parts) if len(parts) > 1 else parts[0]
+            for r in expr.to_pyarrow().to_pylist():
+                self._stats[int(r["stage"])] = r
+        by_stage = self._stats
         steps: list[StepCount] = []
         prev: dict[str, Any] | None = None
         for i, (name, _) in enumerate(self.stages):
@@ -197,17 +204,24 @@ class CleanResult:
     def release(self) -> None:
         """Drop the backend caches the k-core made (idempotent)."""
         while self._cached:
-            t = self._cached.pop()
-            try:
-                t.release()
-            except Exception:  # noqa: BLE001 - releasing is best effort (backend may be closed)
-                logger.debug("could not release cached table", exc_info=True)
+            _release(self._cached.pop())
 
     def __enter__(self) -> CleanResult:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _stats_expr(t: ir.Table) -> ir.Table:
+    return t.aggregate(events=t.count(), users=t.user_id.nunique(), items=t.item_id.nunique())
+
+
+def _release(t: ir.Table) -> None:
+    try:
+        t.release()
+    except Exception:  # noqa: BLE001 - releasing is best effort (backend may be closed)
+        logger.debug("could not release cached table", exc_info=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,11 +360,7 @@ def kcore(events: ir.Table, user_min: int, item_min: int, max_iter: int = 100) -
         n_cur = int(cur.count().execute())
         logger.debug("k-core iteration %d: %d -> %d user-item pairs", iterations, n_prev, n_cur)
         # Release the previous generation: only the newest pairs are referenced from now on.
-        old = cached.pop(-2)
-        try:
-            old.release()
-        except Exception:  # noqa: BLE001
-            logger.debug("could not release cached k-core table", exc_info=True)
+        _release(cached.pop(-2))
         pairs = cur
         if n_cur == n_prev:
             converged = True
@@ -395,28 +405,38 @@ def clean_events(
     stages: list[tuple[str, ir.Table]] = [("input", t)]
     result = CleanResult(events=t, stages=stages)
 
-    if cfg.behaviors is not None:
-        t = filter_behaviors(t, cfg.behaviors)
-        stages.append(("behaviors", t))
-    if cfg.dedup:
-        t = drop_duplicates(t)
-        stages.append(("dedup", t))
-    if cfg.collapse is not None:
-        t = collapse_repeats(t, cfg.collapse.window_s)
-        stages.append(("collapse", t))
-    if cfg.bots is not None:
-        thr = bot_threshold(t, cfg.bots.quantile, time_kind)
-        logger.info("bot filter: rate threshold %.4g (quantile %s)", thr, cfg.bots.quantile)
-        result.bot_threshold = thr
-        t = drop_bots(t, thr, time_kind)
-        stages.append(("bots", t))
-    if cfg.kcore is not None and (cfg.kcore.user_min > 1 or cfg.kcore.item_min > 1):
-        out = kcore(t, cfg.kcore.user_min, cfg.kcore.item_min, cfg.kcore.max_iter)
-        result._cached.extend(out.cached)
-        result.kcore_iterations = out.iterations
-        result.kcore_converged = out.converged
-        t = apply_kcore(t, out)
-        stages.append(("kcore", t))
+    def add(name: str, new: ir.Table) -> ir.Table:
+        if cfg.materialize:
+            new = new.cache()
+            result._stats[len(stages)] = _stats_expr(new).to_pyarrow().to_pylist()[0]
+            # The new step is materialised: earlier caches are no longer read.
+            for old in result._cached:
+                _release(old)
+            result._cached[:] = [new]
+        stages.append((name, new))
+        return new
+
+    try:
+        if cfg.behaviors is not None:
+            t = add("behaviors", filter_behaviors(t, cfg.behaviors))
+        if cfg.dedup:
+            t = add("dedup", drop_duplicates(t))
+        if cfg.collapse is not None:
+            t = add("collapse", collapse_repeats(t, cfg.collapse.window_s))
+        if cfg.bots is not None:
+            thr = bot_threshold(t, cfg.bots.quantile, time_kind)
+            logger.info("bot filter: rate threshold %.4g (quantile %s)", thr, cfg.bots.quantile)
+            result.bot_threshold = thr
+            t = add("bots", drop_bots(t, thr, time_kind))
+        if cfg.kcore is not None and (cfg.kcore.user_min > 1 or cfg.kcore.item_min > 1):
+            out = kcore(t, cfg.kcore.user_min, cfg.kcore.item_min, cfg.kcore.max_iter)
+            result._cached.extend(out.cached)
+            result.kcore_iterations = out.iterations
+            result.kcore_converged = out.converged
+            t = add("kcore", apply_kcore(t, out))
+    except BaseException:
+        result.release()
+        raise
 
     result.events = t
     return result

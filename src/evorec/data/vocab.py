@@ -116,8 +116,8 @@ class Vocab:
         """Content hash of the ids in order (hex)."""
         h = hashlib.blake2b(digest_size=16)
         h.update(self.name.encode())
-        h.update(np.asarray(self._ids.offsets).astype("<i8").tobytes())
-        h.update(self._ids.buffers()[2].to_pybytes()[: self._ids.offsets[-1].as_py()] if len(self._ids) else b"")
+        for start in range(0, len(self._ids), 1 << 16):
+            h.update(b"\x00" + "\x00".join(self._ids[start : start + (1 << 16)].to_pylist()).encode())
         return h.hexdigest()
 
     def __eq__(self, other: object) -> bool:

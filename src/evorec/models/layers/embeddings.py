@@ -35,6 +35,21 @@ def query_gap_bucket(batch: SequenceBatch, n_buckets: int) -> Tensor:
     return (torch.log1p(gap) * scale).long().clamp(max=n_buckets - 2) + 1
 
 
+def next_gap_buckets(batch: SequenceBatch, n_buckets: int) -> Tensor:
+    """(B, T) bucket of the time from each event to the one it predicts (0 = padding).
+
+    The training counterpart of ``query_gap_bucket``: the state at t predicts event t+1, which
+    happens at ``timestamps[t+1]``; the last position predicts the query at ``query_ts``. So the
+    last column equals ``query_gap_bucket`` wherever the last event is real.
+    """
+    ts = batch.timestamps  # (B, T)
+    nxt = torch.cat([ts[:, 1:], batch.query_ts[:, None]], dim=1)  # (B, T)
+    gap = (nxt - ts).clamp(min=0).float()
+    scale = (n_buckets - 2) / math.log1p(_MAX_GAP_S)
+    b = (torch.log1p(gap) * scale).long().clamp(max=n_buckets - 2) + 1  # 1..n-1
+    return torch.where(batch.mask, b, torch.zeros_like(b))
+
+
 class EventEmbedding(nn.Module):
     """item + [category] + [behaviour] + [time-gap bucket] (+ learned positions if asked).
 

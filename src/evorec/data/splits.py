@@ -1,0 +1,731 @@
+"""Train / validation / test splits over memory-mapped sequences, as small index arrays.
+
+A :class:`Split` holds
+
+- one or more *training sets*: ``train_ends[key]`` (int64, one per user row): user ``u``
+  trains on events ``offsets[u]:train_ends[key][u]``;
+- named *folds* (``valid``, ``test``, or one per backtest (cutoff, horizon)), each a list of
+  users with, per user, a history end (``history = offsets[u]:hist_end``) and target
+  positions (``tgt_pos[tgt_offsets[j]:tgt_offsets[j+1]]`` for the fold's j-th user).
+
+Kinds:
+
+- ``loo``       leave-one-out: per user the last target is test, the second-last validation, the
+                rest training. History of a target is every event before it.
+- ``time``      global time cut: train < valid_start <= valid < test_start <= test [< test_end].
+                History of a target is everything strictly before its fold's cut.
+- ``backtest``  rolling origin: for each cutoff and each horizon, history is everything before
+                the cutoff and targets are the events in [cutoff, cutoff + horizon) (or the next
+                ``horizon`` events when horizons count events, as on ordinal datasets).
+
+``target_behaviors`` restricts which events can be targets (e.g. only ``buy``); histories always
+keep every behaviour. :func:`check_no_leakage` proves a split never lets a training or history
+row come after its user's target (or after the cut).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from evorec.data.sequences import SequenceData, atomic_directory
+from evorec.types import BEHAVIOR_INDEX, Behavior, TimeKind
+
+logger = logging.getLogger(__name__)
+
+TimePoint = Union[int, datetime, date, str]
+"""A cut: unix seconds (or an ordinal position), or an ISO date / datetime (UTC if naive)."""
+
+Horizon = Union[int, str]
+"""Seconds (int, or "7d", "12h", "30m", "2w", "45s") or, when horizons count events, an int."""
+
+_EVENT_CHUNK = 1 << 22  # events processed at once by the vectorised helpers (bounds memory)
+
+
+class SplitError(ValueError):
+    """A split config cannot be applied to this dataset."""
+
+
+class LeakageError(AssertionError):
+    """A split lets a training or history row come after its user's target or the cut."""
+
+
+# --------------------------------------------------------------------------------------------
+# Configs
+# --------------------------------------------------------------------------------------------
+
+
+class _SplitBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    target_behaviors: list[Behavior] | None = Field(
+        None, description="only these behaviours can be targets (None: any); histories keep all"
+    )
+
+
+class LOOSplitConfig(_SplitBase):
+    kind: Literal["loo"] = "loo"
+    short_users: Literal["train", "drop"] = Field(
+        "train",
+        description="users without two targets and a history row: all events in training, or dropped",
+    )
+
+
+class TimeSplitConfig(_SplitBase):
+    kind: Literal["time"] = "time"
+    valid_start: TimePoint
+    test_start: TimePoint
+    test_end: TimePoint | None = None
+    min_history: int = Field(1, ge=0, description="fold users need this many history events")
+
+
+class BacktestSplitConfig(_SplitBase):
+    kind: Literal["backtest"] = "backtest"
+    cutoffs: list[TimePoint] = Field(min_length=1)
+    horizons: list[Horizon] = Field(min_length=1)
+    horizon_unit: Literal["seconds", "events"] | None = Field(
+        None, description="None: seconds on unix datasets, events on ordinal ones"
+    )
+    min_history: int = Field(1, ge=0)
+
+
+SplitConfig = Annotated[
+    Union[LOOSplitConfig, TimeSplitConfig, BacktestSplitConfig], Field(discriminator="kind")
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Time parsing
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_time(value: TimePoint, time_kind: TimeKind | str, *, what: str = "time cut") -> int:
+    """A cut as int seconds. Dates are refused on ordinal datasets (their ts are positions)."""
+    time_kind = TimeKind(time_kind)
+    if isinstance(value, bool):
+        raise SplitError(f"{what}: {value!r} is not a time")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        return int(value)
+    if time_kind is TimeKind.ORDINAL:
+        raise SplitError(
+            f"{what} {value!r} is a date, but this dataset is ordinal: its timestamps are event "
+            "positions (1970-01-01 + position seconds), not dates. Give the cut as an integer "
+            "position, or use a leave-one-out split."
+        )
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise SplitError(f"{what} {value!r} is neither unix seconds nor an ISO date/datetime") from exc
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return int(value.timestamp())
+    if isinstance(value, date):
+        return int(datetime(value.year, value.month, value.day, tzinfo=timezone.utc).timestamp())
+    raise SplitError(f"{what}: cannot read {value!r} as a time")
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def resolve_horizon(value: Horizon, unit: str) -> int:
+    """A horizon as int seconds (unit ``seconds``) or int events (unit ``events``)."""
+    if isinstance(value, bool):
+        raise SplitError(f"horizon {value!r} is not a number")
+    if isinstance(value, (int, np.integer)):
+        out = int(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        out = int(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        if unit == "events":
+            raise SplitError(f"horizon {value!r} is a duration, but horizons count events here; give an integer")
+        out = int(m.group(1)) * _UNIT_S[m.group(2)]
+    else:
+        raise SplitError(f"horizon {value!r}: expected an integer or a duration like '7d', '12h'")
+    if out <= 0:
+        raise SplitError(f"horizon {value!r} must be positive")
+    return out
+
+
+def _fmt_time(t: int, time_kind: TimeKind) -> str:
+    if time_kind is TimeKind.ORDINAL:
+        return f"position {t}"
+    return datetime.fromtimestamp(int(t), tz=timezone.utc).isoformat()
+
+
+# --------------------------------------------------------------------------------------------
+# Split containers
+# --------------------------------------------------------------------------------------------
+
+FOLD_ARRAYS = ("users", "hist_end", "tgt_offsets", "tgt_pos")
+
+
+@dataclass
+class Fold:
+    """Evaluation targets of one fold. ``users`` are user rows (int32, ascending)."""
+
+    name: str
+    users: np.ndarray
+    hist_end: np.ndarray
+    tgt_offsets: np.ndarray
+    tgt_pos: np.ndarray
+    train: str
+    cut: int | None = None  # history strictly before this time (time / backtest folds)
+    end: int | None = None  # targets strictly before this time (when the fold has a time end)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.tgt_pos)
+
+    def targets(self, j: int) -> np.ndarray:
+        """Global event positions of the j-th fold user's targets."""
+        return self.tgt_pos[self.tgt_offsets[j] : self.tgt_offsets[j + 1]]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "train": self.train,
+            "cut": self.cut,
+            "end": self.end,
+            "n_users": self.n_users,
+            "n_targets": self.n_targets,
+            **self.info,
+        }
+
+
+@dataclass
+class Split:
+    kind: str
+    config: dict[str, Any]
+    time_kind: str
+    seq_fingerprint: str
+    train_ends: dict[str, np.ndarray]
+    train_cuts: dict[str, int | None]
+    folds: dict[str, Fold]
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def history(self, seq: SequenceData, fold: str, j: int) -> tuple[int, int]:
+        """(start, end) global positions of the j-th fold user's history."""
+        f = self.folds[fold]
+        u = int(f.users[j])
+        return int(seq.offsets[u]), int(f.hist_end[j])
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "time_kind": self.time_kind,
+            "trains": {k: {"cut": self.train_cuts[k]} for k in self.train_ends},
+            "folds": [f.summary() for f in self.folds.values()],
+            "report": self.report,
+        }
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def save_into(self, directory: str | Path) -> None:
+        """Write into an existing directory (see :func:`save_split` for the atomic version)."""
+        directory = Path(directory)
+        for key, arr in self.train_ends.items():
+            np.save(directory / f"{key}.npy", np.asarray(arr, dtype="<i8"))
+        for f in self.folds.values():
+            d = directory / f.name
+            d.mkdir()
+            np.save(d / "users.npy", np.asarray(f.users, dtype="<i4"))
+            for name in FOLD_ARRAYS[1:]:
+                np.save(d / f"{name}.npy", np.asarray(getattr(f, name), dtype="<i8"))
+        doc = {
+            "kind": self.kind,
+            "config": self.config,
+            "time_kind": self.time_kind,
+            "seq_fingerprint": self.seq_fingerprint,
+            "trains": {k: {"cut": self.train_cuts[k]} for k in self.train_ends},
+            "folds": [f.summary() for f in self.folds.values()],
+            "report": self.report,
+        }
+        (directory / "split.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Split:
+        directory = Path(directory)
+        doc = json.loads((directory / "split.json").read_text())
+        train_ends = {k: np.load(directory / f"{k}.npy", mmap_mode="r") for k in doc["trains"]}
+        folds = {}
+        for fs in doc["folds"]:
+            d = directory / fs["name"]
+            arrays = {n: np.load(d / f"{n}.npy", mmap_mode="r") for n in FOLD_ARRAYS}
+            info = {k: v for k, v in fs.items() if k not in {"name", "train", "cut", "end", "n_users", "n_targets"}}
+            folds[fs["name"]] = Fold(
+                name=fs["name"], train=fs["train"], cut=fs["cut"], end=fs["end"], info=info, **arrays
+            )
+        return cls(
+            kind=doc["kind"],
+            config=doc["config"],
+            time_kind=doc["time_kind"],
+            seq_fingerprint=doc["seq_fingerprint"],
+            train_ends=train_ends,
+            train_cuts={k: v["cut"] for k, v in doc["trains"].items()},
+            folds=folds,
+            report=doc["report"],
+        )
+
+
+def save_split(split: Split, directory: str | Path, *, overwrite: bool = False) -> Path:
+    """Write a split directory atomically."""
+    with atomic_directory(directory, overwrite=overwrite) as tmp:
+        split.save_into(tmp)
+    return Path(directory)
+
+
+def load_split(directory: str | Path) -> Split:
+    return Split.load(directory)
+
+
+# --------------------------------------------------------------------------------------------
+# Vectorised helpers over the memory-mapped arrays
+# --------------------------------------------------------------------------------------------
+
+
+def _user_chunks(offsets: np.ndarray, max_events: int = _EVENT_CHUNK) -> Iterator[tuple[int, int]]:
+    """User-row ranges [u0, u1) covering at most ``max_events`` events (at least one user)."""
+    n = len(offsets) - 1
+    u0 = 0
+    while u0 < n:
+        u1 = int(np.searchsorted(offsets, offsets[u0] + max_events, side="right")) - 1
+        u1 = min(max(u1, u0 + 1), n)
+        yield u0, u1
+        u0 = u1
+
+
+def _target_mask(behavior: np.ndarray, target_idx: np.ndarray | None) -> np.ndarray | None:
+    return None if target_idx is None else np.isin(behavior, target_idx)
+
+
+def _first_at_or_after(seq: SequenceData, t: int) -> np.ndarray:
+    """Per user row: global position of the first event with ts >= t (user end if none).
+    Relies on ts ascending within each user (the sequence order)."""
+    offsets = np.asarray(seq.offsets)
+    out = np.empty(len(offsets) - 1, dtype=np.int64)
+    for u0, u1 in _user_chunks(offsets):
+        a, b = int(offsets[u0]), int(offsets[u1])
+        cs = np.zeros(b - a + 1, dtype=np.int64)
+        np.cumsum(np.asarray(seq.ts[a:b]) < t, out=cs[1:])
+        rel = offsets[u0 : u1 + 1] - a
+        out[u0:u1] = offsets[u0:u1] + (cs[rel[1:]] - cs[rel[:-1]])
+    return out
+
+
+def _targets_in_spans(
+    seq: SequenceData, span_start: np.ndarray, span_end: np.ndarray, target_idx: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per user row, the positions in [span_start[u], span_end[u]) whose behaviour is a target.
+
+    Returns (counts per user, positions grouped by user ascending)."""
+    offsets = np.asarray(seq.offsets)
+    n = len(offsets) - 1
+    counts = np.zeros(n, dtype=np.int64)
+    found: list[np.ndarray] = []
+    if target_idx is None:
+        # Every event in the span is a target: no need to scan the events.
+        s, e = np.asarray(span_start), np.maximum(np.asarray(span_end), span_start)
+        counts = (e - s).astype(np.int64)
+        total = int(counts.sum())
+        if total == 0:
+            return counts, np.zeros(0, dtype=np.int64)
+        # positions = concat(arange(s[u], e[u])) without a Python loop
+        starts_rep = np.repeat(s - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        return counts, starts_rep + np.arange(total, dtype=np.int64)
+    lengths = np.diff(offsets)
+    for u0, u1 in _user_chunks(offsets):
+        a, b = int(offsets[u0]), int(offsets[u1])
+        owner = np.repeat(np.arange(u0, u1, dtype=np.int64), lengths[u0:u1])
+        pos = np.arange(a, b, dtype=np.int64)
+        inside = (pos >= span_start[owner]) & (pos < span_end[owner])
+        inside &= np.isin(np.asarray(seq.behavior[a:b]), target_idx)
+        sel = np.flatnonzero(inside)
+        counts[u0:u1] = np.bincount(owner[sel] - u0, minlength=u1 - u0)
+        found.append(sel + a)
+    return counts, (np.concatenate(found) if found else np.zeros(0, dtype=np.int64))
+
+
+def _make_fold(
+    name: str,
+    train: str,
+    hist_end: np.ndarray,
+    counts: np.ndarray,
+    positions: np.ndarray,
+    eligible: np.ndarray,
+    *,
+    cut: int | None = None,
+    end: int | None = None,
+    info: dict[str, Any] | None = None,
+) -> Fold:
+    """Keep the ``eligible`` users that have at least one target."""
+    keep = eligible & (counts > 0)
+    users = np.flatnonzero(keep).astype(np.int32)
+    pos = positions[np.repeat(keep, counts)]
+    kept_counts = counts[keep]
+    tgt_offsets = np.zeros(len(users) + 1, dtype=np.int64)
+    np.cumsum(kept_counts, out=tgt_offsets[1:])
+    return Fold(
+        name=name,
+        users=users,
+        hist_end=hist_end[keep].astype(np.int64),
+        tgt_offsets=tgt_offsets,
+        tgt_pos=pos.astype(np.int64),
+        train=train,
+        cut=cut,
+        end=end,
+        info=info or {},
+    )
+
+
+def _target_indices(cfg: _SplitBase) -> np.ndarray | None:
+    if cfg.target_behaviors is None:
+        return None
+    return np.array(sorted(BEHAVIOR_INDEX[Behavior(b).value] for b in cfg.target_behaviors), dtype=np.int8)
+
+
+# --------------------------------------------------------------------------------------------
+# The three split kinds
+# --------------------------------------------------------------------------------------------
+
+
+def leave_one_out(seq: SequenceData, cfg: LOOSplitConfig | None = None) -> Split:
+    """Per user: last target -> test, second-last -> valid, events before it -> train.
+
+    A user needs two targets and at least one event before the validation target; others
+    ("short" users) go wholly into training or are dropped (``cfg.short_users``)."""
+    cfg = cfg or LOOSplitConfig()
+    offsets = np.asarray(seq.offsets)
+    start, end = offsets[:-1], offsets[1:]
+    target_idx = _target_indices(cfg)
+    if target_idx is None:
+        counts = end - start
+        test_pos, valid_pos = end - 1, end - 2
+        has_two = counts >= 2
+    else:
+        counts, pos = _targets_in_spans(seq, start, end, target_idx)
+        last = np.cumsum(counts) - 1
+        has_two = counts >= 2
+        test_pos = np.full(len(start), -1, dtype=np.int64)
+        valid_pos = np.full(len(start), -1, dtype=np.int64)
+        test_pos[has_two] = pos[last[has_two]]
+        valid_pos[has_two] = pos[last[has_two] - 1]
+    eligible = has_two & (valid_pos > start)
+    short_fill = end if cfg.short_users == "train" else start
+    train_end = np.where(eligible, valid_pos, short_fill).astype(np.int64)
+    one = np.ones(len(start), dtype=np.int64)
+    folds = {
+        "valid": _make_fold("valid", "train", valid_pos, one, valid_pos, eligible),
+        "test": _make_fold("test", "train", test_pos, one, test_pos, eligible),
+    }
+    n_short = int((~eligible).sum())
+    report = {
+        "n_users": len(start),
+        "n_eligible_users": int(eligible.sum()),
+        "n_short_users": n_short,
+        "short_users": cfg.short_users,
+        "n_train_events": int((train_end - start).sum()),
+        "n_unused_tail_events": int(np.where(eligible, end - 1 - test_pos, 0).sum()),
+    }
+    if n_short:
+        logger.info(
+            "leave-one-out: %d of %d users lack two targets and a history row (policy: %s)",
+            n_short,
+            len(start),
+            cfg.short_users,
+        )
+    return Split(
+        kind="loo",
+        config=cfg.model_dump(mode="json"),
+        time_kind=seq.time_kind.value,
+        seq_fingerprint=seq.fingerprint,
+        train_ends={"train": train_end},
+        train_cuts={"train": None},
+        folds=folds,
+        report=report,
+    )
+
+
+def time_split(seq: SequenceData, cfg: TimeSplitConfig) -> Split:
+    """Global time cut: train < valid_start <= valid < test_start <= test [< test_end]."""
+    tk = seq.time_kind
+    t1 = resolve_time(cfg.valid_start, tk, what="valid_start")
+    t2 = resolve_time(cfg.test_start, tk, what="test_start")
+    t3 = None if cfg.test_end is None else resolve_time(cfg.test_end, tk, what="test_end")
+    if not t1 < t2 or (t3 is not None and not t2 < t3):
+        raise SplitError(f"time split needs valid_start < test_start [< test_end]; got {t1}, {t2}, {t3}")
+    if tk is TimeKind.ORDINAL:
+        logger.info("time split on an ordinal dataset: cuts %d/%d are per-user event positions", t1, t2)
+    offsets = np.asarray(seq.offsets)
+    start, end = offsets[:-1], offsets[1:]
+    target_idx = _target_indices(cfg)
+    c1 = _first_at_or_after(seq, t1)
+    c2 = _first_at_or_after(seq, t2)
+    c3 = end if t3 is None else _first_at_or_after(seq, t3)
+    folds = {}
+    for name, hist_end, span_end, cut, stop in (("valid", c1, c2, t1, t2), ("test", c2, c3, t2, t3)):
+        counts, pos = _targets_in_spans(seq, hist_end, span_end, target_idx)
+        eligible = (hist_end - start) >= cfg.min_history
+        folds[name] = _make_fold(name, "train", hist_end, counts, pos, eligible, cut=cut, end=stop)
+    report = {
+        "n_users": len(start),
+        "n_train_events": int((c1 - start).sum()),
+        "n_train_users": int((c1 > start).sum()),
+        "valid_start": t1,
+        "test_start": t2,
+        "test_end": t3,
+        **{f"n_{k}_users": f.n_users for k, f in folds.items()},
+        **{f"n_{k}_targets": f.n_targets for k, f in folds.items()},
+    }
+    return Split(
+        kind="time",
+        config=cfg.model_dump(mode="json"),
+        time_kind=tk.value,
+        seq_fingerprint=seq.fingerprint,
+        train_ends={"train": c1},
+        train_cuts={"train": t1},
+        folds=folds,
+        report=report,
+    )
+
+
+def backtest_split(seq: SequenceData, cfg: BacktestSplitConfig) -> Split:
+    """Rolling origin: one fold per (cutoff, horizon), one training set per cutoff."""
+    tk = seq.time_kind
+    unit = cfg.horizon_unit or ("events" if tk is TimeKind.ORDINAL else "seconds")
+    if tk is TimeKind.ORDINAL and unit == "seconds":
+        raise SplitError("backtest horizons on an ordinal dataset count events: set horizon_unit: events")
+    cutoffs = [resolve_time(c, tk, what="backtest cutoff") for c in cfg.cutoffs]
+    if len(set(cutoffs)) != len(cutoffs):
+        raise SplitError(f"backtest cutoffs must be distinct; got {cutoffs}")
+    horizons = [resolve_horizon(h, unit) for h in cfg.horizons]
+    offsets = np.asarray(seq.offsets)
+    start, end = offsets[:-1], offsets[1:]
+    target_idx = _target_indices(cfg)
+    train_ends: dict[str, np.ndarray] = {}
+    train_cuts: dict[str, int | None] = {}
+    folds: dict[str, Fold] = {}
+    for ci, c in enumerate(cutoffs):
+        key = f"train_c{ci}"
+        hist_end = _first_at_or_after(seq, c)
+        train_ends[key], train_cuts[key] = hist_end, c
+        eligible = (hist_end - start) >= cfg.min_history
+        for hi, h in enumerate(horizons):
+            if unit == "seconds":
+                span_end, stop = _first_at_or_after(seq, c + h), c + h
+            else:
+                span_end, stop = np.minimum(hist_end + h, end), None
+            counts, pos = _targets_in_spans(seq, hist_end, span_end, target_idx)
+            name = f"c{ci}_h{hi}"
+            folds[name] = _make_fold(
+                name,
+                key,
+                hist_end,
+                counts,
+                pos,
+                eligible,
+                cut=c,
+                end=stop,
+                info={"cutoff": c, "horizon": h, "horizon_unit": unit},
+            )
+    report = {
+        "n_users": len(start),
+        "cutoffs": cutoffs,
+        "horizons": horizons,
+        "horizon_unit": unit,
+        "folds": {k: {"n_users": f.n_users, "n_targets": f.n_targets} for k, f in folds.items()},
+    }
+    return Split(
+        kind="backtest",
+        config=cfg.model_dump(mode="json"),
+        time_kind=tk.value,
+        seq_fingerprint=seq.fingerprint,
+        train_ends=train_ends,
+        train_cuts=train_cuts,
+        folds=folds,
+        report=report,
+    )
+
+
+def make_split(seq: SequenceData, cfg: LOOSplitConfig | TimeSplitConfig | BacktestSplitConfig) -> Split:
+    """Build the split ``cfg`` describes."""
+    if isinstance(cfg, LOOSplitConfig):
+        return leave_one_out(seq, cfg)
+    if isinstance(cfg, TimeSplitConfig):
+        return time_split(seq, cfg)
+    if isinstance(cfg, BacktestSplitConfig):
+        return backtest_split(seq, cfg)
+    raise TypeError(f"unknown split config {type(cfg).__name__}")
+
+
+# --------------------------------------------------------------------------------------------
+# Leakage guard
+# --------------------------------------------------------------------------------------------
+
+
+def check_no_leakage(split: Split, seq: SequenceData) -> None:
+    """Raise :class:`LeakageError` if any training or history row is later than the first
+    target of its own user, or (time and backtest splits) not strictly before the cut; also if
+    a target lies outside its user, before the cut or after the fold's end.
+
+    Checks positions *and* timestamps, so it also catches sequences that are not time-ordered.
+    """
+    tk = TimeKind(split.time_kind)
+    offsets = np.asarray(seq.offsets)
+    ts_all = np.asarray(seq.ts)
+    lo, hi = 0, max(len(ts_all) - 1, 0)
+
+    def ts_before(pos_end: np.ndarray, has: np.ndarray) -> np.ndarray:
+        """ts of the row just before ``pos_end`` where ``has``, else int64 min."""
+        if len(ts_all) == 0:
+            return np.full(len(pos_end), np.iinfo(np.int64).min)
+        return np.where(has, ts_all[np.clip(pos_end - 1, lo, hi)], np.iinfo(np.int64).min)
+    n = len(offsets) - 1
+    start, end = offsets[:-1], offsets[1:]
+    problems: list[str] = []
+
+    def uid(row: int) -> str:
+        try:
+            return repr(seq.users.id_of(int(row) + 1))
+        except Exception:  # noqa: BLE001 - only for the message
+            return "?"
+
+    def fail(where: str, bad: np.ndarray, users: np.ndarray, describe) -> None:  # noqa: ANN001
+        idx = np.flatnonzero(bad)
+        if len(idx):
+            j = int(idx[0])
+            problems.append(
+                f"{where}: {len(idx)} user(s) leak, e.g. user {uid(users[j])} (row {int(users[j])}): {describe(j)}"
+            )
+
+    if split.seq_fingerprint != seq.fingerprint:
+        problems.append(
+            f"split was built for sequences {split.seq_fingerprint}, these are {seq.fingerprint}"
+        )
+
+    # Sequences themselves must be time-ordered within each user.
+    if seq.n_events > 1:
+        for u0, u1 in _user_chunks(offsets):
+            a, b = int(offsets[u0]), int(offsets[u1])
+            tsc = ts_all[a:b]
+            back = np.flatnonzero(np.diff(tsc) < 0) + a + 1  # position whose ts is below its predecessor
+            if len(back):
+                back = back[~np.isin(back, offsets)]  # a new user may start earlier in time
+            if len(back):
+                p = int(back[0])
+                problems.append(f"sequences are not time-ordered: position {p} is earlier than position {p - 1}")
+                break
+
+    all_rows = np.arange(n)
+    for key, te in split.train_ends.items():
+        te = np.asarray(te, dtype=np.int64)
+        if len(te) != n:
+            problems.append(f"training set {key!r}: {len(te)} entries for {n} users")
+            continue
+        fail(f"training set {key!r}", (te < start) | (te > end), all_rows, lambda j: f"end {te[j]} outside the user")
+        cut = split.train_cuts.get(key)
+        if cut is not None:
+            has = (te > start) & (te <= end)
+            last = ts_before(te, has)
+            fail(
+                f"training set {key!r}",
+                has & (last >= cut),
+                all_rows,
+                lambda j: f"training row {te[j] - 1} at {_fmt_time(last[j], tk)} is not before the cut {_fmt_time(cut, tk)}",
+            )
+
+    for f in split.folds.values():
+        where = f"fold {f.name!r}"
+        users = np.asarray(f.users, dtype=np.int64)
+        hist_end = np.asarray(f.hist_end, dtype=np.int64)
+        tgt_off = np.asarray(f.tgt_offsets, dtype=np.int64)
+        tgt_pos = np.asarray(f.tgt_pos, dtype=np.int64)
+        if len(users) == 0:
+            continue
+        if users.min() < 0 or users.max() >= n or len(hist_end) != len(users) or len(tgt_off) != len(users) + 1:
+            problems.append(f"{where}: malformed (user rows out of range or array lengths differ)")
+            continue
+        counts = np.diff(tgt_off)
+        if (counts < 1).any() or tgt_off[0] != 0 or tgt_off[-1] != len(tgt_pos):
+            problems.append(f"{where}: malformed target offsets")
+            continue
+        us, ue = start[users], end[users]
+        fail(where, (hist_end < us) | (hist_end > ue), users, lambda j: f"history end {hist_end[j]} outside the user")
+        owner = np.repeat(users, counts)
+        outside = (tgt_pos < start[owner]) | (tgt_pos >= end[owner])
+        if outside.any():
+            k = int(np.flatnonzero(outside)[0])
+            problems.append(f"{where}: target position {tgt_pos[k]} does not belong to user {uid(owner[k])}")
+            continue
+        first = np.minimum.reduceat(tgt_pos, tgt_off[:-1])
+        first_ts = ts_all[first]
+        has_hist = hist_end > us
+        last_hist_ts = ts_before(hist_end, has_hist & (hist_end <= ue))
+        fail(
+            where,
+            hist_end > first,
+            users,
+            lambda j: f"history ends at position {hist_end[j]} but the first target is position {first[j]}",
+        )
+        fail(
+            where,
+            has_hist & (last_hist_ts > first_ts),
+            users,
+            lambda j: f"history row at {_fmt_time(last_hist_ts[j], tk)} is after the first target at {_fmt_time(first_ts[j], tk)}",
+        )
+        te = np.asarray(split.train_ends[f.train], dtype=np.int64)[users] if f.train in split.train_ends else None
+        if te is None:
+            problems.append(f"{where}: unknown training set {f.train!r}")
+        else:
+            has_train = te > us
+            last_train_ts = ts_before(te, has_train & (te <= ue))
+            fail(
+                where,
+                te > first,
+                users,
+                lambda j: f"training ({f.train}) runs to position {te[j]} but the first target is position {first[j]}",
+            )
+            fail(
+                where,
+                has_train & (last_train_ts > first_ts),
+                users,
+                lambda j: f"training row at {_fmt_time(last_train_ts[j], tk)} is after the first target at {_fmt_time(first_ts[j], tk)}",
+            )
+        if f.cut is not None:
+            cut = int(f.cut)
+            fail(
+                where,
+                has_hist & (last_hist_ts >= cut),
+                users,
+                lambda j: f"history row at {_fmt_time(last_hist_ts[j], tk)} is not before the cut {_fmt_time(cut, tk)}",
+            )
+            tgt_ts = ts_all[tgt_pos]
+            early = np.zeros(len(users), dtype=bool)
+            np.logical_or.at(early, np.repeat(np.arange(len(users)), counts), tgt_ts < cut)
+            fail(where, early, users, lambda j: f"a target is before the cut {_fmt_time(cut, tk)}")
+            if f.end is not None:
+                stop = int(f.end)
+                late = np.zeros(len(users), dtype=bool)
+                np.logical_or.at(late, np.repeat(np.arange(len(users)), counts), tgt_ts >= stop)
+                fail(where, late, users, lambda j: f"a target is at or after the fold end {_fmt_time(stop, tk)}")
+
+    if problems:
+        raise LeakageError(f"{split.kind} split leaks the future:\n  " + "\n  ".join(problems))

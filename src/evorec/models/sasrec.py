@@ -1,0 +1,122 @@
+"""SASRec: self-attentive sequential recommendation (Kang & McAuley, ICDM 2018).
+
+A causal Transformer over the event sequence; the state after event t is scored against the
+(tied) item table to predict event t+1::
+
+    x_t  = item(i_t) [+ category + behaviour + time gap] + position(t)     (right-aligned positions)
+    h    = Blocks(dropout(x))                                                (causal self-attention)
+    s(j) = <h_t [+ gap(t -> next)], item(j)>
+
+With ``side.time = "gap_buckets"`` each event carries its gap since the previous event, and the
+scored state also gets an embedding of the gap from the latest event to the time the next item is
+asked for (``query_ts``): a user who comes back after three months is not scored like one who left
+a minute ago. In training the same embedding carries the gap from event t to event t+1, so training
+and scoring see the same thing. ``forward`` itself never looks at that gap, so it stays causal.
+
+Positions are right-aligned (the latest event is always position ``max_len - 1``); histories
+longer than ``max_len`` share the oldest position row rather than failing.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from evorec.models.base import DataSizes, LossFn, ModelConfig, SequentialModel, SideInfoConfig
+from evorec.models.layers.embeddings import EventEmbedding, next_gap_buckets, query_gap_bucket
+from evorec.models.registry import register_model
+from evorec.ops.attention import TransformerBlock
+from evorec.types import SequenceBatch
+
+
+class SASRecConfig(ModelConfig):
+    hidden: int = Field(64, ge=2)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)  # on embeddings and on each residual branch / FFN
+    attn_dropout: float = Field(0.2, ge=0.0, lt=1.0)  # on attention weights
+    max_len: int = Field(50, ge=1)  # positions learned; the trainer's window should match
+    norm: Literal["pre", "post"] = "pre"
+    ffn_mult: int = Field(1, ge=1)  # FFN width = ffn_mult * hidden (the paper: 1)
+    activation: Literal["relu", "gelu"] = "relu"
+    fused_attention: bool = True  # scaled_dot_product_attention; False = the plain reference
+    side: SideInfoConfig = Field(default_factory=SideInfoConfig)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> SASRecConfig:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        return self
+
+
+def right_aligned_positions(T: int, max_len: int, device: torch.device) -> Tensor:
+    """(T,) position rows: the latest event gets max_len-1; older than the window share row 0."""
+    return (torch.arange(T, device=device) + (max_len - T)).clamp(min=0)
+
+
+@register_model("sasrec", SASRecConfig)
+class SASRec(SequentialModel):
+    causal = True
+
+    def __init__(self, config: SASRecConfig, sizes: DataSizes):
+        super().__init__(config, sizes)
+        c = config
+        D = c.hidden
+        self.embed = EventEmbedding(D, c.side, sizes)  # item + side info; positions are ours
+        self.position = nn.Embedding(c.max_len, D)
+        self.emb_drop = nn.Dropout(c.dropout)
+        self.emb_norm = nn.LayerNorm(D) if c.norm == "post" else None
+        self.blocks = nn.ModuleList(
+            TransformerBlock(D, c.heads, c.ffn_mult * D, c.dropout, c.attn_dropout, True, c.fused_attention, c.norm, c.activation)
+            for _ in range(c.layers)
+        )
+        self.final_norm = nn.LayerNorm(D) if c.norm == "pre" else None
+        # Gap from the latest event to the query time, added to the scored state.
+        self.query_time = nn.Embedding(c.side.time_buckets, D, padding_idx=0) if c.side.time == "gap_buckets" else None
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # EventEmbedding initialises the item table (std D^-0.5); side tables get a small std so
+        # they start as refinements of the item signal rather than drowning it.
+        for emb in (self.embed.category, self.embed.behavior, self.embed.time, self.position):
+            if emb is not None:
+                nn.init.normal_(emb.weight, std=0.02)
+                if emb.padding_idx is not None:
+                    with torch.no_grad():
+                        emb.weight[emb.padding_idx].zero_()
+        if self.query_time is not None:
+            nn.init.zeros_(self.query_time.weight)  # enabling time starts from the time-free model
+
+    def forward(self, batch: SequenceBatch) -> Tensor:
+        T = batch.length
+        mask = batch.mask  # (B, T)
+        x = self.embed(batch)  # (B, T, D), zero at padding
+        x = x + self.position(right_aligned_positions(T, self.config.max_len, x.device))[None]  # (B, T, D)
+        if self.emb_norm is not None:
+            x = self.emb_norm(x)
+        x = self.emb_drop(x) * mask[..., None]
+        for block in self.blocks:
+            x = block(x, mask)  # (B, T, D)
+        if self.final_norm is not None:
+            x = self.final_norm(x) * mask[..., None]
+        return x
+
+    def output_embeddings(self) -> Tensor:
+        return self.embed.item.weight  # (n_items, D), tied with the input table
+
+    def query_state(self, batch: SequenceBatch, hidden: Tensor) -> Tensor:
+        state = hidden[:, -1]  # (B, D)
+        if self.query_time is not None:
+            state = state + self.query_time(query_gap_bucket(batch, self.config.side.time_buckets))
+        return state
+
+    def training_loss(self, batch: SequenceBatch, loss_fn: LossFn, generator: torch.Generator | None = None) -> Tensor:
+        hidden = self(batch)  # (B, T, D)
+        if self.query_time is not None:
+            # The state at t predicts event t+1: add the gap to it, as query_state does at scoring.
+            hidden = hidden + self.query_time(next_gap_buckets(batch, self.config.side.time_buckets))  # (B, T, D)
+        sel = batch.targets > 0  # (B, T)
+        return loss_fn(hidden[sel], batch.targets[sel], self.output_embeddings(), self.output_bias())
