@@ -243,7 +243,7 @@ def rank_targets(
     eval_set: EvalSet,
     *,
     max_len: int,
-    batch_size: int = 512,
+    batch_size: int = 256,
     exclude_seen: bool = True,
     ks: Sequence[int] = (5, 10, 20),
     device: str | torch.device = "cpu",
@@ -251,11 +251,15 @@ def rank_targets(
     negative_sampling: Sampling = "uniform",
     seed: int = 0,
     item_counts: np.ndarray | None = None,
+    return_topk: bool = True,
 ) -> RankingResult:
     """Rank each fold user's target with ``model.score`` (see the module docstring for the protocol).
 
     ``model`` must already be on ``device``; it is put in eval mode for the call (and restored).
-    ``item_counts`` (n_items,) is used only by popularity-sampled negatives.
+    ``item_counts`` (n_items,) is used only by popularity-sampled negatives. ``return_topk``
+    keeps the (N, max(ks)) recommended lists for coverage/popularity/novelty (full ranking only;
+    ``torch.topk`` is about a third of the cost). ``batch_size`` bounds memory at
+    batch_size x n_items scores; ~256 keeps a batch in cache for the comparison pass.
     """
     n_items = int(model.n_items)
     es = eval_set
@@ -298,7 +302,8 @@ def rank_targets(
     kmax = max(ks)
 
     rank = np.zeros(N, dtype=np.int64)
-    topk = None if sampled else np.zeros((N, kmax), dtype=np.int64)
+    topk = np.zeros((N, kmax), dtype=np.int64) if return_topk and not sampled else None
+    ge_buf = None if sampled else torch.empty((min(batch_size, max(N, 1)), n_items), dtype=torch.bool, device=device)
     ex_rows_t = torch.from_numpy(ex_rows).to(device)
     ex_items_t = torch.from_numpy(ex_items).to(device)
     target_t = torch.from_numpy(target).to(device)
@@ -313,7 +318,10 @@ def rank_targets(
                 scores = model.score(batch)  # (B, n_items)
                 if scores.shape != (batch.size, n_items):
                     raise ValueError(f"{type(model).__name__}.score gave shape {tuple(scores.shape)}, expected ({batch.size}, {n_items})")
-                if torch.isnan(scores).any():
+                # A NaN compares false with everything and would silently flatter the target. One row
+                # sum finds candidates cheaply (NaN, or +inf meeting -inf); only those rows are scanned.
+                maybe = torch.isnan(scores.sum(1))  # (B,)
+                if maybe.any() and torch.isnan(scores[maybe]).any():
                     raise ValueError(f"{type(model).__name__}.score produced NaN scores")
                 if scores._base is not None or scores.data_ptr() in own:
                     scores = scores.clone()  # a view of the model's state: never write into it
@@ -323,14 +331,17 @@ def rank_targets(
                 if sampled:
                     cand = scores.gather(1, neg_t[sl])  # (B, negatives)
                     r = (cand >= t).sum(1)  # (B,) pessimistic: ties count against the target
+                    # (the target is never a negative, so nothing to subtract)
                 else:
                     if exclude_seen:
                         lo, hi = np.searchsorted(ex_rows, [sl.start, sl.stop])
                         scores[ex_rows_t[lo:hi] - sl.start, ex_items_t[lo:hi]] = NEG_INF  # target never listed
-                    r = (scores >= t).sum(1) - 1  # (B,) minus the target itself
-                    vals, idx = torch.topk(scores, kmax, dim=1)  # (B, kmax)
-                    idx[torch.isneginf(vals)] = 0  # fewer than kmax candidates: empty slots
-                    topk[sl] = idx.cpu().numpy()
+                    ge = torch.ge(scores, t, out=ge_buf[: batch.size])  # (B, n_items), reused buffer
+                    r = ge.view(torch.uint8).sum(1, dtype=torch.int32).long() - 1  # (B,) minus the target
+                    if topk is not None:
+                        vals, idx = torch.topk(scores, kmax, dim=1)  # (B, kmax)
+                        idx[torch.isneginf(vals)] = 0  # fewer than kmax candidates: empty slots
+                        topk[sl] = idx.cpu().numpy()
                 # A target scored -inf ties with every excluded item too: put it last among candidates.
                 r = torch.where(torch.isneginf(t.squeeze(1)), torch.from_numpy(n_cand[sl] - 1).to(r.device), r)
                 rank[sl] = r.cpu().numpy()

@@ -55,6 +55,9 @@ class TrainConfig(BaseModel):
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: autocast matmuls to bfloat16 (about 3x faster on CPUs with AVX512-BF16/AMX); evaluation stays fp32"
+    )
     threads: int | None = None
     time_budget_s: float | None = Field(None, gt=0)
     tensorboard: bool = True
@@ -230,7 +233,8 @@ class Trainer:
             for i, batch in enumerate(training_batches(self.train_view, cfg.max_len, cfg.batch_size, rng, mode=cfg.windows, device=device)):
                 if i % self.world != self.rank:
                     continue
-                loss = forward(batch)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                    loss = forward(batch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip:
@@ -240,7 +244,7 @@ class Trainer:
                 state.step += 1
                 n = int((batch.targets > 0).sum())
                 n_events += n
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", ev_s=f"{n_events / max(time.perf_counter() - t_epoch, 1e-9):,.0f}")
                 if writer is not None and state.step % 20 == 0:
