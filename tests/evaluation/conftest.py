@@ -22,7 +22,7 @@ _spec = importlib.util.spec_from_file_location(
 )
 _models_conftest = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_models_conftest)
-tiny = _models_conftest.tiny  # re-exported fixture  # noqa: F401
+tiny = _models_conftest.tiny  # re-exported fixture
 
 
 def write_sequences(path: Path, histories: list[list[int]], n_items: int) -> SequenceData:

@@ -74,6 +74,18 @@ def gather(seq: SequenceData, starts: np.ndarray, ends: np.ndarray, T: int) -> d
     return out
 
 
+def trim_padding(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Drop leading columns that are padding in every row (positions stay right-aligned)."""
+    mask = arrays["mask"]
+    if mask.shape[1] == 0:
+        return arrays
+    any_col = mask.any(axis=0)
+    first = int(np.argmax(any_col)) if any_col.any() else mask.shape[1] - 1
+    if first == 0:
+        return arrays
+    return {k: v[:, first:] for k, v in arrays.items()}
+
+
 def to_batch(arrays: dict[str, np.ndarray], query_ts: np.ndarray, users: np.ndarray, device="cpu") -> SequenceBatch:
     t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
     return SequenceBatch(
@@ -113,13 +125,29 @@ def training_batches(
     *,
     mode: Literal["last", "all"] = "last",
     device="cpu",
+    bucket: int = 50,
 ) -> Iterator[SequenceBatch]:
-    """Shuffled training batches of (B, max_len) inputs with next-item targets at every position."""
+    """Shuffled training batches of (B, <= max_len) inputs with next-item targets at every position.
+
+    With ``bucket`` > 1, windows are shuffled, then sorted by length within groups of ``bucket``
+    batches, and the batches are shuffled again: each batch holds windows of similar length,
+    so trimming the all-padding columns skips most of the padding of short histories.
+    """
     users, ends = training_windows(view, max_len, mode)
-    order = rng.permutation(len(users))
     starts_all = view.start
-    for i in range(0, len(order), batch_size):
-        idx = order[i : i + batch_size]
+    order = rng.permutation(len(users))
+    if bucket > 1 and len(order):
+        win_len = np.minimum(ends[order] - starts_all[users[order]], max_len + 1)
+        group = batch_size * bucket
+        chunks = []
+        for g in range(0, len(order), group):
+            part = order[g : g + group]
+            part = part[np.argsort(win_len[g : g + group], kind="stable")]
+            chunks.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
+        batch_list = [chunks[i] for i in rng.permutation(len(chunks))]
+    else:
+        batch_list = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for idx in batch_list:
         u, e = users[idx], ends[idx]
         s = starts_all[u]
         full = gather(view.seq, s, e, max_len + 1)  # (B, T+1)
@@ -130,6 +158,7 @@ def training_batches(
             targets = np.where(np.isin(tb, view.target_behaviors), targets, 0)
         arrays["targets"] = targets
         arrays["target_behaviors"] = np.where(targets > 0, tb, 0)
+        arrays = trim_padding(arrays)
         last = np.asarray(view.seq.ts)[np.maximum(e - 1, 0)] if view.seq.n_events else np.zeros(len(u), np.int64)
         yield to_batch(arrays, last, u, device)
 
@@ -175,7 +204,7 @@ def eval_batches(seq: SequenceData, es: EvalSet, max_len: int, batch_size: int, 
     """(rows of the EvalSet, batch) pairs; histories are the last max_len events before the target."""
     for i in range(0, len(es.users), batch_size):
         sl = slice(i, min(i + batch_size, len(es.users)))
-        arrays = gather(seq, es.hist_start[sl], es.hist_end[sl], max_len)
+        arrays = trim_padding(gather(seq, es.hist_start[sl], es.hist_end[sl], max_len))
         yield sl, to_batch(arrays, es.target_ts[sl], es.users[sl], device)
 
 

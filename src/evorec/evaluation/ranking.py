@@ -59,7 +59,7 @@ class RankingResult:
     n_items: int  # item vocabulary incl. padding 0
     protocol: dict[str, Any]
     negatives: np.ndarray | None = None  # (N, negatives) the sampled negatives (sampled metrics)
-    seconds: float = 0.0  # wall time of the ranking
+    seconds: float = 0.0  # wall time of the whole call (sampling negatives included)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -261,6 +261,7 @@ def rank_targets(
     ``torch.topk`` is about a third of the cost). ``batch_size`` bounds memory at
     batch_size x n_items scores; ~256 keeps a batch in cache for the comparison pass.
     """
+    t0 = time.perf_counter()
     n_items = int(model.n_items)
     es = eval_set
     N = len(es.users)
@@ -311,13 +312,14 @@ def rank_targets(
     own = {p.data_ptr() for p in itertools.chain(model.parameters(), model.buffers())}
     was_training = model.training
     model.eval()
-    t0 = time.perf_counter()
     try:
         with torch.inference_mode():
             for sl, batch in eval_batches(seq, es, max_len, batch_size, device):
                 scores = model.score(batch)  # (B, n_items)
                 if scores.shape != (batch.size, n_items):
-                    raise ValueError(f"{type(model).__name__}.score gave shape {tuple(scores.shape)}, expected ({batch.size}, {n_items})")
+                    raise ValueError(
+                        f"{type(model).__name__}.score gave shape {tuple(scores.shape)}, expected ({batch.size}, {n_items})"
+                    )
                 # A NaN compares false with everything and would silently flatter the target. One row
                 # sum finds candidates cheaply (NaN, or +inf meeting -inf); only those rows are scanned.
                 maybe = torch.isnan(scores.sum(1))  # (B,)

@@ -62,7 +62,9 @@ def popularity_prior(counts: np.ndarray) -> np.ndarray:
     return prior
 
 
-def cooccurrence(item: np.ndarray, user: np.ndarray, n_items: int, window: int, directed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def cooccurrence(
+    item: np.ndarray, user: np.ndarray, n_items: int, window: int, directed: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(a, b, count) of item pairs within ``window`` events of each other in one user's sequence.
 
     Pairs with an unknown item (0) or ``a == b`` are dropped. Returned sorted by (a, b)."""
