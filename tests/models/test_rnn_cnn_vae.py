@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from evorec.models.base import DataSizes
+from evorec.models.caser import caser_reference
 from evorec.models.gru4rec import left_padded_gru, masked_gru_reference
 from evorec.models.registry import build_model
 from evorec.training.losses import FullSoftmaxCE
@@ -97,6 +98,14 @@ def test_caser_is_causal_and_sees_only_the_last_L_events():
     assert torch.allclose(h[:, : t + 1], h_later[:, : t + 1])  # no future leakage
     assert torch.allclose(h[:, t], h_earlier[:, t])  # only events t-L+1..t matter at t
     assert not torch.allclose(h[:, t + 1 :], h_later[:, t + 1 :])  # the later events are used
+
+
+def test_caser_fast_path_matches_the_per_window_reference():
+    for L in (1, 4):
+        m = model("caser", {"embed_dim": 16, "L": L, "n_h": 3, "n_v": 2, "side": {"use_behavior": True}})
+        b = batch_of(HISTORIES, 12)
+        with torch.no_grad():
+            assert torch.allclose(m(b), caser_reference(m, b), atol=1e-5)
 
 
 # -- DIEN ---------------------------------------------------------------------------------------

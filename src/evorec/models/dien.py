@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from evorec.models.base import NEG_INF, DataSizes, ModelConfig, SequentialModel, SideInfoConfig
+from evorec.models.base import NEG_INF, DataSizes, LossFn, ModelConfig, SequentialModel, SideInfoConfig
 from evorec.models.gru4rec import left_padded_gru
 from evorec.models.layers.embeddings import EventEmbedding
 from evorec.models.registry import register_model
@@ -181,10 +181,10 @@ class DIEN(SequentialModel):
 
     # -- training ---------------------------------------------------------------------------------
 
-    def training_loss(self, batch: SequenceBatch, loss_fn, generator: torch.Generator | None = None) -> Tensor:  # noqa: ANN001
+    def training_loss(self, batch: SequenceBatch, loss_fn: LossFn, generator: torch.Generator | None = None) -> Tensor:
         c = self.config
         h = self(batch)  # (B, T, D)
-        B, T, D = h.shape
+        T = h.shape[1]
         sel = batch.targets > 0  # (B, T)
         loss = loss_fn(h[sel], batch.targets[sel], self.output_embeddings(), None)
 

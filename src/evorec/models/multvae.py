@@ -27,12 +27,14 @@ output_bias()`` code gives the same logits as ``score``.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from evorec.models.base import NEG_INF, DataSizes, ModelConfig, SequentialModel
+from evorec.models.base import NEG_INF, DataSizes, LossFn, ModelConfig, SequentialModel
 from evorec.models.registry import register_model
 from evorec.types import SequenceBatch
 
@@ -51,7 +53,7 @@ class MultVAEConfig(ModelConfig):
 def _mlp(dims: list[int]) -> nn.Sequential:
     """Linear layers with tanh between them (not after the last)."""
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+    for i, (a, b) in enumerate(pairwise(dims)):
         layers.append(nn.Linear(a, b))
         if i < len(dims) - 2:
             layers.append(nn.Tanh())
@@ -70,7 +72,7 @@ class MultVAE(SequentialModel):
         back = [c.latent_dim, *reversed(c.hidden_dims)]
         # Decoder = hidden part (tanh after every layer) + output layer, so that the output layer's
         # weight can serve as the item table of ``output_embeddings``.
-        self.decoder_hidden = nn.Sequential(*[m for a, b in zip(back[:-1], back[1:]) for m in (nn.Linear(a, b), nn.Tanh())])
+        self.decoder_hidden = nn.Sequential(*[m for a, b in pairwise(back) for m in (nn.Linear(a, b), nn.Tanh())])
         self.decoder_out = nn.Linear(back[-1], sizes.n_items)
         self.drop = nn.Dropout(c.dropout)
         # Training steps taken, for the beta annealing; a buffer so that resuming continues the schedule.
@@ -137,7 +139,7 @@ class MultVAE(SequentialModel):
             return c.anneal_cap
         return min(c.anneal_cap, int(self.anneal_step) / c.total_anneal_steps)
 
-    def training_loss(self, batch: SequenceBatch, loss_fn=None, generator: torch.Generator | None = None) -> Tensor:  # noqa: ANN001
+    def training_loss(self, batch: SequenceBatch, loss_fn: LossFn | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Multinomial log-likelihood + beta * KL of the window's bag (``loss_fn`` is not used)."""
         # The window's events: the inputs and the targets (targets[t] is event t+1; the last one is
         # the window's final event, at query_ts), so the bag is the whole window.
