@@ -333,3 +333,20 @@ def test_report_adds_up(taobao_store):
         assert rep.input.events - sum(s.events_removed for s in rep.steps) == rep.output.events
         assert rep.output.events == result.events.count().execute()
     backend.disconnect()
+
+
+def test_materialize_gives_identical_results(taobao_store):
+    cfg = CleanConfig(
+        collapse=CollapseConfig(window_s=60),
+        bots=BotFilterConfig(quantile=0.99),
+        kcore=KCoreConfig(user_min=3, item_min=2),
+    )
+    backend, events, tk = open_store_events(taobao_store, "taobao")
+    with clean_events(events, cfg, time_kind=tk) as lazy:
+        lazy_rows = order_events(lazy.events).drop("ts").to_pyarrow()
+        lazy_report = lazy.report()
+    with clean_events(events, cfg.model_copy(update={"materialize": True}), time_kind=tk) as mat:
+        mat_rows = order_events(mat.events).drop("ts").to_pyarrow()
+        assert mat.report() == lazy_report
+    assert mat_rows.equals(lazy_rows)
+    backend.disconnect()

@@ -9,6 +9,7 @@ All gathering is vectorised numpy over the memory-mapped arrays; no text is pars
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -115,6 +116,15 @@ def training_windows(view: TrainView, max_len: int, mode: Literal["last", "all"]
     k = np.arange(n_win.sum()) - np.repeat(np.cumsum(n_win) - n_win, n_win)
     rep_ends = np.repeat(ends, n_win) - k * max_len
     return rep_users.astype(np.int64), rep_ends.astype(np.int64)
+
+
+def count_training_batches(n_windows: int, batch_size: int, bucket: int = 50) -> int:
+    """How many batches ``training_batches`` yields for ``n_windows`` windows."""
+    if bucket <= 1:
+        return math.ceil(n_windows / batch_size)
+    group = batch_size * bucket
+    full, rest = divmod(n_windows, group)
+    return full * bucket + math.ceil(rest / batch_size)
 
 
 def training_batches(

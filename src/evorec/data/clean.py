@@ -32,6 +32,8 @@ from typing import Any
 
 import ibis
 import ibis.expr.types as ir
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from evorec.data import store
@@ -213,6 +215,16 @@ class CleanResult:
         self.release()
 
 
+def cache_table(t: ir.Table) -> ir.Table:
+    """``t.cache()``, after registering any in-memory tables ``t`` reads (Ibis' PySpark
+    backend does not register them when caching; DuckDB's does)."""
+    backend = t._find_backend()
+    hook = getattr(backend, "_run_pre_execute_hooks", None)
+    if hook is not None:
+        hook(t)
+    return t.cache()
+
+
 def _stats_expr(t: ir.Table) -> ir.Table:
     return t.aggregate(events=t.count(), users=t.user_id.nunique(), items=t.item_id.nunique())
 
@@ -326,46 +338,58 @@ def drop_bots(events: ir.Table, threshold: float, time_kind: TimeKind | str = Ti
 
 @dataclass
 class KCoreOutcome:
-    users: ir.Table  # one column user_id
-    items: ir.Table  # one column item_id
+    removed_users: pa.Array  # user ids removed (string), sorted
+    removed_items: pa.Array  # item ids removed (string), sorted
     iterations: int
     converged: bool
     cached: list[ir.Table]
+
+
+def _id_table(ids: pa.Array, column: str) -> ir.Table:
+    return ibis.memtable(pa.table({column: ids.cast(pa.string())}))
 
 
 def kcore(events: ir.Table, user_min: int, item_min: int, max_iter: int = 100) -> KCoreOutcome:
     """The maximal sub-log in which every user has >= ``user_min`` events and every item has
     >= ``item_min`` events, found by removing violators until nothing changes.
 
-    Works on (user, item, n) pair counts, which are much smaller than the events when users
-    repeat items, and caches them in the backend between iterations so the expression does not
-    grow with the number of iterations. Removal is of nodes: an event survives iff its user and
-    its item both survive.
+    Works on (user, item, n) pair counts, cached once in the backend (much smaller than the
+    events when users repeat items). Each iteration finds the users and items below their
+    minimum among the pairs not yet removed (one query) and adds them to the removed sets,
+    which travel back to the backend as in-memory tables. Query plans therefore stay the same
+    size whatever the number of iterations (chaining cached tables instead makes Spark's plans,
+    and their descriptions, grow exponentially). Removal is of nodes: an event survives iff its
+    user and its item both survive. Simultaneous removal is sound: a node below its minimum in
+    a graph is below it in every subgraph, so it belongs to no core.
     """
-    pairs = events.group_by(["user_id", "item_id"]).aggregate(n=events.count()).cache()
-    cached = [pairs]
-    n_prev = int(pairs.count().execute())
+    pairs = cache_table(events.group_by(["user_id", "item_id"]).aggregate(n=events.count()))
+    removed_u = pa.array([], type=pa.string())
+    removed_i = pa.array([], type=pa.string())
     iterations, converged = 0, False
     while iterations < max_iter:
         iterations += 1
         cur = pairs
+        if len(removed_u):
+            cur = cur.anti_join(_id_table(removed_u, "user_id"), "user_id")
+        if len(removed_i):
+            cur = cur.anti_join(_id_table(removed_i, "item_id"), "item_id")
+        parts = []
         if user_min > 1:
             deg = cur.group_by("user_id").aggregate(d=cur.n.sum())
-            cur = cur.semi_join(deg.filter(deg.d >= user_min).select("user_id"), "user_id")
+            parts.append(deg.filter(deg.d < user_min).select(kind=ibis.literal("u"), id=deg.user_id))
         if item_min > 1:
             deg = cur.group_by("item_id").aggregate(d=cur.n.sum())
-            cur = cur.semi_join(deg.filter(deg.d >= item_min).select("item_id"), "item_id")
-        cur = cur.cache()
-        cached.append(cur)
-        n_cur = int(cur.count().execute())
-        logger.debug("k-core iteration %d: %d -> %d user-item pairs", iterations, n_prev, n_cur)
-        # Release the previous generation: only the newest pairs are referenced from now on.
-        _release(cached.pop(-2))
-        pairs = cur
-        if n_cur == n_prev:
+            parts.append(deg.filter(deg.d < item_min).select(kind=ibis.literal("i"), id=deg.item_id))
+        bad = (ibis.union(*parts) if len(parts) > 1 else parts[0]).to_pyarrow()
+        kind = bad.column("kind")
+        new_u = pc.filter(bad.column("id"), pc.equal(kind, "u")).combine_chunks()
+        new_i = pc.filter(bad.column("id"), pc.equal(kind, "i")).combine_chunks()
+        logger.debug("k-core iteration %d: removing %d users, %d items", iterations, len(new_u), len(new_i))
+        if len(new_u) == 0 and len(new_i) == 0:
             converged = True
             break
-        n_prev = n_cur
+        removed_u = pa.concat_arrays([removed_u, new_u.cast(pa.string())])
+        removed_i = pa.concat_arrays([removed_i, new_i.cast(pa.string())])
     if converged:
         logger.info("k-core (user>=%d, item>=%d) converged after %d iterations", user_min, item_min, iterations)
     else:
@@ -376,13 +400,22 @@ def kcore(events: ir.Table, user_min: int, item_min: int, max_iter: int = 100) -
             item_min,
             max_iter,
         )
-    users = pairs.select("user_id").distinct()
-    items = pairs.select("item_id").distinct()
-    return KCoreOutcome(users=users, items=items, iterations=iterations, converged=converged, cached=cached)
+    return KCoreOutcome(
+        removed_users=pc.take(removed_u, pc.sort_indices(removed_u)),
+        removed_items=pc.take(removed_i, pc.sort_indices(removed_i)),
+        iterations=iterations,
+        converged=converged,
+        cached=[pairs],
+    )
 
 
 def apply_kcore(events: ir.Table, outcome: KCoreOutcome) -> ir.Table:
-    return events.semi_join(outcome.users, "user_id").semi_join(outcome.items, "item_id")
+    """Drop the events of removed users and items."""
+    if len(outcome.removed_users):
+        events = events.anti_join(_id_table(outcome.removed_users, "user_id"), "user_id")
+    if len(outcome.removed_items):
+        events = events.anti_join(_id_table(outcome.removed_items, "item_id"), "item_id")
+    return events
 
 
 # --------------------------------------------------------------------------------------------
@@ -407,7 +440,7 @@ def clean_events(
 
     def add(name: str, new: ir.Table) -> ir.Table:
         if cfg.materialize:
-            new = new.cache()
+            new = cache_table(new)
             result._stats[len(stages)] = _stats_expr(new).to_pyarrow().to_pylist()[0]
             # The new step is materialised: earlier caches are no longer read.
             for old in result._cached:

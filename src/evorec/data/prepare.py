@@ -24,7 +24,7 @@ import ibis.expr.types as ir
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from evorec.data.clean import CleanConfig, CleanReport, clean_events, open_store_events
+from evorec.data.clean import CleanConfig, CleanReport, cache_table, clean_events, open_store_events
 from evorec.data.sequences import (
     Progress,
     SequenceConfig,
@@ -142,7 +142,7 @@ def prepare_events(
             final = cleaned.events
             cached = None
             if cfg.cache_cleaned and not cfg.clean.materialize:  # materialize already cached it
-                cached = final = final.cache()
+                cached = final = cache_table(final)
             try:
                 t1 = time.perf_counter()
                 meta = build_sequences_into(

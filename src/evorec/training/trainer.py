@@ -23,7 +23,7 @@ import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from evorec.data.batches import EvalSet, TrainView, training_batches
+from evorec.data.batches import EvalSet, TrainView, count_training_batches, training_batches
 from evorec.evaluation.ranking import rank_targets
 from evorec.training.checkpoint import atomic_save, load_checkpoint
 from evorec.training.losses import LossConfig, make_loss
@@ -190,8 +190,9 @@ class Trainer:
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=cfg.lr, betas=cfg.betas,
         )
-        users_per_epoch = len(_window_count(self.train_view, cfg))
-        steps_per_epoch = max(1, math.ceil(users_per_epoch / (cfg.batch_size * self.world)))
+        windows_per_epoch = len(_window_count(self.train_view, cfg))
+        n_batches = count_training_batches(windows_per_epoch, cfg.batch_size)
+        steps_per_epoch = max(1, n_batches // self.world)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_lambda(steps_per_epoch * cfg.epochs))
 
         last_path = self.run_dir / "last.pt"
@@ -230,9 +231,15 @@ class Trainer:
             losses = []
             bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}", disable=not cfg.progress or self.rank != 0, leave=False)
             out_of_time = False
-            for i, batch in enumerate(training_batches(self.train_view, cfg.max_len, cfg.batch_size, rng, mode=cfg.windows, device=device)):
-                if i % self.world != self.rank:
-                    continue
+            batches = training_batches(self.train_view, cfg.max_len, cfg.batch_size, rng, mode=cfg.windows, device=device)
+            for i, batch in enumerate(batches):
+                if self.world > 1:
+                    # Every process must take the same number of steps (gradients are all-reduced
+                    # each step): a last round with fewer batches than processes is skipped.
+                    if i >= n_batches - n_batches % self.world:
+                        break
+                    if i % self.world != self.rank:
+                        continue
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
                     loss = forward(batch)
                 opt.zero_grad(set_to_none=True)
