@@ -10,9 +10,9 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
+from conftest import make_beauty_ordinal_store, make_event_store, make_taobao_store
 from pydantic import ValidationError
 
-from conftest import make_beauty_ordinal_store, make_event_store, make_taobao_store
 from evorec.data.clean import (
     BotFilterConfig,
     CleanConfig,

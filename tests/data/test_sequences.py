@@ -8,8 +8,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
-
 from conftest import make_beauty_ordinal_store, make_event_store
+
 from evorec.data.clean import CleanConfig, KCoreConfig, clean_events, open_store_events
 from evorec.data.prepare import PrepareConfig, prepare
 from evorec.data.sequences import (
@@ -21,6 +21,7 @@ from evorec.data.sequences import (
 )
 from evorec.data.vocab import PAD, Vocab, behavior_indices
 from evorec.types import BEHAVIOR_INDEX
+
 
 @pytest.fixture(scope="module")
 def taobao_seq(taobao_store, tmp_path_factory) -> SequenceData:
@@ -127,6 +128,24 @@ def test_ties_keep_source_order(tmp_path):
     assert u.category[0] == PAD
 
 
+def test_sub_second_times_order_by_time_and_truncate(tmp_path):
+    path = make_event_store(tmp_path / "s.duckdb", [])
+    con = duckdb.connect(str(path))
+    con.execute(
+        """
+        INSERT INTO events VALUES
+          ('toy', 'u', 'late',  make_timestamp(100600000), 'view', NULL, NULL, 1, 1),
+          ('toy', 'u', 'early', make_timestamp(100200000), 'view', NULL, NULL, 1, 2)
+        """
+    )
+    con.close()
+    backend, events, tk = open_store_events(path, "toy")
+    seq = write_sequences(events, tmp_path / "seq", dataset="toy", time_kind=tk)
+    backend.disconnect()
+    assert seq.items.reverse(seq.item) == ["early", "late"]
+    assert seq.ts.tolist() == [100, 100]  # truncated, never rounded up
+
+
 def test_max_length_keeps_most_recent(taobao_store, tmp_path):
     res = prepare(taobao_store, "taobao", PrepareConfig(sequences=SequenceConfig(max_length=20)), tmp_path / "s")
     seq = res.open()
@@ -175,12 +194,16 @@ def test_npy_appender_round_trip(tmp_path):
 def test_write_is_atomic(taobao_store, tmp_path):
     target = tmp_path / "seq"
 
-    def boom(stage: str, done: int) -> None:
-        if stage == "sequences":
+    seen: list[int] = []
+
+    def boom(done: int) -> None:
+        seen.append(done)
+        if done >= 3000:
             raise RuntimeError("killed mid-write")
 
     with pytest.raises(RuntimeError, match="killed"):
         prepare(taobao_store, "taobao", PrepareConfig(sequences=SequenceConfig(batch_rows=1000)), target, progress=boom)
+    assert seen == [1000, 2000, 3000]
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []  # no temp directory left behind
 

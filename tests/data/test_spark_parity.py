@@ -15,8 +15,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
-
 from conftest import make_taobao_store
+
 from evorec.data.clean import (
     BotFilterConfig,
     CleanConfig,
@@ -54,11 +54,12 @@ COMPARE = ["user_id", "item_id", "ts_s", "behavior", "category_id", "value", "in
 
 
 @pytest.fixture(scope="module")
-def spark():
+def spark(tmp_path_factory):
     from pyspark.sql import SparkSession
 
     session = (
         SparkSession.builder.master("local[2]")
+        .config("spark.sql.warehouse.dir", str(tmp_path_factory.mktemp("spark-warehouse")))
         .appName("evorec-parity")
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.default.parallelism", "2")

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import make_beauty_ordinal_store, make_grocery_store
 from pydantic import ValidationError
 
-from conftest import make_beauty_ordinal_store, make_grocery_store
 from evorec.data.clean import CleanConfig, KCoreConfig
 from evorec.data.prepare import PrepareConfig, prepare
 from evorec.data.sequences import SequenceData
@@ -212,7 +212,7 @@ def test_backtest_seconds_semantics_and_guard(taobao_seq):
     assert sorted(split.train_ends) == ["train_c0", "train_c1"]
     ts, beh = np.asarray(seq.ts), np.asarray(seq.behavior)
     off = np.asarray(seq.offsets)
-    for name, f in split.folds.items():
+    for f in split.folds.values():
         c, h = f.info["cutoff"], f.info["horizon"]
         assert ((ts[f.tgt_pos] >= c) & (ts[f.tgt_pos] < c + h)).all()
         assert (beh[f.tgt_pos] == BEHAVIOR_INDEX["buy"]).all()
@@ -357,6 +357,16 @@ def test_prepare_config_yaml(taobao_store, tmp_path):
     # round trip through YAML, and unquoted YAML dates are accepted
     cfg.to_yaml(tmp_path / "c.yaml")
     assert PrepareConfig.from_yaml(tmp_path / "c.yaml") == cfg
+    over = PrepareConfig.from_yaml(
+        REPO / "configs" / "prepare" / "taobao.yaml",
+        overrides={"clean.kcore.user_min": "10", "clean.collapse": "null", "split.target_behaviors": "[buy, cart]"},
+    )
+    assert over.clean.kcore.user_min == 10 and over.clean.collapse is None
+    assert [b.value for b in over.split.target_behaviors] == ["buy", "cart"]
+    with pytest.raises(ValidationError):
+        PrepareConfig.from_yaml(REPO / "configs" / "prepare" / "taobao.yaml", overrides={"clean.kcore.usr_min": "3"})
+    summary = res.to_dict()
+    assert summary["events"] == res.n_events and summary["split"].startswith("backtest")
     doc = yaml.safe_load("split: {kind: time, valid_start: 2017-12-01, test_start: 2017-12-02}")
     assert PrepareConfig.model_validate(doc).split.valid_start == date(2017, 12, 1)
     with pytest.raises(ValidationError):

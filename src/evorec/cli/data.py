@@ -148,11 +148,10 @@ def prepare(
     """Clean -> vocabularies -> memory-mapped sequences -> leak-checked splits, written atomically."""
     from evorec.data.prepare import PrepareConfig
     from evorec.data.prepare import prepare as run_prepare
+    from evorec.utils.config import load_config
 
     with user_errors():
-        if not config.exists():
-            fail(f"config file not found: {config}")
-        cfg = PrepareConfig.from_yaml(config, overrides=parse_options(setting, "--set"))
+        cfg = load_config(PrepareConfig, config, list(setting or []))
         with count_progress("prepare", None, enabled=not as_json) as progress:
             result = run_prepare(store, dataset, cfg, out, progress=progress)
     data = result.to_dict() if hasattr(result, "to_dict") else result.model_dump(mode="json")

@@ -208,7 +208,7 @@ class CleanResult:
         while self._cached:
             _release(self._cached.pop())
 
-    def __enter__(self) -> CleanResult:
+    def __enter__(self) -> CleanResult:  # noqa: PYI034 - Self needs Python 3.11
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -232,7 +232,7 @@ def _stats_expr(t: ir.Table) -> ir.Table:
 def _release(t: ir.Table) -> None:
     try:
         t.release()
-    except Exception:  # noqa: BLE001 - releasing is best effort (backend may be closed)
+    except Exception:
         logger.debug("could not release cached table", exc_info=True)
 
 
@@ -268,10 +268,13 @@ def select_dataset(events: ir.Table, dataset: str | None) -> ir.Table:
 
 
 def with_seconds(events: ir.Table) -> ir.Table:
-    """Add ``ts_s``: the event time as int64 seconds since the epoch (UTC)."""
+    """Add ``ts_s``: the event time as int64 seconds since the epoch (UTC), truncated.
+
+    ``floor`` matters: DuckDB's ``epoch`` is fractional and its cast to BIGINT rounds, while
+    Spark's ``unix_timestamp`` truncates; sub-second times would otherwise differ by one."""
     if "ts_s" in events.columns:
         return events
-    return events.mutate(ts_s=events.ts.epoch_seconds().cast("int64"))
+    return events.mutate(ts_s=events.ts.epoch_seconds().floor().cast("int64"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,7 +345,6 @@ class KCoreOutcome:
     removed_items: pa.Array  # item ids removed (string), sorted
     iterations: int
     converged: bool
-    cached: list[ir.Table]
 
 
 def _id_table(ids: pa.Array, column: str) -> ir.Table:
@@ -400,12 +402,12 @@ def kcore(events: ir.Table, user_min: int, item_min: int, max_iter: int = 100) -
             item_min,
             max_iter,
         )
+    _release(pairs)  # the result is expressed through the removed ids only
     return KCoreOutcome(
         removed_users=pc.take(removed_u, pc.sort_indices(removed_u)),
         removed_items=pc.take(removed_i, pc.sort_indices(removed_i)),
         iterations=iterations,
         converged=converged,
-        cached=[pairs],
     )
 
 
@@ -463,7 +465,6 @@ def clean_events(
             t = add("bots", drop_bots(t, thr, time_kind))
         if cfg.kcore is not None and (cfg.kcore.user_min > 1 or cfg.kcore.item_min > 1):
             out = kcore(t, cfg.kcore.user_min, cfg.kcore.item_min, cfg.kcore.max_iter)
-            result._cached.extend(out.cached)
             result.kcore_iterations = out.iterations
             result.kcore_converged = out.converged
             t = add("kcore", apply_kcore(t, out))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,13 @@ import ibis.expr.types as ir
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from evorec.data.clean import CleanConfig, CleanReport, cache_table, clean_events, open_store_events
+from evorec.data.clean import (
+    CleanConfig,
+    CleanReport,
+    cache_table,
+    clean_events,
+    open_store_events,
+)
 from evorec.data.sequences import (
     Progress,
     SequenceConfig,
@@ -65,14 +72,34 @@ class PrepareConfig(BaseModel):
     check_leakage: bool = True
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> PrepareConfig:
+    def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> PrepareConfig:
+        """Load a saved config; ``overrides`` maps dotted paths to values (strings are read as
+        YAML, so ``{"clean.kcore.user_min": "10", "split.target_behaviors": "[buy]"}`` works)."""
         data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise TypeError(f"{path}: a prepare config must be a mapping, got {type(data).__name__}")
+        for key, value in (overrides or {}).items():
+            set_dotted(data, key, yaml.safe_load(value) if isinstance(value, str) else value)
         return cls.model_validate(data)
 
     def to_yaml(self, path: str | Path) -> Path:
         path = Path(path)
         path.write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
         return path
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """``data["a"]["b"] = value`` for ``key="a.b"``, creating (or replacing null) parents."""
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise TypeError(f"cannot set {key!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
 
 
 class PrepareResult(BaseModel):
@@ -92,6 +119,24 @@ class PrepareResult(BaseModel):
 
     def open(self) -> SequenceData:
         return SequenceData(self.out_dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A flat JSON-able summary (what the CLI prints)."""
+        folds = ", ".join(f"{f['name']} {f['n_users']:,} users" for f in self.split.get("folds", []))
+        return {
+            "dataset": self.dataset,
+            "out_dir": self.out_dir,
+            "time_kind": self.time_kind.value,
+            "events": self.n_events,
+            "users": self.n_users,
+            "items": self.n_items,
+            "categories": self.n_categories,
+            "fingerprint": self.fingerprint,
+            "split": f"{self.split.get('kind')} ({folds})",
+            "split_summary": self.split,
+            "clean_report": self.clean_report.model_dump(mode="json"),
+            "seconds": self.seconds,
+        }
 
 
 def validate_for_time_kind(cfg: PrepareConfig, time_kind: TimeKind | str) -> None:
@@ -128,8 +173,6 @@ def prepare_events(
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-        if progress is not None:
-            progress("clean", 0)
         with clean_events(events, cfg.clean, time_kind=time_kind) as cleaned:
             report = cleaned.report()
             seconds["clean"] = time.perf_counter() - t0
@@ -159,11 +202,9 @@ def prepare_events(
                 if cached is not None:
                     try:
                         cached.release()
-                    except Exception:  # noqa: BLE001 - best effort
+                    except Exception:
                         logger.debug("could not release cached cleaned events", exc_info=True)
         t2 = time.perf_counter()
-        if progress is not None:
-            progress("split", 0)
         seq = SequenceData(tmp)
         split = make_split(seq, cfg.split)
         if cfg.check_leakage:

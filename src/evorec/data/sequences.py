@@ -55,8 +55,8 @@ ARRAYS: dict[str, np.dtype] = {
 }
 VOCAB_FILES = {"users": "users.parquet", "items": "items.parquet", "categories": "categories.parquet"}
 
-Progress = Callable[[str, int], None]
-"""``progress(stage, done)``: called with a stage name and a running count (events)."""
+Progress = Callable[[int], None]
+"""``progress(done)``: called while sequences are written, with the number of events so far."""
 
 
 class SequenceConfig(BaseModel):
@@ -276,7 +276,7 @@ def write_sequences_from_batches(
             writers["ts"].append(batch.column("ts_s").to_numpy(zero_copy_only=False))
             pos += batch.num_rows
             if progress is not None:
-                progress("sequences", pos)
+                progress(pos)
     finally:
         digests = {name: w.close() for name, w in writers.items()}
     if prev_user != n_users:
@@ -318,8 +318,6 @@ def build_sequences_into(
     events = with_seconds(events)
     if config.max_length is not None:
         events = limit_history(events, config.max_length)
-    if progress is not None:
-        progress("vocabularies", 0)
     vocabs = Vocabularies.from_events(events)
     vocabs.save(directory)
     ordered = indexed_events(events, vocabs)

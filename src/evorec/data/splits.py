@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,10 +42,10 @@ from evorec.types import BEHAVIOR_INDEX, Behavior, TimeKind
 
 logger = logging.getLogger(__name__)
 
-TimePoint = Union[int, datetime, date, str]
+TimePoint = int | datetime | date | str
 """A cut: unix seconds (or an ordinal position), or an ISO date / datetime (UTC if naive)."""
 
-Horizon = Union[int, str]
+Horizon = int | str
 """Seconds (int, or "7d", "12h", "30m", "2w", "45s") or, when horizons count events, an int."""
 
 _EVENT_CHUNK = 1 << 22  # events processed at once by the vectorised helpers (bounds memory)
@@ -99,7 +99,7 @@ class BacktestSplitConfig(_SplitBase):
 
 
 SplitConfig = Annotated[
-    Union[LOOSplitConfig, TimeSplitConfig, BacktestSplitConfig], Field(discriminator="kind")
+    LOOSplitConfig | TimeSplitConfig | BacktestSplitConfig, Field(discriminator="kind")
 ]
 
 
@@ -145,9 +145,7 @@ def resolve_horizon(value: Horizon, unit: str) -> int:
     """A horizon as int seconds (unit ``seconds``) or int events (unit ``events``)."""
     if isinstance(value, bool):
         raise SplitError(f"horizon {value!r} is not a number")
-    if isinstance(value, (int, np.integer)):
-        out = int(value)
-    elif isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, (int, np.integer)) or isinstance(value, str) and value.strip().isdigit():
         out = int(value)
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         if unit == "events":
@@ -250,15 +248,7 @@ class Split:
             np.save(d / "users.npy", np.asarray(f.users, dtype="<i4"))
             for name in FOLD_ARRAYS[1:]:
                 np.save(d / f"{name}.npy", np.asarray(getattr(f, name), dtype="<i8"))
-        doc = {
-            "kind": self.kind,
-            "config": self.config,
-            "time_kind": self.time_kind,
-            "seq_fingerprint": self.seq_fingerprint,
-            "trains": {k: {"cut": self.train_cuts[k]} for k in self.train_ends},
-            "folds": [f.summary() for f in self.folds.values()],
-            "report": self.report,
-        }
+        doc = {**self.summary(), "config": self.config, "seq_fingerprint": self.seq_fingerprint}
         (directory / "split.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
 
     @classmethod
@@ -311,10 +301,6 @@ def _user_chunks(offsets: np.ndarray, max_events: int = _EVENT_CHUNK) -> Iterato
         u1 = min(max(u1, u0 + 1), n)
         yield u0, u1
         u0 = u1
-
-
-def _target_mask(behavior: np.ndarray, target_idx: np.ndarray | None) -> np.ndarray | None:
-    return None if target_idx is None else np.isin(behavior, target_idx)
 
 
 def _first_at_or_after(seq: SequenceData, t: int) -> np.ndarray:
@@ -581,151 +567,134 @@ def make_split(seq: SequenceData, cfg: LOOSplitConfig | TimeSplitConfig | Backte
 # --------------------------------------------------------------------------------------------
 
 
+_NO_TS = np.iinfo(np.int64).min
+
+
+class _Problems:
+    """Collects leakage findings, one line per check that fails, naming a first example."""
+
+    def __init__(self, seq: SequenceData, time_kind: TimeKind) -> None:
+        self.seq, self.tk, self.lines = seq, time_kind, []
+
+    def user(self, row: int) -> str:
+        try:
+            return repr(self.seq.users.id_of(int(row) + 1))
+        except Exception:  # noqa: BLE001 - only for the message
+            return "?"
+
+    def t(self, value: int) -> str:
+        return _fmt_time(int(value), self.tk)
+
+    def first(self, bad: np.ndarray) -> int | None:
+        idx = np.flatnonzero(bad)
+        self._count = len(idx)
+        return int(idx[0]) if len(idx) else None
+
+    def add(self, where: str, row: int, what: str) -> None:
+        self.lines.append(f"{where}: {self._count} user(s) leak, e.g. user {self.user(row)} (row {int(row)}): {what}")
+
+
+def _ts_before(ts: np.ndarray, pos_end: np.ndarray, has: np.ndarray) -> np.ndarray:
+    """ts of the row just before ``pos_end`` where ``has`` (else int64 min), index-safe."""
+    if len(ts) == 0:
+        return np.full(len(pos_end), _NO_TS)
+    return np.where(has, ts[np.clip(pos_end - 1, 0, len(ts) - 1)], _NO_TS)
+
+
 def check_no_leakage(split: Split, seq: SequenceData) -> None:
     """Raise :class:`LeakageError` if any training or history row is later than the first
     target of its own user, or (time and backtest splits) not strictly before the cut; also if
-    a target lies outside its user, before the cut or after the fold's end.
+    a target lies outside its user, before the cut or at/after the fold's end.
 
     Checks positions *and* timestamps, so it also catches sequences that are not time-ordered.
     """
     tk = TimeKind(split.time_kind)
-    offsets = np.asarray(seq.offsets)
-    ts_all = np.asarray(seq.ts)
-    lo, hi = 0, max(len(ts_all) - 1, 0)
-
-    def ts_before(pos_end: np.ndarray, has: np.ndarray) -> np.ndarray:
-        """ts of the row just before ``pos_end`` where ``has``, else int64 min."""
-        if len(ts_all) == 0:
-            return np.full(len(pos_end), np.iinfo(np.int64).min)
-        return np.where(has, ts_all[np.clip(pos_end - 1, lo, hi)], np.iinfo(np.int64).min)
-    n = len(offsets) - 1
-    start, end = offsets[:-1], offsets[1:]
-    problems: list[str] = []
-
-    def uid(row: int) -> str:
-        try:
-            return repr(seq.users.id_of(int(row) + 1))
-        except Exception:  # noqa: BLE001 - only for the message
-            return "?"
-
-    def fail(where: str, bad: np.ndarray, users: np.ndarray, describe) -> None:  # noqa: ANN001
-        idx = np.flatnonzero(bad)
-        if len(idx):
-            j = int(idx[0])
-            problems.append(
-                f"{where}: {len(idx)} user(s) leak, e.g. user {uid(users[j])} (row {int(users[j])}): {describe(j)}"
-            )
-
+    off = np.asarray(seq.offsets)
+    ts = np.asarray(seq.ts)
+    n = len(off) - 1
+    start, end = off[:-1], off[1:]
+    p = _Problems(seq, tk)
     if split.seq_fingerprint != seq.fingerprint:
-        problems.append(
-            f"split was built for sequences {split.seq_fingerprint}, these are {seq.fingerprint}"
-        )
+        p.lines.append(f"split was built for sequences {split.seq_fingerprint}, these are {seq.fingerprint}")
 
-    # Sequences themselves must be time-ordered within each user.
-    if seq.n_events > 1:
-        for u0, u1 in _user_chunks(offsets):
-            a, b = int(offsets[u0]), int(offsets[u1])
-            tsc = ts_all[a:b]
-            back = np.flatnonzero(np.diff(tsc) < 0) + a + 1  # position whose ts is below its predecessor
-            if len(back):
-                back = back[~np.isin(back, offsets)]  # a new user may start earlier in time
-            if len(back):
-                p = int(back[0])
-                problems.append(f"sequences are not time-ordered: position {p} is earlier than position {p - 1}")
-                break
+    # The sequences themselves must be time-ordered within each user.
+    for u0, u1 in _user_chunks(off):
+        a, b = int(off[u0]), int(off[u1])
+        back = np.flatnonzero(np.diff(ts[a:b]) < 0) + a + 1  # positions earlier than their predecessor
+        back = back[~np.isin(back, off)]  # a new user may start earlier in time
+        if len(back):
+            p.lines.append(f"sequences are not time-ordered: position {back[0]} is earlier than position {back[0] - 1}")
+            break
 
-    all_rows = np.arange(n)
     for key, te in split.train_ends.items():
         te = np.asarray(te, dtype=np.int64)
         if len(te) != n:
-            problems.append(f"training set {key!r}: {len(te)} entries for {n} users")
+            p.lines.append(f"training set {key!r}: {len(te)} entries for {n} users")
             continue
-        fail(f"training set {key!r}", (te < start) | (te > end), all_rows, lambda j: f"end {te[j]} outside the user")
+        if (j := p.first((te < start) | (te > end))) is not None:
+            p.add(f"training set {key!r}", j, f"end {te[j]} outside the user's events")
         cut = split.train_cuts.get(key)
-        if cut is not None:
-            has = (te > start) & (te <= end)
-            last = ts_before(te, has)
-            fail(
-                f"training set {key!r}",
-                has & (last >= cut),
-                all_rows,
-                lambda j: f"training row {te[j] - 1} at {_fmt_time(last[j], tk)} is not before the cut {_fmt_time(cut, tk)}",
-            )
+        last = _ts_before(ts, te, (te > start) & (te <= end))
+        if cut is not None and (j := p.first(last >= cut)) is not None:
+            p.add(f"training set {key!r}", j, f"training row at {p.t(last[j])} is not before the cut {p.t(cut)}")
 
     for f in split.folds.values():
         where = f"fold {f.name!r}"
         users = np.asarray(f.users, dtype=np.int64)
-        hist_end = np.asarray(f.hist_end, dtype=np.int64)
-        tgt_off = np.asarray(f.tgt_offsets, dtype=np.int64)
-        tgt_pos = np.asarray(f.tgt_pos, dtype=np.int64)
+        hist_end, tgt_off, tgt_pos = (np.asarray(a, dtype=np.int64) for a in (f.hist_end, f.tgt_offsets, f.tgt_pos))
         if len(users) == 0:
             continue
-        if users.min() < 0 or users.max() >= n or len(hist_end) != len(users) or len(tgt_off) != len(users) + 1:
-            problems.append(f"{where}: malformed (user rows out of range or array lengths differ)")
-            continue
         counts = np.diff(tgt_off)
-        if (counts < 1).any() or tgt_off[0] != 0 or tgt_off[-1] != len(tgt_pos):
-            problems.append(f"{where}: malformed target offsets")
+        if (
+            users.min() < 0
+            or users.max() >= n
+            or len(hist_end) != len(users)
+            or len(tgt_off) != len(users) + 1
+            or tgt_off[0] != 0
+            or tgt_off[-1] != len(tgt_pos)
+            or (counts < 1).any()
+        ):
+            p.lines.append(f"{where}: malformed (user rows out of range, array lengths differ, or a user without targets)")
             continue
         us, ue = start[users], end[users]
-        fail(where, (hist_end < us) | (hist_end > ue), users, lambda j: f"history end {hist_end[j]} outside the user")
         owner = np.repeat(users, counts)
-        outside = (tgt_pos < start[owner]) | (tgt_pos >= end[owner])
-        if outside.any():
-            k = int(np.flatnonzero(outside)[0])
-            problems.append(f"{where}: target position {tgt_pos[k]} does not belong to user {uid(owner[k])}")
+        if (j := p.first((tgt_pos < start[owner]) | (tgt_pos >= end[owner]))) is not None:
+            p.lines.append(f"{where}: target position {tgt_pos[j]} does not belong to user {p.user(owner[j])}")
             continue
+        if (j := p.first((hist_end < us) | (hist_end > ue))) is not None:
+            p.add(where, users[j], f"history end {hist_end[j]} outside the user's events")
         first = np.minimum.reduceat(tgt_pos, tgt_off[:-1])
-        first_ts = ts_all[first]
-        has_hist = hist_end > us
-        last_hist_ts = ts_before(hist_end, has_hist & (hist_end <= ue))
-        fail(
-            where,
-            hist_end > first,
-            users,
-            lambda j: f"history ends at position {hist_end[j]} but the first target is position {first[j]}",
-        )
-        fail(
-            where,
-            has_hist & (last_hist_ts > first_ts),
-            users,
-            lambda j: f"history row at {_fmt_time(last_hist_ts[j], tk)} is after the first target at {_fmt_time(first_ts[j], tk)}",
-        )
-        te = np.asarray(split.train_ends[f.train], dtype=np.int64)[users] if f.train in split.train_ends else None
-        if te is None:
-            problems.append(f"{where}: unknown training set {f.train!r}")
+        first_ts = ts[first]
+        has_hist = (hist_end > us) & (hist_end <= ue)
+        last_hist = _ts_before(ts, hist_end, has_hist)
+        if (j := p.first(hist_end > first)) is not None:
+            p.add(where, users[j], f"history ends at position {hist_end[j]} but the first target is position {first[j]}")
+        if (j := p.first(last_hist > first_ts)) is not None:
+            p.add(where, users[j], f"history row at {p.t(last_hist[j])} is after the first target at {p.t(first_ts[j])}")
+        if f.train not in split.train_ends:
+            p.lines.append(f"{where}: unknown training set {f.train!r}")
         else:
-            has_train = te > us
-            last_train_ts = ts_before(te, has_train & (te <= ue))
-            fail(
-                where,
-                te > first,
-                users,
-                lambda j: f"training ({f.train}) runs to position {te[j]} but the first target is position {first[j]}",
-            )
-            fail(
-                where,
-                has_train & (last_train_ts > first_ts),
-                users,
-                lambda j: f"training row at {_fmt_time(last_train_ts[j], tk)} is after the first target at {_fmt_time(first_ts[j], tk)}",
-            )
-        if f.cut is not None:
-            cut = int(f.cut)
-            fail(
-                where,
-                has_hist & (last_hist_ts >= cut),
-                users,
-                lambda j: f"history row at {_fmt_time(last_hist_ts[j], tk)} is not before the cut {_fmt_time(cut, tk)}",
-            )
-            tgt_ts = ts_all[tgt_pos]
-            early = np.zeros(len(users), dtype=bool)
-            np.logical_or.at(early, np.repeat(np.arange(len(users)), counts), tgt_ts < cut)
-            fail(where, early, users, lambda j: f"a target is before the cut {_fmt_time(cut, tk)}")
-            if f.end is not None:
-                stop = int(f.end)
-                late = np.zeros(len(users), dtype=bool)
-                np.logical_or.at(late, np.repeat(np.arange(len(users)), counts), tgt_ts >= stop)
-                fail(where, late, users, lambda j: f"a target is at or after the fold end {_fmt_time(stop, tk)}")
+            te = np.asarray(split.train_ends[f.train], dtype=np.int64)[users]
+            last_train = _ts_before(ts, te, (te > us) & (te <= ue))
+            if (j := p.first(te > first)) is not None:
+                p.add(where, users[j], f"training ({f.train}) runs to position {te[j]}, the first target is {first[j]}")
+            if (j := p.first(last_train > first_ts)) is not None:
+                p.add(where, users[j], f"training row at {p.t(last_train[j])} is after the first target at {p.t(first_ts[j])}")
+        if f.cut is None:
+            continue
+        if (j := p.first(last_hist >= f.cut)) is not None:
+            p.add(where, users[j], f"history row at {p.t(last_hist[j])} is not before the cut {p.t(f.cut)}")
+        tgt_ts = ts[tgt_pos]
+        fold_row = np.repeat(np.arange(len(users)), counts)
+        early = np.zeros(len(users), dtype=bool)
+        np.logical_or.at(early, fold_row, tgt_ts < f.cut)
+        if (j := p.first(early)) is not None:
+            p.add(where, users[j], f"a target is before the cut {p.t(f.cut)}")
+        if f.end is not None:
+            late = np.zeros(len(users), dtype=bool)
+            np.logical_or.at(late, fold_row, tgt_ts >= f.end)
+            if (j := p.first(late)) is not None:
+                p.add(where, users[j], f"a target is at or after the fold end {p.t(f.end)}")
 
-    if problems:
-        raise LeakageError(f"{split.kind} split leaks the future:\n  " + "\n  ".join(problems))
+    if p.lines:
+        raise LeakageError(f"{split.kind} split leaks the future:\n  " + "\n  ".join(p.lines))

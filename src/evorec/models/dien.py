@@ -1,16 +1,18 @@
 """DIEN (Zhou et al., 2019) as a next-item scorer: interest extraction, then candidate-aware evolution.
 
 1. **Interest extractor.** A GRU over the event embeddings (item + category + behaviour by default)
-   gives an interest state h_t after every event (``forward``; causal, left padding handled as in
-   GRU4Rec). The paper's auxiliary loss supervises every h_t with the *next* event: h_t . e_{t+1}
-   should beat h_t . e_neg for a sampled item (weight ``aux_weight``).
+   gives an interest state h_t after every event (``interests``; causal, left padding handled as
+   in GRU4Rec). ``forward`` returns the stage-1 states q_t = P h_t (a linear map: the GRU state is
+   tanh-bounded, P lets the logits take any scale). The paper's auxiliary loss supervises every
+   h_t with the *next* event: h_t . e_{t+1} should beat h_t . e_neg for a sampled item (weight
+   ``aux_weight``).
 2. **Interest evolution (AUGRU).** For a candidate item c with embedding e_c, attention
    a_t = softmax_t(h_t W e_c) over the history scales the GRU's update gate:
 
        u'_t = a_t * u_t,    h'_t = (1 - u'_t) * h'_{t-1} + u'_t * tanh(...)
 
    so only the interests relevant to c move the evolved state h'_T(c).
-3. **Candidate score** (a logit): ``h_T . e_c + MLP([h'_T(c), e_c, h'_T(c) * e_c])``, i.e. the
+3. **Candidate score** (a logit): ``q_T . e_c + MLP([h'_T(c), e_c, h'_T(c) * e_c])``, i.e. the
    cheap stage-1 logit plus a learned candidate-aware correction. (The paper's final MLP also takes
    a user profile and context; evorec has no user features, see Caser's note.)
 
@@ -20,7 +22,7 @@ the behaviour of a future event is unknown. The same table is the output table o
 **Full ranking.** The AUGRU depends on the candidate, so running it for every item of the
 catalogue (B x n_items recurrences) is too expensive. ``score`` therefore ranks in two stages:
 
-- stage 1 scores all items with the candidate-independent extractor state: h_T . e_i;
+- stage 1 scores all items with the candidate-independent state of the last event: q_T . e_i;
 - stage 2 re-scores the top ``rerank_k`` of them with the full candidate score above. Their scores
   are replaced by the candidate scores (exactly what ``score_candidates`` returns), and the other
   items' stage-1 scores are shifted down, order kept, so that every reranked item stays above
@@ -29,7 +31,7 @@ catalogue (B x n_items recurrences) is too expensive. ``score`` therefore ranks 
 ``score_candidates(batch, items)`` gives the candidate score for an explicit (B, C) list, for
 pointwise CTR-style metrics (AUC, GAUC).
 
-**Training** (``training_loss``): the given next-item loss on the extractor states at every
+**Training** (``training_loss``): the given next-item loss on the stage-1 states q_t at every
 position + ``aux_weight`` * auxiliary loss + ``ctr_weight`` * binary cross-entropy of the candidate
 score of (target, one uniformly sampled negative) at the last position of each sequence that has a
 target (the AUGRU runs only there, not at every position).
@@ -80,6 +82,8 @@ class DIEN(SequentialModel):
         self.embed = EventEmbedding(D, c.side, sizes)
         self.drop = nn.Dropout(c.dropout)
         self.extractor = nn.GRU(D, D, batch_first=True)
+        # Stage-1 query: the GRU state is tanh-bounded, so a linear map lets its logits take any scale.
+        self.query_proj = nn.Linear(D, D)
         # AUGRU: a GRU cell's parameters, run by hand in ``evolve`` (the update gate is rescaled).
         self.augru = nn.GRUCell(D, D)
         self.att = nn.Parameter(torch.empty(D, D))  # W in a_t ~ exp(h_t W e_c)
@@ -106,16 +110,21 @@ class DIEN(SequentialModel):
 
     # -- stage 1: interest extractor --------------------------------------------------------------
 
-    def forward(self, batch: SequenceBatch) -> Tensor:
+    def interests(self, batch: SequenceBatch) -> Tensor:
+        """(B, T, D) extractor (interest) states h_t; 0 at padding."""
         x = self.drop(self.embed(batch))  # (B, T, D)
-        return left_padded_gru(self.extractor, x, batch.mask)  # (B, T, D); 0 at padding
+        return left_padded_gru(self.extractor, x, batch.mask)  # (B, T, D)
+
+    def forward(self, batch: SequenceBatch) -> Tensor:
+        """(B, T, D) stage-1 states (projected interest states), scored against ``output_embeddings``."""
+        return self.query_proj(self.interests(batch))  # (B, T, D)
 
     # -- stage 2: interest evolution --------------------------------------------------------------
 
     def evolve(self, h: Tensor, mask: Tensor, e: Tensor) -> Tensor:
         """(B, C, D) AUGRU state after the history, for each of C candidates per row.
 
-        h: (B, T, D) extractor states, mask: (B, T) positions the AUGRU may attend to,
+        h: (B, T, D) interest states, mask: (B, T) positions the AUGRU may attend to,
         e: (B, C, D) candidate embeddings. Masked positions get zero attention, so they leave the
         state unchanged (it starts at 0); an empty history gives the zero state.
         """
@@ -145,7 +154,7 @@ class DIEN(SequentialModel):
     def candidate_logits(self, h: Tensor, mask: Tensor, query: Tensor, items: Tensor) -> Tensor:
         """(B, C) candidate scores: stage-1 logit + AUGRU/MLP correction.
 
-        h: (B, T, D) extractor states, mask: (B, T), query: (B, D) extractor state at the query
+        h: (B, T, D) interest states, mask: (B, T), query: (B, D) stage-1 state at the query
         position, items: (B, C) candidate item indices.
         """
         e = self.candidate_embedding(items)  # (B, C, D)
@@ -156,14 +165,14 @@ class DIEN(SequentialModel):
 
     def score_candidates(self, batch: SequenceBatch, items: Tensor) -> Tensor:
         """(B, C) pointwise (CTR-style) logits of the given candidates; item 0 (padding) gets -inf."""
-        h = self(batch)  # (B, T, D)
-        s = self.candidate_logits(h, batch.mask, h[:, -1], items)
+        h = self.interests(batch)  # (B, T, D)
+        s = self.candidate_logits(h, batch.mask, self.query_proj(h[:, -1]), items)
         return s.masked_fill(items == 0, NEG_INF)
 
     def score(self, batch: SequenceBatch) -> Tensor:
         """(B, n_items): stage-1 scores of all items, the top ``rerank_k`` re-scored (see module doc)."""
-        h = self(batch)  # (B, T, D)
-        query = h[:, -1]  # (B, D)
+        h = self.interests(batch)  # (B, T, D)
+        query = self.query_proj(h[:, -1])  # (B, D)
         s = query @ self.output_embeddings().T  # (B, n_items)
         s[:, 0] = NEG_INF
         k = min(self.config.rerank_k, self.n_items - 1)
@@ -183,10 +192,11 @@ class DIEN(SequentialModel):
 
     def training_loss(self, batch: SequenceBatch, loss_fn: LossFn, generator: torch.Generator | None = None) -> Tensor:
         c = self.config
-        h = self(batch)  # (B, T, D)
+        h = self.interests(batch)  # (B, T, D)
+        states = self.query_proj(h)  # (B, T, D): what ``forward`` returns
         T = h.shape[1]
         sel = batch.targets > 0  # (B, T)
-        loss = loss_fn(h[sel], batch.targets[sel], self.output_embeddings(), None)
+        loss = loss_fn(states[sel], batch.targets[sel], self.output_embeddings(), None)
 
         if c.aux_weight > 0 and T > 1:
             # h_t against the next event of the history (t+1 <= T-1) vs a uniformly sampled item.
@@ -212,7 +222,7 @@ class DIEN(SequentialModel):
             last = torch.where(sel, ar, -1).max(dim=1).values[rows]  # (R,) t* of each kept row
             hr = h[rows]  # (R, T, D)
             att_mask = batch.mask[rows] & (ar[None, :] <= last[:, None])  # (R, T)
-            query = hr[torch.arange(hr.shape[0], device=h.device), last]  # (R, D)
+            query = states[rows][torch.arange(hr.shape[0], device=h.device), last]  # (R, D)
             pos_item = batch.targets[rows, last]  # (R,)
             neg_item = sample_items(self.n_items, tuple(pos_item.shape), generator, h.device)  # (R,)
             items = torch.stack([pos_item, neg_item], dim=1)  # (R, 2)
