@@ -337,6 +337,7 @@ def test_report_adds_up(taobao_store):
 
 def test_materialize_gives_identical_results(taobao_store):
     cfg = CleanConfig(
+        materialize=False,
         collapse=CollapseConfig(window_s=60),
         bots=BotFilterConfig(quantile=0.99),
         kcore=KCoreConfig(user_min=3, item_min=2),
@@ -348,5 +349,11 @@ def test_materialize_gives_identical_results(taobao_store):
     with clean_events(events, cfg.model_copy(update={"materialize": True}), time_kind=tk) as mat:
         mat_rows = order_events(mat.events).drop("ts").to_pyarrow()
         assert mat.report() == lazy_report
+        assert _temp_tables(backend) == 1  # only the last step is kept
     assert mat_rows.equals(lazy_rows)
+    assert _temp_tables(backend) == 0  # released on exit
     backend.disconnect()
+
+
+def _temp_tables(backend) -> int:
+    return backend.con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0]

@@ -103,7 +103,7 @@ def test_spark_cleaning_and_sequences_match_duckdb(spark, stores, tmp_path):
     store_path, parquet = stores
 
     backend, events, time_kind = open_store_events(store_path, "taobao")
-    with clean_events(events, CFG, time_kind=time_kind) as dk:
+    with clean_events(events, CFG.model_copy(update={"materialize": False}), time_kind=time_kind) as dk:
         dk_rows = order_events(dk.events).select(*COMPARE).to_pyarrow()
         dk_report = dk.report()
         dk_seq = write_sequences(dk.events, tmp_path / "duckdb", dataset="taobao", time_kind=time_kind)
@@ -111,8 +111,8 @@ def test_spark_cleaning_and_sequences_match_duckdb(spark, stores, tmp_path):
 
     scon = ibis.pyspark.connect(spark)
     sp_events = select_dataset(scon.read_parquet(str(parquet), table_name="evorec_events"), "taobao")
-    # Same expressions; on Spark each step is cached as it is built (materialize), because
-    # Spark re-plans shared sub-plans on every read. DuckDB above ran them fully lazily.
+    # Same expressions; on Spark each step is cached as it is built (materialize, the default),
+    # because Spark re-plans shared sub-plans on every read. DuckDB above ran fully lazily.
     sp_cfg = CFG.model_copy(update={"materialize": True})
     with clean_events(sp_events, sp_cfg, time_kind=time_kind) as sp:
         sp_rows = order_events(sp.events).select(*COMPARE).to_pyarrow()

@@ -142,7 +142,7 @@ def prepare(
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name."),
     config: Path = typer.Option(..., "--config", "-c", help="PrepareConfig YAML (clean, sequences, split)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory for sequences, vocabularies and splits."),
-    setting: list[str] = typer.Option(None, "--set", help="Override one config field, e.g. clean.item_min=5."),
+    setting: list[str] = typer.Option(None, "--set", help="Override one config field, e.g. clean.kcore.item_min=5."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Clean -> vocabularies -> memory-mapped sequences -> leak-checked splits, written atomically."""

@@ -16,11 +16,12 @@ Steps, in the order they run (each one switchable in :class:`CleanConfig`):
 5. ``kcore``      iterative k-core: drop users with fewer than ``user_min`` events and items with
                   fewer than ``item_min`` events, repeatedly, until nothing changes.
 
-Only the k-core (which must iterate to a fixed point) and the bot threshold (one scalar)
-execute anything while the pipeline is built; the rest stays lazy until the caller reads the
-result, and the per-step counts are computed only when :meth:`CleanResult.report` is called.
-With ``materialize=True`` every step is instead cached in the backend and counted as it is
-built, which is much faster on engines that do not reuse shared sub-plans (Spark).
+By default (``materialize=True``) each step's output is cached in the backend (a DuckDB temp
+table, a cached Spark frame; only the latest is kept) and counted once as it is built, so later
+steps, the report and the sequence writer never recompute earlier ones. With
+``materialize=False`` nothing is stored: only the k-core (which must iterate to a fixed point)
+and the bot threshold (one scalar) execute while the pipeline is built, the result stays lazy,
+and the per-step counts are computed when :meth:`CleanResult.report` is called.
 """
 
 from __future__ import annotations
@@ -102,10 +103,11 @@ class CleanConfig(BaseModel):
     bots: BotFilterConfig | None = None
     kcore: KCoreConfig | None = None
     materialize: bool = Field(
-        False,
+        True,
         description="cache every step's output in the backend (DuckDB temp table, Spark cached "
-        "frame) and count it once, instead of recomputing earlier steps wherever they are "
-        "read again; recommended on Spark. Results are identical either way.",
+        "frame) and count it once, instead of recomputing earlier steps wherever they are read "
+        "again (about 4x faster on DuckDB, essential on Spark); false keeps everything lazy and "
+        "holds no copy. Results are identical either way.",
     )
 
 
@@ -158,8 +160,9 @@ class CleanReport(BaseModel):
 class CleanResult:
     """The cleaned events (lazy) plus what is needed to report on them.
 
-    ``events`` has the input columns plus ``ts_s``. K-core state lives in backend caches
-    (DuckDB temp tables, Spark cached frames): call :meth:`release` (or use ``with``) when done.
+    ``events`` has the input columns plus ``ts_s``. With ``materialize`` it is a backend cache
+    (DuckDB temp table, Spark cached frame), and ``stages`` before the last are released:
+    call :meth:`release` (or use ``with``) when done.
     """
 
     events: ir.Table
@@ -204,9 +207,9 @@ class CleanResult:
         )
 
     def release(self) -> None:
-        """Drop the backend caches the k-core made (idempotent)."""
+        """Drop the backend caches this result holds (idempotent)."""
         while self._cached:
-            _release(self._cached.pop())
+            release_table(self._cached.pop())
 
     def __enter__(self) -> CleanResult:  # noqa: PYI034 - Self needs Python 3.11
         return self
@@ -229,11 +232,26 @@ def _stats_expr(t: ir.Table) -> ir.Table:
     return t.aggregate(events=t.count(), users=t.user_id.nunique(), items=t.item_id.nunique())
 
 
-def _release(t: ir.Table) -> None:
+def release_table(t: ir.Table) -> None:
+    """Drop a cached table now (best effort).
+
+    With Ibis 12 and sqlglot 30 (whose ``Drop`` node no longer takes ``this``), Ibis' DuckDB
+    ``drop_table`` emits a nameless ``DROP TABLE IF EXISTS``, so ``release()`` forgets the cache
+    entry but leaves the temp table behind; it is then dropped here by name.
+    """
+    name = getattr(t.op(), "name", None)
     try:
         t.release()
+        return
     except Exception:
-        logger.debug("could not release cached table", exc_info=True)
+        logger.debug("Ibis could not release cached table %s", name, exc_info=True)
+    try:
+        backend = t._find_backend()
+        if getattr(backend, "name", None) == "duckdb" and name:
+            quoted = '"' + str(name).replace('"', '""') + '"'
+            backend.con.execute(f"DROP TABLE IF EXISTS temp.main.{quoted}")
+    except Exception:
+        logger.debug("could not drop cached table %s", name, exc_info=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -402,7 +420,7 @@ def kcore(events: ir.Table, user_min: int, item_min: int, max_iter: int = 100) -
             item_min,
             max_iter,
         )
-    _release(pairs)  # the result is expressed through the removed ids only
+    release_table(pairs)  # the result is expressed through the removed ids only
     return KCoreOutcome(
         removed_users=pc.take(removed_u, pc.sort_indices(removed_u)),
         removed_items=pc.take(removed_i, pc.sort_indices(removed_i)),
@@ -446,7 +464,7 @@ def clean_events(
             result._stats[len(stages)] = _stats_expr(new).to_pyarrow().to_pylist()[0]
             # The new step is materialised: earlier caches are no longer read.
             for old in result._cached:
-                _release(old)
+                release_table(old)
             result._cached[:] = [new]
         stages.append((name, new))
         return new

@@ -31,6 +31,7 @@ from evorec.data.clean import (
     cache_table,
     clean_events,
     open_store_events,
+    release_table,
 )
 from evorec.data.sequences import (
     Progress,
@@ -200,10 +201,7 @@ def prepare_events(
                 seconds["sequences"] = time.perf_counter() - t1
             finally:
                 if cached is not None:
-                    try:
-                        cached.release()
-                    except Exception:
-                        logger.debug("could not release cached cleaned events", exc_info=True)
+                    release_table(cached)
         t2 = time.perf_counter()
         seq = SequenceData(tmp)
         split = make_split(seq, cfg.split)

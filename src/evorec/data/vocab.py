@@ -154,12 +154,6 @@ def behavior_vocab() -> dict[str, int]:
     return dict(BEHAVIOR_INDEX)
 
 
-def indexed(table: ir.Table, column: str, vocab_table: ir.Table, out: str) -> ir.Table:
-    """Left-join ``table[column]`` to an (id, idx) vocabulary table, adding ``out`` (0 if unknown)."""
-    joined = table.left_join(vocab_table, table[column] == vocab_table.id)
-    return joined.mutate(**{out: joined.idx.fill_null(PAD)}).drop("id", "idx")
-
-
 def vocab_table(vocab: Vocab, index_type: str = "int32") -> ir.Table:
     """A Vocab as an in-memory Ibis table (id, idx) to join against on any backend."""
     idx = np.arange(1, len(vocab) + 1, dtype=np.int64)
