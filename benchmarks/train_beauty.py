@@ -1,0 +1,148 @@
+"""Quality, time to quality, throughput and memory of every model on S3-Rec Amazon Beauty.
+
+Protocol (printed with every result): leave-one-out, full ranking over all 12,101 items, items
+already in the user's history excluded (the target kept), histories cut to the last max_len
+events: the protocol of the published full-ranking tables (S3-Rec authors' table).
+
+Each model trains in its own child process (`evorec train --config configs/beauty/<model>.yaml
+--time-budget S`), then `evorec evaluate` scores the test fold. Run from the project root:
+
+    .venv/bin/python benchmarks/train_beauty.py                      # all models, 300 s each
+    .venv/bin/python benchmarks/train_beauty.py --models sasrec --budget 120
+    .venv/bin/python benchmarks/train_beauty.py --scaling             # SASRec/HSTU size x max_len table
+
+Writes benchmarks/results/train_beauty.json (or train_beauty_scaling.json) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+WORK = ROOT / "benchmarks" / "work" / "train_beauty"
+EVOREC = str(Path(sys.executable).with_name("evorec"))
+
+# S3-Rec authors' all-item table on this exact file (HR@10, NDCG@10).
+PUBLISHED = {
+    "pop": (0.0152, 0.0068),
+    "gru4rec": (0.0283, 0.0137),
+    "caser": (0.0347, 0.0176),
+    "sasrec": (0.0605, 0.0318),
+    "bert4rec": (0.0347, 0.0170),
+}
+BEST_PUBLISHED = ("BSARec", 0.1008, 0.0611)
+ALL = ["pop", "itemknn", "markov", "gru4rec", "caser", "sasrec", "bert4rec", "hstu", "dien", "multvae"]
+PROTOCOL = "leave-one-out; full ranking over all items; history items excluded (target kept); max_len 50; test fold"
+
+
+def child(argv: list[str]) -> tuple[str, float, float]:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "EVOREC_SECRET": "benchmark"})
+    _, status, usage = os.wait4(proc.pid, 0)
+    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{err[-3000:]}")
+    return out, time.perf_counter() - t0, usage.ru_maxrss / 1024
+
+
+def first_reach(history: list[dict], key: str, threshold: float) -> float | None:
+    for h in history:
+        if h.get(key) is not None and h[key] >= threshold:
+            return h["wall_seconds"]
+    return None
+
+
+def run_model(model: str, budget: float, sets: list[str], tag: str | None = None) -> dict:
+    run_dir = WORK / (tag or model)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cfg = ROOT / "configs" / "beauty" / f"{model}.yaml"
+    argv = [EVOREC, "train", "--config", str(cfg), "--out", str(run_dir), "--time-budget", str(budget), "--json"]
+    for s in sets:
+        argv += ["--set", s]
+    out, wall, rss = child(argv)
+    state = json.loads(out)
+    ev, _, _ = child([EVOREC, "evaluate", str(run_dir), "--json"])
+    test = json.loads(ev)
+    hist = state["history"]
+    eps = [h["events_per_s"] for h in hist if h.get("events_per_s")]
+    row = {
+        "model": model,
+        "tag": tag or model,
+        "settings": sets,
+        "budget_s": budget,
+        "epochs": state["epoch"],
+        "train_seconds": round(state["train_seconds"], 1),
+        "wall_seconds": round(state["wall_seconds"], 1),
+        "stopped": state["stopped"],
+        "best_valid_ndcg10": state["best_metric"],
+        "test": {k: test["metrics"][k] for k in ("HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR")},
+        "events_per_s": round(sum(eps) / len(eps)) if eps else None,
+        "seconds_per_epoch": round(state["train_seconds"] / max(state["epoch"], 1), 2),
+        "peak_rss_mb": round(rss, 0),
+        "valid_curve": [(round(h["wall_seconds"], 1), h.get("valid/NDCG@10")) for h in hist],
+        "protocol": test["protocol"],
+    }
+    if model in PUBLISHED:
+        row["published_hr10"], row["published_ndcg10"] = PUBLISHED[model]
+        row["valid_seconds_to_published_ndcg10"] = first_reach(hist, "valid/NDCG@10", PUBLISHED[model][1])
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="*", default=ALL)
+    ap.add_argument("--budget", type=float, default=300.0, help="training seconds per model")
+    ap.add_argument("--set", action="append", default=[], help="extra --set for every run")
+    ap.add_argument("--scaling", action="store_true", help="SASRec/HSTU: hidden x max_len table instead")
+    args = ap.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    rows = []
+    if args.scaling:
+        for model in ("sasrec", "hstu"):
+            for hidden in (64, 128):
+                for max_len in (50, 200):
+                    sets = [f"model.config.hidden={hidden}", f"model.config.max_len={max_len}", f"train.max_len={max_len}", *args.set]
+                    row = run_model(model, args.budget, sets, tag=f"{model}-h{hidden}-L{max_len}")
+                    row.update(hidden=hidden, max_len=max_len)
+                    rows.append(row)
+                    print(json.dumps({k: row[k] for k in ("tag", "epochs", "seconds_per_epoch", "test")}), flush=True)
+        name = "train_beauty_scaling.json"
+    else:
+        for model in args.models:
+            row = run_model(model, args.budget, list(args.set))
+            rows.append(row)
+            print(json.dumps({k: row[k] for k in ("model", "epochs", "train_seconds", "test")}), flush=True)
+        name = "train_beauty.json"
+    result = {
+        "benchmark": "train_beauty" + ("_scaling" if args.scaling else ""),
+        "when": datetime.now(timezone.utc).isoformat(),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg": os.getloadavg()},
+        "protocol": PROTOCOL,
+        "best_published": BEST_PUBLISHED,
+        "rows": rows,
+    }
+    (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nprotocol: {PROTOCOL}\n")
+    print("| model | settings | epochs | train s | s/epoch | events/s | peak RSS MB | test HR@10 | test NDCG@10 | published HR@10 / NDCG@10 |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        pub = f"{r['published_hr10']} / {r['published_ndcg10']}" if "published_hr10" in r else "-"
+        print(
+            f"| {r['tag']} | {' '.join(r['settings']) or '-'} | {r['epochs']} | {r['train_seconds']} | {r['seconds_per_epoch']} | "
+            f"{r['events_per_s'] or '-'} | {r['peak_rss_mb']:.0f} | {r['test']['HR@10']:.4f} | {r['test']['NDCG@10']:.4f} | {pub} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
