@@ -91,9 +91,9 @@ def _source_path(cfg: ExperimentConfig) -> Path:
     raise FileNotFoundError(f"data source not found: {cfg.data.path} (relative to {Path.cwd()})")
 
 
-def prepared_data(cfg: ExperimentConfig) -> tuple[SequenceData, Split]:
-    """Ingest + prepare the experiment's data, or reuse the cached result."""
-    from evorec.data.ingest import content_hash, ingest_file
+def _cache_paths(cfg: ExperimentConfig) -> tuple[Path, Path, Path]:
+    """(source file, store file, prepared directory) of an experiment's data, keyed by content and config."""
+    from evorec.data.ingest import content_hash
     from evorec.data.readers import get_reader
 
     src = _source_path(cfg)
@@ -107,19 +107,65 @@ def prepared_data(cfg: ExperimentConfig) -> tuple[SequenceData, Split]:
         ).encode()
     ).hexdigest()[:16]
     cache = Path(cfg.cache_dir)
-    out = cache / "prepared" / f"{cfg.data.dataset}-{key}"
+    return src, cache / f"{cfg.data.dataset}-{digest[:16]}.duckdb", cache / "prepared" / f"{cfg.data.dataset}-{key}"
+
+
+def _ingest(cfg: ExperimentConfig, src: Path, store: Path) -> None:
+    from evorec.data.ingest import ingest_file
+
+    ingest_file(store, src, cfg.data.format, cfg.data.dataset, options=cfg.data.options, pseudonymize=cfg.data.pseudonymize)
+
+
+def prepared_data(cfg: ExperimentConfig) -> tuple[SequenceData, Split]:
+    """Ingest + prepare the experiment's data, or reuse the cached result."""
+    seq, split, _ = _prepared(cfg)
+    return seq, split
+
+
+def _prepared(cfg: ExperimentConfig) -> tuple[SequenceData, Split, Path]:
+    """``prepared_data`` plus the store file it came from (hashing the source only once)."""
+    src, store, out = _cache_paths(cfg)
+    if not (out / "meta.json").exists() or (uses_item_text(cfg) and not store.exists()):
+        _ingest(cfg, src, store)  # item text is read from the store; re-ingesting is a no-op when present
     if not (out / "meta.json").exists():
-        store = cache / f"{cfg.data.dataset}-{digest[:16]}.duckdb"
-        ingest_file(store, src, cfg.data.format, cfg.data.dataset, options=cfg.data.options, pseudonymize=cfg.data.pseudonymize)
         prepare(store, cfg.data.dataset, cfg.prepare, out, overwrite=True)
-    return SequenceData(out), load_split(out / "split")
+    return SequenceData(out), load_split(out / "split"), store
 
 
-def data_sizes(seq: SequenceData) -> DataSizes:
+def uses_item_text(cfg: ExperimentConfig) -> bool:
+    """Whether the experiment's model asks for item text (``model.config.side.text``)."""
+    side = getattr(make_config(cfg.model.name, cfg.model.config), "side", None)
+    return bool(getattr(side, "text", False))
+
+
+def item_text(cfg: ExperimentConfig, seq: SequenceData, store: Path | None = None) -> np.ndarray:
+    """(n_items, 384) frozen text vectors of the prepared vocabulary, from the store's items table.
+
+    Embedded once and cached beside the prepared sequences (see ``evorec.data.text``).
+    ``store`` defaults to the experiment's cached store (ingested again if it was removed).
+    """
+    from evorec.data.text import item_text_matrix
+
+    if store is None:
+        src, store, _ = _cache_paths(cfg)
+        if not store.exists():
+            _ingest(cfg, src, store)
+    m = item_text_matrix(store, cfg.data.dataset, seq.items.ids.to_pylist(), cache_dir=seq.path)
+    n_text = int((np.abs(m).sum(1) > 0).sum())
+    if n_text == 0:
+        log.warning("side.text is on but no item of %s has a title, brand or category path: text adds nothing", cfg.data.dataset)
+    else:
+        log.info("item text: %d of %d items have text", n_text, m.shape[0] - 1)
+    return m
+
+
+def data_sizes(seq: SequenceData, text_dim: int = 0) -> DataSizes:
     cat = np.zeros(seq.items.size, dtype=np.int64)
     if seq.n_events:
         cat[np.asarray(seq.item)] = np.asarray(seq.category)
-    return DataSizes(n_items=seq.items.size, n_categories=seq.categories.size, item_category=tuple(int(c) for c in cat))
+    return DataSizes(
+        n_items=seq.items.size, n_categories=seq.categories.size, item_category=tuple(int(c) for c in cat), text_dim=text_dim
+    )
 
 
 def vocab_payload(seq: SequenceData) -> dict[str, list]:
@@ -144,9 +190,12 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = False):
         if prev != merged:
             raise ValueError(f"--resume: {saved} holds a different config than the one given; use a new --out")
     _atomic_text(saved, yaml.safe_dump(merged, sort_keys=False))
-    seq, split = prepared_data(cfg)
+    seq, split, store = _prepared(cfg)
+    text = item_text(cfg, seq, store) if uses_item_text(cfg) else None
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model.name, cfg.model.config, data_sizes(seq))
+    model = build_model(cfg.model.name, cfg.model.config, data_sizes(seq, text_dim=0 if text is None else text.shape[1]))
+    if text is not None:
+        model.set_item_text(text)  # a persistent buffer: checkpoints carry it (see Recommender.set_item_text)
     view = TrainView.from_split(seq, split, target_behaviors=_target_behaviors(cfg))
     valid = eval_set(seq, split, "valid") if "valid" in split.folds else None
     vocabs = vocab_payload(seq)

@@ -155,6 +155,22 @@ def test_dien_candidates_are_attended_and_training_runs():
         assert p.grad is not None and p.grad.abs().sum() > 0
 
 
+def test_dien_ctr_negatives_come_from_the_stage1_top():
+    m = model("dien", {"embed_dim": 16, "head_hidden": 8, "rerank_k": 5, "ctr_negatives": 3})
+    b = batch_of(HISTORIES, 12)
+    with torch.no_grad():
+        q = m(b)[:, -1]  # (B, D)
+        s1 = q @ m.output_embeddings().T
+    s1[:, 0] = float("-inf")
+    target = s1.argmax(1)  # the best item: in the pool
+    target[0] = s1[0, 1:].argmin() + 1  # ... except for row 0, whose target is outside the stage-1 top 5
+    neg, keep = m.ctr_negative_items(q, target, torch.Generator().manual_seed(0))
+    assert neg.shape == (b.size, 3)
+    assert keep.tolist() == [False] + [True] * (b.size - 1)  # the head learns only where it will rerank
+    for row in range(b.size):
+        assert set(neg[row].tolist()) <= set(s1[row].topk(5).indices.tolist())
+
+
 # -- Mult-VAE -----------------------------------------------------------------------------------
 
 

@@ -32,6 +32,7 @@ class DataSizes:
     n_categories: int  # category vocabulary incl. 0 = unknown
     n_behaviors: int = len(BEHAVIORS) + 1
     item_category: tuple[int, ...] | None = None  # category index of every item (len n_items), if known
+    text_dim: int = 0  # width of the frozen item text vectors (0 = no item text); see set_item_text
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -41,7 +42,9 @@ class DataSizes:
     @classmethod
     def from_dict(cls, d: dict) -> DataSizes:
         ic = d.get("item_category")
-        return cls(d["n_items"], d["n_categories"], d.get("n_behaviors", len(BEHAVIORS) + 1), tuple(ic) if ic else None)
+        return cls(
+            d["n_items"], d["n_categories"], d.get("n_behaviors", len(BEHAVIORS) + 1), tuple(ic) if ic else None, d.get("text_dim", 0)
+        )
 
 
 class ModelConfig(BaseModel):
@@ -59,6 +62,10 @@ class SideInfoConfig(ModelConfig):
     # gap_buckets: log-scaled bucket of the time since the previous event (and, for the query,
     # since the last event): long gaps are what long-term interest evolution is about.
     time_buckets: int = Field(32, ge=2, le=256)
+    # text: add a learned projection of each item's frozen text vector (title | brand | category
+    # path, embedded once by evorec.data.text) to the item's input and, where the model says so,
+    # output vector. Needs DataSizes.text_dim > 0 and the matrix given through set_item_text.
+    text: bool = False
 
 
 class Recommender(nn.Module):
@@ -85,6 +92,25 @@ class Recommender(nn.Module):
     def encode(self, batch: SequenceBatch) -> Tensor:
         """(B, D) user state after the last event of each history."""
         raise NotImplementedError
+
+    def set_item_text(self, matrix) -> None:  # noqa: ANN001 - np.ndarray | Tensor
+        """Give the model the frozen (n_items, text_dim) item text matrix (row 0 = padding).
+
+        The matrix is data, not config: it is too big for ``DataSizes`` (which goes into every
+        checkpoint as JSON-like lists), so the model keeps it as a *persistent buffer*. The
+        pipeline calls this once after building the model; a checkpoint's ``state_dict`` carries
+        the buffer, so ``load_model`` rebuilds the model (zeros) and ``load_state_dict`` restores
+        the matrix from the file alone. Every submodule holding an ``item_text`` buffer (the shared
+        ``EventEmbedding`` with ``side.text`` on) takes it; a model with none says so.
+        """
+        takers = [
+            m for m in self.modules()
+            if m is not self and getattr(m, "item_text", None) is not None and callable(getattr(m, "set_item_text", None))
+        ]
+        if not takers:
+            raise ValueError(f"{type(self).__name__} does not use item text (is side.text on?)")
+        for m in takers:
+            m.set_item_text(matrix)
 
     def fit(self, train) -> None:  # noqa: ANN001 - evorec.data.batches.TrainView
         """Count-based models compute their state here; neural models are trained by the trainer."""

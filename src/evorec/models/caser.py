@@ -37,7 +37,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from evorec.models.base import DataSizes, ModelConfig, SequentialModel, SideInfoConfig
-from evorec.models.layers.embeddings import EventEmbedding
+from evorec.models.layers.embeddings import EventEmbedding, init_side_tables
 from evorec.models.registry import register_model
 from evorec.types import SequenceBatch
 
@@ -60,6 +60,7 @@ class Caser(SequentialModel):
         c = config
         D, L = c.embed_dim, c.L
         self.embed = EventEmbedding(D, c.side, sizes)
+        init_side_tables(self.embed)
         # Horizontal filter of height h = a 1-D convolution along time with kernel h over D channels.
         self.horizontal = nn.ModuleList(nn.Conv1d(D, c.n_h, kernel_size=h) for h in range(1, L + 1))
         self.vertical = nn.Linear(L, c.n_v)  # vertical filters: weights over the L rows of a window

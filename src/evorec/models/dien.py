@@ -33,11 +33,16 @@ pointwise CTR-style metrics (AUC, GAUC).
 
 **Training** (``training_loss``): the given next-item loss on the stage-1 states q_t at every
 position + ``aux_weight`` * auxiliary loss + ``ctr_weight`` * binary cross-entropy of the candidate
-score of (target, one uniformly sampled negative) at the last position of each sequence that has a
-target (the AUGRU runs only there, not at every position).
+score of the target and ``ctr_negatives`` sampled negatives at the last position of each sequence
+that has a target (the AUGRU runs only there, not at every position). By default
+(``ctr_negative_source = "stage1_top"``) this term is trained as it is used: only on sequences whose
+target is in the stage-1 top pool, against negatives from that pool (see ``ctr_negative_items``);
+``uniform`` draws negatives from the whole catalogue for every sequence, as the paper does.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +51,7 @@ from torch import Tensor, nn
 
 from evorec.models.base import NEG_INF, DataSizes, LossFn, ModelConfig, SequentialModel, SideInfoConfig
 from evorec.models.gru4rec import left_padded_gru
-from evorec.models.layers.embeddings import EventEmbedding
+from evorec.models.layers.embeddings import EventEmbedding, init_side_tables
 from evorec.models.registry import register_model
 from evorec.types import SequenceBatch
 
@@ -66,6 +71,11 @@ class DIENConfig(ModelConfig):
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="on the event embeddings")
     aux_weight: float = Field(1.0, ge=0.0, description="weight of the auxiliary next-event loss")
     ctr_weight: float = Field(1.0, ge=0.0, description="weight of the candidate-aware BCE term")
+    ctr_negatives: int = Field(4, ge=1, description="negatives per sequence in the candidate-aware term")
+    ctr_negative_source: Literal["stage1_top", "uniform"] = Field(
+        "stage1_top",
+        description="stage1_top: from the stage-1 top max(rerank_k, ctr_negatives), on rows whose target is there; uniform: any item",
+    )
     head_hidden: int = Field(64, ge=1, description="hidden units of the candidate-score MLP")
     rerank_k: int = Field(100, ge=0, description="score(): stage-1 top items re-scored with the AUGRU (0: none)")
     side: SideInfoConfig = Field(default_factory=_dien_side)
@@ -80,6 +90,7 @@ class DIEN(SequentialModel):
         c = config
         D = c.embed_dim
         self.embed = EventEmbedding(D, c.side, sizes)
+        init_side_tables(self.embed)
         self.drop = nn.Dropout(c.dropout)
         self.extractor = nn.GRU(D, D, batch_first=True)
         # Stage-1 query: the GRU state is tanh-bounded, so a linear map lets its logits take any scale.
@@ -99,8 +110,8 @@ class DIEN(SequentialModel):
     # -- embeddings -------------------------------------------------------------------------------
 
     def candidate_embedding(self, items: Tensor) -> Tensor:
-        """(..., D) embedding of candidate items: item + its category (when categories are used)."""
-        e = self.embed.item(items)
+        """(..., D) embedding of candidate items: item [+ text] + its category (when categories are used)."""
+        e = self.embed.item_vectors()[items]
         if self.item_category.numel():
             e = e + self.embed.category(self.item_category[items])
         return e
@@ -190,6 +201,30 @@ class DIEN(SequentialModel):
 
     # -- training ---------------------------------------------------------------------------------
 
+    def ctr_negative_items(self, query: Tensor, pos_item: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """Negatives (R, n) for the candidate-aware term and which of the R rows to train it on.
+
+        query: (R, D) stage-1 states, pos_item: (R,) targets. ``uniform``: any item, every row.
+        ``stage1_top``: the term is trained the way ``score`` uses it. The AUGRU head only ever
+        reranks the stage-1 top k, so it learns on the rows whose target is in the stage-1 top
+        pool = max(rerank_k, n), against negatives drawn uniformly from that pool. (Trained on all
+        rows, it would learn to tell every target from top-pool items, i.e. to push down what
+        stage 1 ranks high, which is exactly wrong inside the top k.)
+        """
+        c = self.config
+        n = c.ctr_negatives
+        R = pos_item.shape[0]
+        pool = min(max(c.rerank_k, n), self.n_items - 1)
+        if c.ctr_negative_source == "uniform" or pool < 2:
+            return sample_items(self.n_items, (R, n), generator, query.device), torch.ones_like(pos_item, dtype=torch.bool)
+        with torch.no_grad():
+            s1 = query @ self.output_embeddings().T  # (R, n_items)
+            s1[:, 0] = NEG_INF
+            top = s1.topk(pool, dim=1).indices  # (R, pool)
+        keep = (top == pos_item[:, None]).any(1)  # (R,) target inside the pool
+        pick = sample_items(pool + 1, (R, n), generator, query.device) - 1  # (R, n) uniform in [0, pool)
+        return top.gather(1, pick), keep  # a pick equal to the target is masked out by the caller
+
     def training_loss(self, batch: SequenceBatch, loss_fn: LossFn, generator: torch.Generator | None = None) -> Tensor:
         c = self.config
         h = self.interests(batch)  # (B, T, D)
@@ -221,14 +256,21 @@ class DIEN(SequentialModel):
             ar = torch.arange(T, device=h.device)
             last = torch.where(sel, ar, -1).max(dim=1).values[rows]  # (R,) t* of each kept row
             hr = h[rows]  # (R, T, D)
+            R = hr.shape[0]
             att_mask = batch.mask[rows] & (ar[None, :] <= last[:, None])  # (R, T)
-            query = states[rows][torch.arange(hr.shape[0], device=h.device), last]  # (R, D)
+            query = states[rows][torch.arange(R, device=h.device), last]  # (R, D)
             pos_item = batch.targets[rows, last]  # (R,)
-            neg_item = sample_items(self.n_items, tuple(pos_item.shape), generator, h.device)  # (R,)
-            items = torch.stack([pos_item, neg_item], dim=1)  # (R, 2)
-            logit = self.candidate_logits(hr, att_mask, query, items)  # (R, 2)
-            label = torch.tensor([1.0, 0.0], device=h.device, dtype=logit.dtype).expand_as(logit)  # (R, 2)
-            weight = torch.stack([torch.ones_like(pos_item), (neg_item != pos_item).long()], dim=1).to(logit.dtype)
-            ctr = (F.binary_cross_entropy_with_logits(logit, label, reduction="none") * weight).sum() / weight.sum()
-            loss = loss + c.ctr_weight * ctr
+            neg_item, keep = self.ctr_negative_items(query, pos_item, generator)  # (R, n), (R,)
+            if bool(keep.any()):
+                hr, att_mask, query = hr[keep], att_mask[keep], query[keep]
+                pos_item, neg_item = pos_item[keep], neg_item[keep]
+                items = torch.cat([pos_item[:, None], neg_item], dim=1)  # (R', 1+n)
+                logit = self.candidate_logits(hr, att_mask, query, items)  # (R', 1+n)
+                pos_bce = F.binary_cross_entropy_with_logits(logit[:, 0], torch.ones_like(logit[:, 0]), reduction="none")
+                neg_ok = (neg_item != pos_item[:, None]).to(logit.dtype)  # (R', n)
+                neg_bce = F.binary_cross_entropy_with_logits(logit[:, 1:], torch.zeros_like(logit[:, 1:]), reduction="none")
+                neg_bce = (neg_bce * neg_ok).sum(1) / neg_ok.sum(1).clamp(min=1)  # (R',)
+                # Positives and negatives weigh alike; averaged over all R rows (the rows left out
+                # count as 0), so the term does not grow as more targets enter the pool.
+                loss = loss + c.ctr_weight * (pos_bce + neg_bce).sum() / R
         return loss

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from evorec.models.base import DataSizes, ModelConfig, SequentialModel, SideInfoConfig
-from evorec.models.layers.embeddings import EventEmbedding
+from evorec.models.layers.embeddings import EventEmbedding, init_side_tables
 from evorec.models.registry import register_model
 from evorec.types import SequenceBatch
 
@@ -102,6 +102,7 @@ class GRU4Rec(SequentialModel):
         super().__init__(config, sizes)
         c = config
         self.embed = EventEmbedding(c.embed_dim, c.side, sizes)
+        init_side_tables(self.embed)
         self.drop = nn.Dropout(c.dropout)
         self.gru = nn.GRU(
             c.embed_dim,
@@ -118,4 +119,4 @@ class GRU4Rec(SequentialModel):
         return self.out(h)  # (B, T, D)
 
     def output_embeddings(self) -> Tensor:
-        return self.embed.item.weight  # (n_items, D): tied with the input item table
+        return self.embed.item_vectors()  # (n_items, D): tied with the input item table (+ text, if on)

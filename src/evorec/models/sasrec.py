@@ -7,6 +7,10 @@ A causal Transformer over the event sequence; the state after event t is scored 
     h    = Blocks(dropout(x))                                                (causal self-attention)
     s(j) = <h_t [+ gap(t -> next)], item(j)>
 
+With ``side.text`` every item's input and output vector is ``item(j) + W text(j)``, a learned
+projection of its frozen title embedding (see ``EventEmbedding``): cold items borrow from warm
+items with similar text.
+
 With ``side.time = "gap_buckets"`` each event carries its gap since the previous event, and the
 scored state also gets an embedding of the gap from the latest event to the time the next item is
 asked for (``query_ts``): a user who comes back after three months is not scored like one who left
@@ -105,7 +109,9 @@ class SASRec(SequentialModel):
         return x
 
     def output_embeddings(self) -> Tensor:
-        return self.embed.item.weight  # (n_items, D), tied with the input table
+        # (n_items, D), tied with the input table; with side.text it includes the projected
+        # item text, so an item never seen in training but with a title still scores sensibly.
+        return self.embed.item_vectors()
 
     def query_state(self, batch: SequenceBatch, hidden: Tensor) -> Tensor:
         state = hidden[:, -1]  # (B, D)

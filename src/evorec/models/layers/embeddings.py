@@ -1,4 +1,4 @@
-"""Event embeddings with optional side information (category, behaviour, time)."""
+"""Event embeddings with optional side information (category, behaviour, time, item text)."""
 
 from __future__ import annotations
 
@@ -51,9 +51,16 @@ def next_gap_buckets(batch: SequenceBatch, n_buckets: int) -> Tensor:
 
 
 class EventEmbedding(nn.Module):
-    """item + [category] + [behaviour] + [time-gap bucket] (+ learned positions if asked).
+    """item + [text] + [category] + [behaviour] + [time-gap bucket] (+ learned positions if asked).
 
     Index 0 of every table is padding and stays zero.
+
+    With ``side.text`` an item's vector is ``item(i) + W @ text(i)``: ``text`` is a frozen
+    (n_items, text_dim) matrix of sentence embeddings (``evorec.data.text``) held as a persistent
+    buffer (so checkpoints carry it and the optimiser never touches it), ``W`` a learned
+    bias-free projection, so items without text (zero rows) get exactly their item embedding.
+    The buffer starts at zeros and is filled by :meth:`set_item_text`. Models that score against
+    :meth:`item_vectors` (SASRec) also give a cold item with a title a meaningful output score.
     """
 
     def __init__(self, dim: int, side: SideInfoConfig, sizes: DataSizes, max_len: int | None = None):
@@ -64,12 +71,43 @@ class EventEmbedding(nn.Module):
         self.behavior = nn.Embedding(sizes.n_behaviors, dim, padding_idx=0) if side.use_behavior else None
         self.time = nn.Embedding(side.time_buckets, dim, padding_idx=0) if side.time != "none" else None
         self.position = nn.Embedding(max_len, dim) if max_len else None
+        self.text_proj = None
+        self.register_buffer("item_text", None)
+        if side.text:
+            if sizes.text_dim <= 0:
+                raise ValueError("side.text needs DataSizes.text_dim > 0 (the pipeline sets it from the item text matrix)")
+            self.register_buffer("item_text", torch.zeros(sizes.n_items, sizes.text_dim), persistent=True)
+            self.text_proj = nn.Linear(sizes.text_dim, dim, bias=False)
         nn.init.normal_(self.item.weight, std=dim**-0.5)
         with torch.no_grad():
             self.item.weight[0].zero_()
 
+    def set_item_text(self, matrix) -> None:  # noqa: ANN001 - np.ndarray | Tensor
+        """Copy the frozen (rows, text_dim) item text matrix into the buffer.
+
+        ``rows`` may be fewer than this table's (BERT4Rec's extra [MASK] row): the rest stay zero.
+        """
+        if self.item_text is None:
+            raise ValueError("this embedding was built with side.text off")
+        m = torch.as_tensor(matrix, dtype=torch.float32)
+        n, d = self.item_text.shape
+        if m.ndim != 2 or m.shape[1] != d or m.shape[0] > n:
+            raise ValueError(f"item text matrix must be (<= {n}, {d}), got {tuple(m.shape)}")
+        with torch.no_grad():
+            self.item_text.zero_()
+            self.item_text[: m.shape[0]].copy_(m)
+
+    def item_vectors(self) -> Tensor:
+        """(n_items, D) every item's vector: its embedding [+ projected text]."""
+        w = self.item.weight
+        if self.text_proj is not None:
+            w = w + self.text_proj(self.item_text)  # (n_items, D)
+        return w
+
     def forward(self, batch: SequenceBatch) -> Tensor:
         x = self.item(batch.items)  # (B, T, D)
+        if self.text_proj is not None:
+            x = x + self.text_proj(self.item_text[batch.items])  # (B, T, text_dim) -> (B, T, D)
         if self.category is not None:
             x = x + self.category(batch.categories)
         if self.behavior is not None:
@@ -81,3 +119,15 @@ class EventEmbedding(nn.Module):
             pos = torch.arange(self.position.num_embeddings - T, self.position.num_embeddings, device=x.device)
             x = x + self.position(pos)[None]  # right-aligned positions: the latest event is always the last row
         return x * batch.mask[..., None]
+
+
+def init_side_tables(embed: EventEmbedding, std: float = 0.02) -> None:
+    """Small init for the category / behaviour / time tables (EventEmbedding leaves them at N(0, 1)),
+    so side information starts as a refinement of the item signal (std D^-0.5) instead of drowning it.
+    Padding rows stay zero."""
+    for emb in (embed.category, embed.behavior, embed.time):
+        if emb is not None:
+            nn.init.normal_(emb.weight, std=std)
+            with torch.no_grad():
+                emb.weight[0].zero_()
+
