@@ -225,17 +225,27 @@ def _load_items(con: duckdb.DuckDBPyConnection, reader: Reader, dataset: str, in
 class _BlockLoader:
     """Loads the reader's blocks into ``events`` and ``quarantine`` of the store's open transaction.
 
-    Each block is scanned as an Arrow *relation* (``from_arrow``), never registered as a view:
-    a view registered inside a transaction keeps its block alive until commit, which would make
-    memory grow with the file. With relations, memory stays bounded by the block size.
+    Each block is parsed, validated and pseudonymised in a private in-memory DuckDB (autocommit,
+    so nothing accumulates there); the store's transaction only receives the finished rows, as
+    Arrow *relations* (``from_arrow``), never as registered views: a view registered inside a
+    transaction keeps its block alive until commit, which would make memory grow with the file.
     """
 
     def __init__(self, con, reader: Reader, dataset: str, ingest_id: int, pseudo, has_items: bool, progress):
         self.con, self.reader, self.progress = con, reader, progress
         self.rows_read = self.rows_in = self.rows_q = 0
         self.reasons: dict[str, int] = {}
-        stage = _stage_sql(reader).replace("$lo", str(TS_MIN)).replace("$hi", str(TS_MAX))
-        self.stage = stage
+        self.mem = duckdb.connect(config={"memory_limit": "1GB"})
+        self.mem.execute("SET enable_progress_bar = false")
+        bounds = {"$lo": str(TS_MIN), "$hi": str(TS_MAX)}
+        stage = _stage_sql(reader, with_raw=False)
+        stage_raw = _stage_sql(reader, with_raw=True)
+        for k, v in bounds.items():
+            stage, stage_raw = stage.replace(k, v), stage_raw.replace(k, v)
+        self.stage = f"CREATE OR REPLACE TEMP TABLE s AS {stage}"
+        self.count = "SELECT count(*) FILTER (WHERE reason IS NOT NULL), count(*) FROM s"
+        # Raw text is only built for the rows that go to quarantine.
+        self.select_bad = f"SELECT source_row, raw, reason FROM ({stage_raw}) WHERE reason IS NOT NULL"
         if pseudo is not None:
             outer, inner = (p.hex() for p in pseudo.sql_pads())
             pid = (
@@ -243,61 +253,71 @@ class _BlockLoader:
                 f"1, {PSEUDONYM_HEX_CHARS})"
             )
             # Hash each distinct user of the block once, not once per event.
-            users = f", p AS (SELECT user_id, {pid} AS pid FROM (SELECT DISTINCT user_id FROM s WHERE reason IS NULL))"
+            users = f"WITH p AS (SELECT user_id, {pid} AS pid FROM (SELECT DISTINCT user_id FROM s WHERE reason IS NULL)) "
             src, uid = "s JOIN p ON p.user_id = s.user_id", "p.pid"
         else:
             users, src, uid = "", "s", "s.user_id"
-        category = "s.category_id"
-        if has_items:
-            src += f" LEFT JOIN items i ON i.dataset = {sql_str(dataset)} AND i.item_id = s.item_id"
-            category = "coalesce(s.category_id, i.category_id)"
-        self.insert_events = (
-            f"WITH s AS ({stage}){users} SELECT {sql_str(dataset)}, {uid}, s.item_id, make_timestamp(s.ts * 1000000), "
-            f"s.behavior, {category}, s.value, {int(ingest_id)}, s.source_row FROM {src} WHERE s.reason IS NULL"
+        self.good = (
+            f"{users}SELECT {sql_str(dataset)} AS dataset, {uid} AS user_id, s.item_id, "
+            "make_timestamp(s.ts * 1000000) AS ts, s.behavior, s.category_id, s.value, "
+            f"{int(ingest_id)}::INTEGER AS ingest_id, s.source_row FROM {src} WHERE s.reason IS NULL"
         )
-        self.select_bad = f"SELECT source_row, raw, reason FROM ({stage}) WHERE reason IS NOT NULL"
-        self.count = f"SELECT count(*) FILTER (WHERE reason IS NOT NULL), count(*) FROM ({stage})"
+        # Events without a category take their item's (item metadata was loaded first).
+        self.load = (
+            "SELECT g.dataset, g.user_id, g.item_id, g.ts, g.behavior, coalesce(g.category_id, i.category_id), "
+            f"g.value, g.ingest_id, g.source_row FROM _g g LEFT JOIN items i ON i.dataset = {sql_str(dataset)} "
+            "AND i.item_id = g.item_id"
+            if has_items
+            else None
+        )
         self.dataset, self.ingest_id = dataset, ingest_id
 
     def run(self) -> None:
         total = self.reader.total_bytes()
         checked = False
-        con = self.con
-        for chunk in self.reader.chunks():
-            t = chunk.table.append_column("__row", pa.array(chunk.source_row, pa.int64()))
-            rel = con.from_arrow(t)
-            n_bad_sql, n_rows = rel.query("_chunk", self.count).fetchall()[0]
-            n_bad = n_bad_sql + len(chunk.rejects)
-            n_ok = n_rows - n_bad_sql
-            n = chunk.rows_read
-            bad = None
-            if n_bad_sql:
-                bad = rel.query("_chunk", self.select_bad).to_arrow_table().cast(REJECT_SCHEMA)
-            if chunk.rejects:
-                rej = pa.table(
-                    {
-                        "source_row": pa.array([r[0] for r in chunk.rejects], pa.int64()),
-                        "raw": pa.array([r[1] for r in chunk.rejects], pa.string()),
-                        "reason": pa.array([r[2] for r in chunk.rejects], pa.string()),
-                    },
-                    schema=REJECT_SCHEMA,
-                )
-                bad = rej if bad is None else pa.concat_tables([bad, rej])
-            if not checked and n:
-                # Judge the format on the first block: no usable row at all, or (with enough rows
-                # to judge) a majority of bad ones, means the file is not of this format.
-                checked = True
-                if n_bad == n or (n >= CHECK_MIN_ROWS and n_bad > n * CHECK_BAD_FRACTION):
-                    raise FormatMismatch(self.reader.path, *_mismatch_detail(self.reader, bad))
-            if n_ok:
-                rel.query("_chunk", self.insert_events).insert_into("events")
-            if bad is not None and bad.num_rows:
-                self._quarantine(bad)
-            self.rows_read += n
-            self.rows_in += n_ok
-            self.rows_q += n_bad
-            if self.progress is not None:
-                self.progress(chunk.bytes_done, total)
+        mem = self.mem
+        try:
+            for chunk in self.reader.chunks():
+                t = chunk.table.append_column("__row", pa.array(chunk.source_row, pa.int64()))
+                mem.register("_chunk", t)
+                mem.execute(self.stage)
+                n_bad_sql, n_rows = mem.execute(self.count).fetchall()[0]
+                n_bad = n_bad_sql + len(chunk.rejects)
+                n_ok = n_rows - n_bad_sql
+                n = chunk.rows_read
+                bad = None
+                if n_bad_sql:
+                    bad = mem.sql(self.select_bad).to_arrow_table().cast(REJECT_SCHEMA)
+                if chunk.rejects:
+                    rej = pa.table(
+                        {
+                            "source_row": pa.array([r[0] for r in chunk.rejects], pa.int64()),
+                            "raw": pa.array([r[1] for r in chunk.rejects], pa.string()),
+                            "reason": pa.array([r[2] for r in chunk.rejects], pa.string()),
+                        },
+                        schema=REJECT_SCHEMA,
+                    )
+                    bad = rej if bad is None else pa.concat_tables([bad, rej])
+                if not checked and n:
+                    # Judge the format on the first block: no usable row at all, or (with enough
+                    # rows to judge) a majority of bad ones, means the file is not of this format.
+                    checked = True
+                    if n_bad == n or (n >= CHECK_MIN_ROWS and n_bad > n * CHECK_BAD_FRACTION):
+                        raise FormatMismatch(self.reader.path, *_mismatch_detail(self.reader, bad))
+                if n_ok:
+                    good = mem.sql(self.good).to_arrow_table()
+                    rel = self.con.from_arrow(good)
+                    (rel.query("_g", self.load) if self.load else rel).insert_into("events")
+                mem.unregister("_chunk")
+                if bad is not None and bad.num_rows:
+                    self._quarantine(bad)
+                self.rows_read += n
+                self.rows_in += n_ok
+                self.rows_q += n_bad
+                if self.progress is not None:
+                    self.progress(chunk.bytes_done, total)
+        finally:
+            mem.close()
 
     def _quarantine(self, bad: pa.Table) -> None:
         for reason in bad.column("reason").to_pylist():
@@ -315,7 +335,7 @@ def _params(sql: str, **values) -> dict:
     return {k: v for k, v in values.items() if f"${k}" in sql}
 
 
-def _stage_sql(reader: Reader) -> str:
+def _stage_sql(reader: Reader, with_raw: bool = True) -> str:
     """One SELECT over the registered chunk giving canonical columns plus a rejection reason."""
     cols = reader.columns_sql()
     for required in ("user_id", "item_id", "ts", "behavior"):
@@ -333,7 +353,7 @@ def _stage_sql(reader: Reader) -> str:
                CAST({reader.ts_raw_sql} AS VARCHAR) AS ts_raw,
                CAST({reader.value_raw_sql} AS VARCHAR) AS value_raw,
                CAST({cols.get('reason', 'NULL')} AS VARCHAR) AS reason0,
-               {reader.raw_sql()} AS raw,
+               {reader.raw_sql() if with_raw else 'NULL::VARCHAR'} AS raw,
                __row AS source_row
         FROM _chunk"""
     ordinal = reader.time_kind is TimeKind.ORDINAL
