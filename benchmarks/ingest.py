@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 TAOBAO = SHARED / "taobao_userbehavior_head84k" / "UserBehavior_head.csv"
-WORK = ROOT / "benchmarks" / "work"
+WORK = ROOT / "benchmarks" / "work" / "ingest"  # only this benchmark's files: others share benchmarks/work
 RESULTS = ROOT / "benchmarks" / "results"
 PY = sys.executable
 EVOREC = str(Path(sys.executable).with_name("evorec"))

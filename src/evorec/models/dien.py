@@ -68,7 +68,7 @@ def _dien_side() -> SideInfoConfig:
 
 class DIENConfig(ModelConfig):
     embed_dim: int = Field(64, ge=1, description="D: embeddings, extractor and AUGRU states")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="on the event embeddings")
+    dropout: float = Field(0.25, ge=0.0, lt=1.0, description="on the event embeddings")
     aux_weight: float = Field(1.0, ge=0.0, description="weight of the auxiliary next-event loss")
     ctr_weight: float = Field(1.0, ge=0.0, description="weight of the candidate-aware BCE term")
     ctr_negatives: int = Field(4, ge=1, description="negatives per sequence in the candidate-aware term")
