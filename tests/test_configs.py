@@ -1,0 +1,32 @@
+"""Every shipped config validates (typos and renamed fields fail here, not at run time)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evorec.data.prepare import PrepareConfig
+from evorec.pipeline import load_experiment
+from evorec.utils.config import load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_config_validates(path):
+    if path.parent.name == "prepare":
+        load_config(PrepareConfig, path)
+    elif path.parent.name in ("beauty", "grocery"):
+        cfg = load_experiment(path)
+        assert cfg.model.name == path.stem
+    else:
+        pytest.skip(f"no validator for configs/{path.parent.name} yet")
+
+
+def test_every_model_has_beauty_and_grocery_configs():
+    from evorec.models.registry import known_models
+
+    for ds in ("beauty", "grocery"):
+        missing = [m for m in known_models() if not (CONFIGS / ds / f"{m}.yaml").exists()]
+        assert not missing, f"configs/{ds} lacks {missing}"
