@@ -235,7 +235,7 @@ class _BlockLoader:
         self.con, self.reader, self.progress = con, reader, progress
         self.rows_read = self.rows_in = self.rows_q = 0
         self.reasons: dict[str, int] = {}
-        self.mem = duckdb.connect(config={"memory_limit": "1GB"})
+        self.mem = duckdb.connect(config={"memory_limit": "256MB"})  # one block at a time
         self.mem.execute("SET enable_progress_bar = false")
         bounds = {"$lo": str(TS_MIN), "$hi": str(TS_MAX)}
         stage = _stage_sql(reader, with_raw=False)

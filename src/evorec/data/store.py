@@ -81,9 +81,10 @@ CREATE TABLE IF NOT EXISTS quarantine (
 def _duckdb_config() -> dict[str, str]:
     """Bound DuckDB's memory so a big ingest spills to disk instead of growing with the file.
 
-    ``EVOREC_DUCKDB_MEMORY`` (e.g. ``4GB``) overrides the default of 1 GB.
+    ``EVOREC_DUCKDB_MEMORY`` (e.g. ``4GB``) overrides the default of 512 MB: ingest speed is the
+    same at 256 MB (measured), and peak memory stays flat as files grow.
     """
-    return {"memory_limit": os.environ.get("EVOREC_DUCKDB_MEMORY", "1GB")}
+    return {"memory_limit": os.environ.get("EVOREC_DUCKDB_MEMORY", "512MB")}
 
 
 class StoreError(RuntimeError):
