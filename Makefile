@@ -27,10 +27,11 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 venv: $(VENV)/.installed
 venv-test: $(VENV)/.installed-test
 
-# The main job, end to end on simulated data and (when ../shared/data is there) a real Taobao log.
+# The main job, end to end: simulated data and (when ../shared/data is there) a real Taobao log
+# through ingest -> clean -> sequences -> splits, then 60 s of SASRec on Amazon Beauty + its test metrics.
 demo: venv
 	@mkdir -p $(DEMO)
-	rm -f $(DEMO)/store.duckdb
+	rm -rf $(DEMO)/store.duckdb $(DEMO)/runs $(DEMO)/sim_prepared $(DEMO)/taobao_prepared
 	$(BIN)/evorec data simulate --users 2000 --days 365 --seed 7 --out $(DEMO)/sim.parquet
 	$(BIN)/evorec data ingest $(DEMO)/sim.parquet --format parquet --option items=$(DEMO)/sim.items.parquet --store $(DEMO)/store.duckdb --dataset sim
 	$(BIN)/evorec data prepare --store $(DEMO)/store.duckdb --dataset sim --config configs/prepare/simulated.yaml --out $(DEMO)/sim_prepared
@@ -40,6 +41,10 @@ demo: venv
 	  $(BIN)/evorec data prepare --store $(DEMO)/store.duckdb --dataset taobao --config configs/prepare/taobao.yaml --out $(DEMO)/taobao_prepared && \
 	  $(BIN)/evorec data describe --store $(DEMO)/store.duckdb --dataset taobao; \
 	else echo "$(SHARED) not found: skipping the Taobao part of the demo"; fi
+	@if [ -d $(SHARED)/amazon_s3rec_seq ]; then \
+	  $(BIN)/evorec train --config configs/beauty/sasrec.yaml --out $(DEMO)/runs/sasrec --time-budget 60 && \
+	  $(BIN)/evorec evaluate $(DEMO)/runs/sasrec; \
+	else echo "$(SHARED) not found: skipping the training part of the demo"; fi
 	@echo "demo outputs in $(DEMO)/"
 
 test: venv-test
