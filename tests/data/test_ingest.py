@@ -348,3 +348,32 @@ def test_killed_ingest_leaves_store_as_before_and_can_rerun(tmp_path):
     assert counts(store) == before
     r = ingest_file(store, big, "taobao", "big")  # and a rerun completes
     assert r.rows_ingested == 1_200_000
+
+
+def test_tmall_ijcai15_user_log_fixture(tmp_path):
+    """Tmall IJCAI-15 `user_log_format1.csv` layout (no real copy in ../shared/data)."""
+    src = tmp_path / "user_log_format1.csv"
+    src.write_text(
+        "user_id,item_id,cat_id,seller_id,brand_id,time_stamp,action_type\n"
+        "328862,323294,833,2882,2661,829,0\n"  # 2: click on 2015-08-29
+        "328862,844400,1271,2882,2661,1111,2\n"  # 3: buy on 11-11
+        "328862,575153,1271,2882,,0511,3\n"  # 4: fav, no brand, zero-padded date
+        "234512,575153,1271,2882,2661,1301,1\n"  # 5: month 13 -> unparseable
+        "234512,575153,1271,2882,2661,0601,9\n"  # 6: unknown action code
+    )
+    store = tmp_path / "s.duckdb"
+    r = ingest_file(store, src, "tmall", "tmall", pseudonymize=False)
+    assert (r.rows_read, r.rows_ingested, r.rows_quarantined) == (5, 3, 2)
+    assert rows(store, "SELECT source_row, ts::DATE::VARCHAR, behavior, category_id FROM events ORDER BY source_row") == [
+        (2, "2015-08-29", "click", "833"),
+        (3, "2015-11-11", "buy", "1271"),
+        (4, "2015-05-11", "fav", "1271"),
+    ]
+    q = dict(rows(store, "SELECT source_row, reason FROM quarantine"))
+    assert q[5].startswith("unparseable timestamp") and q[6] == "unknown behaviour code: '9'"
+    assert dict(rows(store, "SELECT item_id, brand FROM items WHERE item_id = '323294'")) == {"323294": "2661"}
+    # Another year through --option; a bad year is refused before anything is written.
+    r2 = ingest_file(store, src, "tmall", "tmall14", options={"year": "2014"}, pseudonymize=False)
+    assert r2.rows_ingested == 3
+    with pytest.raises(ReaderOptionError, match="4-digit year"):
+        ingest_file(store, src, "tmall", "t3", options={"year": "15"}, pseudonymize=False)
