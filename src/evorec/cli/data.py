@@ -13,7 +13,6 @@ from evorec.cli.common import (
     count_progress,
     emit_json,
     err,
-    fail,
     parse_options,
     user_errors,
 )
