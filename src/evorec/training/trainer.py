@@ -229,7 +229,11 @@ class Trainer:
             t_epoch = time.perf_counter()
             n_events = 0
             losses = []
-            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}", disable=not cfg.progress or self.rank != 0, leave=False)
+            # disable=None: tqdm draws only on a terminal (no flood of bar lines in logs and CI).
+            bar = tqdm(
+                total=steps_per_epoch, desc=f"epoch {epoch + 1}", leave=False, mininterval=1.0,
+                disable=True if (not cfg.progress or self.rank != 0) else None,
+            )
             out_of_time = False
             batches = training_batches(self.train_view, cfg.max_len, cfg.batch_size, rng, mode=cfg.windows, device=device)
             for i, batch in enumerate(batches):
