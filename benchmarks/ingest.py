@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 TAOBAO = SHARED / "taobao_userbehavior_head84k" / "UserBehavior_head.csv"
-WORK = ROOT / "benchmarks" / "work" / "ingest"  # only this benchmark's files: others share benchmarks/work
+WORK = ROOT / "benchmarks" / "scratch" / "ingest"  # only this benchmark's files: others share benchmarks/scratch
 RESULTS = ROOT / "benchmarks" / "results"
 PY = sys.executable
 EVOREC = str(Path(sys.executable).with_name("evorec"))
@@ -71,7 +71,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=10_000_000, help="Taobao rows to ingest (file repeated)")
     ap.add_argument("--sim-events", type=int, default=10_000_000, help="simulated events (approx.)")
-    ap.add_argument("--keep", action="store_true", help="keep benchmarks/work afterwards")
+    ap.add_argument("--keep", action="store_true", help="keep benchmarks/scratch afterwards")
     args = ap.parse_args()
     if not TAOBAO.exists():
         raise SystemExit(f"{TAOBAO} not found: the benchmark needs ../shared/data")

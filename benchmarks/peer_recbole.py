@@ -25,8 +25,8 @@ peer's interpreter): a subclassed ``recbole.trainer.Trainer`` that
   history index when ``MODEL_TYPE`` is sequential; only the padding item is masked), so the stock
   numbers (no exclusion) are recorded beside them as ``valid_stock/...``.
 
-Writes benchmarks/results/peer_recbole.json (with ``--only``: benchmarks/work/peer_recbole/partial.json)
-and prints the protocol and a markdown table. Intermediate files: benchmarks/work/ (git-ignored).
+Writes benchmarks/results/peer_recbole.json (with ``--only``: benchmarks/scratch/peer_recbole/partial.json)
+and prints the protocol and a markdown table. Intermediate files: benchmarks/scratch/ (git-ignored).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BEAUTY = ROOT.parent / "shared" / "data" / "amazon_s3rec_seq" / "Beauty.txt"
 CONFIG = ROOT / "configs" / "beauty" / "sasrec.yaml"
-WORK = ROOT / "benchmarks" / "work"
+WORK = ROOT / "benchmarks" / "scratch"
 RUN_WORK = WORK / "peer_recbole"
 RB_DATA = WORK / "recbole_data"
 RESULTS = ROOT / "benchmarks" / "results"

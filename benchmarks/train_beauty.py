@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-WORK = ROOT / "benchmarks" / "work" / "train_beauty"
+WORK = ROOT / "benchmarks" / "scratch" / "train_beauty"
 EVOREC = str(Path(sys.executable).with_name("evorec"))
 
 # S3-Rec authors' all-item table on this exact file (HR@10, NDCG@10).
