@@ -104,6 +104,7 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=300.0, help="training seconds per model")
     ap.add_argument("--set", action="append", default=[], help="extra --set for every run")
     ap.add_argument("--scaling", action="store_true", help="SASRec/HSTU: hidden x max_len table instead")
+    ap.add_argument("--results", default=None, help="results file name (default train_beauty.json / train_beauty_scaling.json)")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     WORK.mkdir(parents=True, exist_ok=True)
@@ -132,6 +133,7 @@ def main() -> None:
         "best_published": BEST_PUBLISHED,
         "rows": rows,
     }
+    name = args.results or name
     (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nprotocol: {PROTOCOL}\n")
     print("| model | settings | epochs | train s | s/epoch | events/s | peak RSS MB | test HR@10 | test NDCG@10 | published HR@10 / NDCG@10 |")
