@@ -51,6 +51,7 @@ from evorec.data.splits import (
     resolve_time,
 )
 from evorec.types import TimeKind
+from evorec.utils.config import apply_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -79,28 +80,12 @@ class PrepareConfig(BaseModel):
         data = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(data, dict):
             raise TypeError(f"{path}: a prepare config must be a mapping, got {type(data).__name__}")
-        for key, value in (overrides or {}).items():
-            set_dotted(data, key, yaml.safe_load(value) if isinstance(value, str) else value)
-        return cls.model_validate(data)
+        return cls.model_validate(apply_overrides(data, dict(overrides or {})))
 
     def to_yaml(self, path: str | Path) -> Path:
         path = Path(path)
         path.write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
         return path
-
-
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """``data["a"]["b"] = value`` for ``key="a.b"``, creating (or replacing null) parents."""
-    parts = key.split(".")
-    node = data
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise TypeError(f"cannot set {key!r}: {part!r} is not a section")
-        node = child
-    node[parts[-1]] = value
 
 
 class PrepareResult(BaseModel):

@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from evorec.models.base import DataSizes, LossFn, ModelConfig, SequentialModel, SideInfoConfig
-from evorec.models.layers.embeddings import EventEmbedding
+from evorec.models.layers.embeddings import EventEmbedding, init_side_tables
 from evorec.models.registry import register_model
 from evorec.ops.attention import TransformerBlock
 from evorec.types import SequenceBatch
@@ -84,12 +84,8 @@ class BERT4Rec(SequentialModel):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for emb in (self.embed.category, self.embed.behavior, self.embed.time, self.position):
-            if emb is not None:
-                nn.init.normal_(emb.weight, std=0.02)
-                if emb.padding_idx is not None:
-                    with torch.no_grad():
-                        emb.weight[emb.padding_idx].zero_()
+        init_side_tables(self.embed)  # category / behaviour / time tables: std 0.02, padding rows zero
+        nn.init.normal_(self.position.weight, std=0.02)
 
     # -- the network -------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from evorec.models.base import DataSizes, LossFn, ModelConfig, SequentialModel, SideInfoConfig
-from evorec.models.layers.embeddings import EventEmbedding, next_gap_buckets, query_gap_bucket
+from evorec.models.layers.embeddings import EventEmbedding, next_gap_buckets, query_gap_bucket, init_side_tables
 from evorec.models.registry import register_model
 from evorec.types import SequenceBatch
 
@@ -143,12 +143,8 @@ class HSTU(SequentialModel):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for emb in (self.embed.category, self.embed.behavior, self.embed.time, self.position):
-            if emb is not None:
-                nn.init.normal_(emb.weight, std=0.02)
-                if emb.padding_idx is not None:
-                    with torch.no_grad():
-                        emb.weight[emb.padding_idx].zero_()
+        init_side_tables(self.embed)  # category / behaviour / time tables: std 0.02, padding rows zero
+        nn.init.normal_(self.position.weight, std=0.02)
         if self.query_time is not None:
             nn.init.zeros_(self.query_time.weight)
 

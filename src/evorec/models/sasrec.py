@@ -30,7 +30,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from evorec.models.base import DataSizes, LossFn, ModelConfig, SequentialModel, SideInfoConfig
-from evorec.models.layers.embeddings import EventEmbedding, next_gap_buckets, query_gap_bucket
+from evorec.models.layers.embeddings import EventEmbedding, next_gap_buckets, query_gap_bucket, init_side_tables
 from evorec.models.registry import register_model
 from evorec.ops.attention import TransformerBlock
 from evorec.types import SequenceBatch
@@ -85,12 +85,8 @@ class SASRec(SequentialModel):
     def _init_weights(self) -> None:
         # EventEmbedding initialises the item table (std D^-0.5); side tables get a small std so
         # they start as refinements of the item signal rather than drowning it.
-        for emb in (self.embed.category, self.embed.behavior, self.embed.time, self.position):
-            if emb is not None:
-                nn.init.normal_(emb.weight, std=0.02)
-                if emb.padding_idx is not None:
-                    with torch.no_grad():
-                        emb.weight[emb.padding_idx].zero_()
+        init_side_tables(self.embed)  # category / behaviour / time tables: std 0.02, padding rows zero
+        nn.init.normal_(self.position.weight, std=0.02)
         if self.query_time is not None:
             nn.init.zeros_(self.query_time.weight)  # enabling time starts from the time-free model
 

@@ -21,18 +21,22 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, str] | list[str] 
         return data
     items = overrides.items() if isinstance(overrides, dict) else (_split(o) for o in overrides)
     for key, raw in items:
-        value = yaml.safe_load(raw) if raw != "" else None
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            nxt = node.get(p)
-            if nxt is None:
-                nxt = node[p] = {}
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"--set {key}: {p!r} is not a section (it is {nxt!r})")
-            node = nxt
-        node[parts[-1]] = value
+        set_dotted(data, key, (yaml.safe_load(raw) if raw != "" else None) if isinstance(raw, str) else raw)
     return data
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """``data["a"]["b"] = value`` for ``key="a.b"``, creating (or replacing null) parents."""
+    node = data
+    parts = key.split(".")
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if nxt is None:
+            nxt = node[p] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {key}: {p!r} is not a section (it is {nxt!r})")
+        node = nxt
+    node[parts[-1]] = value
 
 
 def _split(item: str) -> tuple[str, str]:

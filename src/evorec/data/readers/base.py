@@ -140,6 +140,35 @@ def first_lines(path: Path, n: int = 5) -> list[bytes]:
         return out
 
 
+def line_blocks(path: Path, block_bytes: int = BLOCK_BYTES, *, skip_header: bool = False) -> Iterator[tuple[bytes, int, int]]:
+    """Yield (block of whole lines ending in ``\\n``, line number of its first line, bytes done).
+
+    Line numbers are 1-based and count the header line when ``skip_header`` drops it.
+    """
+    line_no, done, rest = 1, 0, b""
+    with open_binary(path) as f:
+        if skip_header:
+            head = f.readline()
+            done += len(head)
+            line_no += 1
+        while True:
+            data = f.read(block_bytes)
+            if not data:
+                break
+            data = rest + data
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                rest = data
+                continue
+            block, rest = data[: cut + 1], data[cut + 1 :]
+            done += len(block)
+            yield block, line_no, done
+            line_no += block.count(b"\n")
+        if rest.strip(b"\r\n"):
+            done += len(rest)
+            yield rest + b"\n", line_no, done
+
+
 def show(b: bytes, limit: int = 120) -> str:
     text = b.decode("utf-8", errors="replace")
     return repr(text if len(text) <= limit else text[:limit] + "...")
@@ -211,30 +240,7 @@ class DelimitedReader(Reader):
     # -- parsing --
     def _blocks(self) -> Iterator[tuple[bytes, int, int]]:
         """Yield (block of whole lines, line number of its first line, bytes done)."""
-        line_no = 1
-        done = 0
-        with open_binary(self.path) as f:
-            if self.header:
-                head = f.readline()
-                done += len(head)
-                line_no += 1
-            rest = b""
-            while True:
-                data = f.read(BLOCK_BYTES)
-                if not data:
-                    break
-                data = rest + data
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    rest = data
-                    continue
-                block, rest = data[: cut + 1], data[cut + 1 :]
-                done += len(block)
-                yield block, line_no, done
-                line_no += block.count(b"\n")
-            if rest.strip(b"\r\n"):
-                done += len(rest)
-                yield rest + b"\n", line_no, done
+        return line_blocks(self.path, skip_header=self.header)
 
     def _parse_block(self, block: bytes, first_line: int, done: int) -> RawChunk:
         names = self.field_names()

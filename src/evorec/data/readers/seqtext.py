@@ -45,6 +45,7 @@ from evorec.data.readers.base import (
     Reader,
     ReaderOptionError,
     first_lines,
+    line_blocks,
     open_binary,
     show,
     sql_str,
@@ -54,28 +55,6 @@ from evorec.types import BEHAVIORS, ITEM_SCHEMA, TimeKind
 
 INT_TOKEN = r"^[0-9]+$"
 RAW_LIMIT = 2000  # characters of a rejected line kept in quarantine
-
-
-def line_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[bytes, int, int]]:
-    """Yield (block of whole lines ending in ``\\n``, line number of its first line, bytes done)."""
-    line_no, done, rest = 1, 0, b""
-    with open_binary(path) as f:
-        while True:
-            data = f.read(block_bytes)
-            if not data:
-                break
-            data = rest + data
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                rest = data
-                continue
-            block, rest = data[: cut + 1], data[cut + 1 :]
-            done += len(block)
-            yield block, line_no, done
-            line_no += block.count(b"\n")
-        if rest.strip(b"\r\n"):
-            done += len(rest)
-            yield rest + b"\n", line_no, done
 
 
 def _block_lines(block: bytes, first_line: int) -> tuple[pa.Array, list[tuple[int | None, str, str]], np.ndarray]:
