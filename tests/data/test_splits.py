@@ -25,6 +25,7 @@ from evorec.data.splits import (
     TimeSplitConfig,
     backtest_split,
     check_no_leakage,
+    item_first_ts,
     leave_one_out,
     load_split,
     make_split,
@@ -159,7 +160,13 @@ def test_time_split_semantics_and_guard(grocery_seq):
     v, t = split.folds["valid"], split.folds["test"]
     assert ((ts[v.tgt_pos] >= t1) & (ts[v.tgt_pos] < t2)).all()
     assert (ts[t.tgt_pos] >= t2).all()
-    assert v.n_targets == ((ts >= t1) & (ts < t2) & np.repeat(te > off[:-1], np.diff(off))).sum()
+    first_seen = item_first_ts(seq)
+    known = first_seen[np.asarray(seq.item)] < t1  # items that existed before the valid cut
+    in_valid = (ts >= t1) & (ts < t2) & np.repeat(te > off[:-1], np.diff(off))
+    assert v.n_targets == (in_valid & known).sum()
+    # (counted over every user with events in the window, before the min_history filter)
+    assert v.info["new_item_targets_dropped"] == ((ts >= t1) & (ts < t2) & ~known).sum() > 0  # new items arrive
+    assert (first_seen[np.asarray(seq.item)[t.tgt_pos]] < t2).all()
     # history of a test target is everything before the test cut, valid period included
     j = 0
     u = int(t.users[j])
@@ -173,6 +180,26 @@ def test_time_split_semantics_and_guard(grocery_seq):
     bad = corrupted(split)
     bad.folds["test"].hist_end[0] += 1
     with pytest.raises(LeakageError, match="fold 'test'"):
+        check_no_leakage(bad, seq)
+
+
+def test_guard_refuses_a_target_item_only_seen_after_the_cut(grocery_seq):
+    seq = grocery_seq
+    split = time_split(seq, TimeSplitConfig(valid_start="2013-07-01", test_start="2014-01-01"))
+    first_seen = item_first_ts(seq)
+    items, ts = np.asarray(seq.item), np.asarray(seq.ts)
+    t2 = utc("2014-01-01")
+    new_pos = np.flatnonzero((ts >= t2) & (first_seen[items] >= t2))
+    assert len(new_pos), "Grocery has items first reviewed after 2014-01-01"
+    bad = corrupted(split)
+    f = bad.folds["test"]
+    # make one test user's target an item that only appears after the cut
+    owner = np.repeat(np.arange(len(seq)), np.diff(np.asarray(seq.offsets)))
+    u = int(owner[new_pos[0]])
+    rows = np.flatnonzero(np.asarray(f.users) == u)
+    assert len(rows) == 1, "the new item's reviewer is a test user"
+    f.tgt_pos[f.tgt_offsets[rows[0]]] = new_pos[0]
+    with pytest.raises(LeakageError, match="only seen after the cut"):
         check_no_leakage(bad, seq)
 
 
@@ -220,7 +247,8 @@ def test_backtest_seconds_semantics_and_guard(taobao_seq):
         assert has_hist.all()
         assert (ts[f.hist_end - 1] < c).all()
         # all buys in the window of fold users are targets
-        in_window = (ts >= c) & (ts < c + h) & (beh == BEHAVIOR_INDEX["buy"])
+        known = item_first_ts(seq)[np.asarray(seq.item)] < c
+        in_window = (ts >= c) & (ts < c + h) & (beh == BEHAVIOR_INDEX["buy"]) & known
         owner = np.repeat(np.arange(len(seq)), np.diff(off))
         eligible = np.zeros(len(seq), bool)
         eligible[(split.train_ends[f.train] - off[:-1]) >= 1] = True
@@ -246,8 +274,10 @@ def test_backtest_event_horizon(taobao_seq):
     f = split.folds["c0_h0"]
     assert (np.diff(f.tgt_offsets) <= 3).all()
     off = np.asarray(seq.offsets)
-    exp = np.minimum(f.hist_end + 3, off[1:][f.users]) - f.hist_end
-    assert np.array_equal(np.diff(f.tgt_offsets), exp)
+    known = item_first_ts(seq)[np.asarray(seq.item)] < utc("2017-12-02")
+    span_end = np.minimum(f.hist_end + 3, off[1:][f.users])
+    exp = np.array([known[a:b].sum() for a, b in zip(f.hist_end, span_end)])
+    assert np.array_equal(np.diff(f.tgt_offsets), exp)  # the next 3 events, minus items new at the cut
 
 
 def test_sequence_disorder_is_caught(taobao_seq, tmp_path):

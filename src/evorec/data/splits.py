@@ -21,6 +21,11 @@ Kinds:
 ``target_behaviors`` restricts which events can be targets (e.g. only ``buy``); histories always
 keep every behaviour. :func:`check_no_leakage` proves a split never lets a training or history
 row come after its user's target (or after the cut).
+
+Time-respecting folds (time, backtest) never take as a target an item whose first event (over
+all users) is at or after the fold's cut: it did not exist for anyone at the cut, so no model
+could rank it. The number dropped is kept in each fold's info (``new_item_targets_dropped``)
+and the guard refuses a fold that still has such a target.
 """
 
 from __future__ import annotations
@@ -350,6 +355,36 @@ def _targets_in_spans(
     return counts, (np.concatenate(found) if found else np.zeros(0, dtype=np.int64))
 
 
+def item_first_ts(seq: SequenceData) -> np.ndarray:
+    """(n_items,) earliest timestamp of each item over all users (int64 max for unseen items).
+
+    An item whose first event is at or after a cut did not exist for anyone before it: the
+    time-respecting folds never take it as a target (see :func:`_drop_new_items`)."""
+    n_items = seq.items.size
+    first = np.full(n_items, np.iinfo(np.int64).max, dtype=np.int64)
+    offsets = np.asarray(seq.offsets)
+    for u0, u1 in _user_chunks(offsets):
+        a, b = int(offsets[u0]), int(offsets[u1])
+        np.minimum.at(first, np.asarray(seq.item[a:b], dtype=np.int64), np.asarray(seq.ts[a:b], dtype=np.int64))
+    return first
+
+
+def _drop_new_items(
+    seq: SequenceData, counts: np.ndarray, pos: np.ndarray, cut: int, first_ts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Remove targets whose item first appears at or after ``cut`` (nobody could know it before).
+
+    Returns (counts per user, positions, number dropped)."""
+    if len(pos) == 0:
+        return counts, pos, 0
+    keep = first_ts[np.asarray(seq.item)[pos].astype(np.int64)] < cut
+    if keep.all():
+        return counts, pos, 0
+    owner = np.repeat(np.arange(len(counts)), counts)
+    new_counts = np.bincount(owner[keep], minlength=len(counts)).astype(np.int64)
+    return new_counts, pos[keep], int((~keep).sum())
+
+
 def _make_fold(
     name: str,
     train: str,
@@ -466,11 +501,15 @@ def time_split(seq: SequenceData, cfg: TimeSplitConfig) -> Split:
     c1 = _first_at_or_after(seq, t1)
     c2 = _first_at_or_after(seq, t2)
     c3 = end if t3 is None else _first_at_or_after(seq, t3)
+    first_ts = item_first_ts(seq)
     folds = {}
     for name, hist_end, span_end, cut, stop in (("valid", c1, c2, t1, t2), ("test", c2, c3, t2, t3)):
         counts, pos = _targets_in_spans(seq, hist_end, span_end, target_idx)
+        counts, pos, dropped = _drop_new_items(seq, counts, pos, cut, first_ts)
         eligible = (hist_end - start) >= cfg.min_history
-        folds[name] = _make_fold(name, "train", hist_end, counts, pos, eligible, cut=cut, end=stop)
+        folds[name] = _make_fold(
+            name, "train", hist_end, counts, pos, eligible, cut=cut, end=stop, info={"new_item_targets_dropped": dropped}
+        )
     report = {
         "n_users": len(start),
         "n_train_events": int((c1 - start).sum()),
@@ -480,6 +519,7 @@ def time_split(seq: SequenceData, cfg: TimeSplitConfig) -> Split:
         "test_end": t3,
         **{f"n_{k}_users": f.n_users for k, f in folds.items()},
         **{f"n_{k}_targets": f.n_targets for k, f in folds.items()},
+        **{f"n_{k}_new_item_targets_dropped": f.info["new_item_targets_dropped"] for k, f in folds.items()},
     }
     return Split(
         kind="time",
@@ -509,6 +549,7 @@ def backtest_split(seq: SequenceData, cfg: BacktestSplitConfig) -> Split:
     train_ends: dict[str, np.ndarray] = {}
     train_cuts: dict[str, int | None] = {}
     folds: dict[str, Fold] = {}
+    first_ts = item_first_ts(seq)
     for ci, c in enumerate(cutoffs):
         key = f"train_c{ci}"
         hist_end = _first_at_or_after(seq, c)
@@ -520,6 +561,7 @@ def backtest_split(seq: SequenceData, cfg: BacktestSplitConfig) -> Split:
             else:
                 span_end, stop = np.minimum(hist_end + h, end), None
             counts, pos = _targets_in_spans(seq, hist_end, span_end, target_idx)
+            counts, pos, dropped = _drop_new_items(seq, counts, pos, c, first_ts)
             name = f"c{ci}_h{hi}"
             folds[name] = _make_fold(
                 name,
@@ -530,14 +572,17 @@ def backtest_split(seq: SequenceData, cfg: BacktestSplitConfig) -> Split:
                 eligible,
                 cut=c,
                 end=stop,
-                info={"cutoff": c, "horizon": h, "horizon_unit": unit},
+                info={"cutoff": c, "horizon": h, "horizon_unit": unit, "new_item_targets_dropped": dropped},
             )
     report = {
         "n_users": len(start),
         "cutoffs": cutoffs,
         "horizons": horizons,
         "horizon_unit": unit,
-        "folds": {k: {"n_users": f.n_users, "n_targets": f.n_targets} for k, f in folds.items()},
+        "folds": {
+            k: {"n_users": f.n_users, "n_targets": f.n_targets, "new_item_targets_dropped": f.info["new_item_targets_dropped"]}
+            for k, f in folds.items()
+        },
     }
     return Split(
         kind="backtest",
@@ -604,7 +649,8 @@ def _ts_before(ts: np.ndarray, pos_end: np.ndarray, has: np.ndarray) -> np.ndarr
 def check_no_leakage(split: Split, seq: SequenceData) -> None:
     """Raise :class:`LeakageError` if any training or history row is later than the first
     target of its own user, or (time and backtest splits) not strictly before the cut; also if
-    a target lies outside its user, before the cut or at/after the fold's end.
+    a target lies outside its user, before the cut or at/after the fold's end, or (folds with a
+    cut) a target item was only seen at or after the cut.
 
     Checks positions *and* timestamps, so it also catches sequences that are not time-ordered.
     """
@@ -616,6 +662,7 @@ def check_no_leakage(split: Split, seq: SequenceData) -> None:
     p = _Problems(seq, tk)
     if split.seq_fingerprint != seq.fingerprint:
         p.lines.append(f"split was built for sequences {split.seq_fingerprint}, these are {seq.fingerprint}")
+    first_seen: np.ndarray | None = None  # item -> earliest ts, computed when a fold has a cut
 
     # The sequences themselves must be time-ordered within each user.
     for u0, u1 in _user_chunks(off):
@@ -690,6 +737,18 @@ def check_no_leakage(split: Split, seq: SequenceData) -> None:
         np.logical_or.at(early, fold_row, tgt_ts < f.cut)
         if (j := p.first(early)) is not None:
             p.add(where, users[j], f"a target is before the cut {p.t(f.cut)}")
+        if first_seen is None:
+            first_seen = item_first_ts(seq)
+        tgt_items = np.asarray(seq.item)[tgt_pos].astype(np.int64)
+        new = np.zeros(len(users), dtype=bool)
+        np.logical_or.at(new, fold_row, first_seen[tgt_items] >= f.cut)
+        if (j := p.first(new)) is not None:
+            k = int(np.flatnonzero((fold_row == j) & (first_seen[tgt_items] >= f.cut))[0])
+            p.add(
+                where, users[j],
+                f"target item {seq.items.id_of(int(tgt_items[k]))!r} was only seen after the cut {p.t(f.cut)} "
+                f"(first at {p.t(first_seen[tgt_items[k]])}): no model could know it",
+            )
         if f.end is not None:
             late = np.zeros(len(users), dtype=bool)
             np.logical_or.at(late, fold_row, tgt_ts >= f.end)
