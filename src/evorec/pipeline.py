@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from evorec.data.batches import TrainView, eval_set
 from evorec.data.prepare import PrepareConfig, prepare
 from evorec.data.sequences import SequenceData
-from evorec.data.splits import Split, load_split
+from evorec.data.splits import Split, load_split, make_split
+from evorec.evaluation.protocols import EvalConfig, TrainingPart, default_split_config, evaluate_model
 from evorec.models.base import DataSizes
 from evorec.models.registry import build_model, make_config
 from evorec.training.checkpoint import load_checkpoint, load_model, model_payload
@@ -49,15 +50,6 @@ class ModelSpec(BaseModel):
 
     name: str
     config: dict[str, Any] = Field(default_factory=dict)
-
-
-class EvalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
-    exclude_seen: bool = True
-    fold: str = "test"
-    batch_size: int = 2048
 
 
 class ExperimentConfig(BaseModel):
@@ -196,8 +188,10 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = False):
     model = build_model(cfg.model.name, cfg.model.config, data_sizes(seq, text_dim=0 if text is None else text.shape[1]))
     if text is not None:
         model.set_item_text(text)  # a persistent buffer: checkpoints carry it (see Recommender.set_item_text)
-    view = TrainView.from_split(seq, split, target_behaviors=_target_behaviors(cfg))
+    view = TrainView.from_split(seq, split, train=train_key(split), target_behaviors=_target_behaviors(cfg))
     valid = eval_set(seq, split, "valid") if "valid" in split.folds else None
+    if valid is None:
+        log.warning("split %s has no 'valid' fold: no early stopping, the last epoch is kept", split.kind)
     vocabs = vocab_payload(seq)
 
     def payload(m, extra):
@@ -205,6 +199,14 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = False):
 
     state = Trainer(model, view, valid, cfg.train, out, payload).fit(resume=resume)
     return state, out
+
+
+def train_key(split: Split) -> str:
+    """The training set a model of this split learns from: ``train``, or on a backtest split the
+    one of the earliest cutoff (so every fold of the backtest lies after the model's data)."""
+    if "train" in split.train_ends:
+        return "train"
+    return min(split.train_ends, key=lambda k: (split.train_cuts.get(k) is None, split.train_cuts.get(k) or 0))
 
 
 def _target_behaviors(cfg: ExperimentConfig):
@@ -227,34 +229,100 @@ def run_config(run_dir: str | Path) -> ExperimentConfig:
     return ExperimentConfig.model_validate(ck["experiment"])
 
 
-def evaluate_run(run_dir: str | Path, fold: str | None = None, exclude_seen: bool | None = None) -> dict:
-    """Full-ranking metrics of a run's best checkpoint on its test fold (or ``fold``)."""
-    from evorec.evaluation.ranking import rank_targets
+def evaluate_run(
+    run_dir: str | Path,
+    fold: str | None = None,
+    exclude_seen: bool | None = None,
+    *,
+    protocol: str | None = None,
+    split_overrides: list[str] | None = None,
+    eval_overrides: list[str] | None = None,
+) -> dict:
+    """Evaluate a run's best checkpoint; writes ``metrics.json`` and ``per_user.parquet``.
+
+    ``protocol`` (``loo`` | ``time`` | ``backtest``) defaults to the run's own split; another
+    one builds that split over the same sequences (:func:`default_split_config`, adjusted by
+    ``split_overrides`` such as ``test_start=2014-01-01``), and the leakage guard refuses it when
+    the model's training data reaches into its folds. ``eval_overrides`` adjust the run's
+    ``eval`` config (``bootstrap=2000``, ``candidates=all``, ...)."""
+    from evorec.utils.config import apply_overrides
 
     run_dir = Path(run_dir)
+    if not (run_dir / "best.pt").exists():
+        raise FileNotFoundError(f"{run_dir} is not a finished run (no best.pt)")
     ck = load_checkpoint(run_dir / "best.pt")
     cfg = ExperimentConfig.model_validate(ck["experiment"])
-    seq, split = prepared_data(cfg)
+    seq, run_split = prepared_data(cfg)
     if ck["vocabs"].get("sequence_fingerprint") != seq.fingerprint:
         raise ValueError(
             f"{run_dir} was trained on sequences {ck['vocabs'].get('sequence_fingerprint', '?')[:12]} "
             f"but its data now prepares to {seq.fingerprint[:12]}: the model's vocabulary differs from the split"
         )
+    ecfg = cfg.eval.model_copy(update={} if exclude_seen is None else {"exclude_seen": exclude_seen})
+    if eval_overrides:
+        ecfg = EvalConfig.model_validate(apply_overrides(ecfg.model_dump(mode="json"), eval_overrides))
+    key = train_key(run_split)
+    training = TrainingPart(end=np.asarray(run_split.train_ends[key]), key=key, cut=run_split.train_cuts.get(key))
+    split = run_split
+    if (protocol and protocol != run_split.kind) or split_overrides:
+        from evorec.data.prepare import PrepareConfig
+
+        doc = apply_overrides(default_split_config(seq, run_split, protocol or run_split.kind), split_overrides or [])
+        split = make_split(seq, PrepareConfig.model_validate({"split": doc}).split)
+    if split.kind == "backtest":
+        folds = [fold] if fold else sorted(split.folds)
+    else:
+        folds = [fold or ecfg.fold]
+    for f in folds:
+        if f not in split.folds:
+            raise KeyError(f"the {split.kind} split has no fold {f!r}; it has {sorted(split.folds)}")
     model = load_model(ck)
-    fold = fold or cfg.eval.fold
-    ex = cfg.eval.exclude_seen if exclude_seen is None else exclude_seen
-    es = eval_set(seq, split, fold)
-    res = rank_targets(model, seq, es, max_len=cfg.train.max_len, batch_size=cfg.eval.batch_size, exclude_seen=ex, ks=tuple(cfg.eval.ks))
-    metrics = res.aggregate(tuple(cfg.eval.ks))
+    ev = evaluate_model(model, seq, split, folds, ecfg, training, max_len=cfg.train.max_len)
     out = {
         "run": str(run_dir),
         "model": ck["model_name"],
         "dataset": cfg.data.dataset,
-        "fold": fold,
-        "users": int(len(es.users)),
-        "protocol": {"split": split.kind, **res.protocol},
-        "metrics": metrics,
+        "sequence_fingerprint": seq.fingerprint,
+        "fold": folds[0] if len(folds) == 1 else folds,
+        **ev.summary,
         "train_state": {k: ck["train_state"].get(k) for k in ("epoch", "best_epoch", "train_seconds", "stopped")},
     }
-    _atomic_text(run_dir / "metrics.json", json.dumps(out, indent=2))
+    _atomic_parquet(run_dir / "per_user.parquet", ev.table)
+    _atomic_text(run_dir / "metrics.json", json.dumps(out, indent=2, default=_json_default))
     return out
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def _atomic_parquet(path: Path, table) -> None:  # noqa: ANN001 - pyarrow.Table
+    import pyarrow.parquet as pq
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, metrics: list[str] | None = None, *, n_boot: int = 10000) -> dict:
+    """Paired test of two evaluated runs (each evaluated first if it has no per_user.parquet)."""
+    import pyarrow.parquet as pq
+
+    from evorec.evaluation.compare import DEFAULT_METRICS, compare
+
+    loaded = []
+    for run in (Path(run_a), Path(run_b)):
+        if not (run / "per_user.parquet").exists() or not (run / "metrics.json").exists():
+            evaluate_run(run)
+        loaded.append((pq.read_table(run / "per_user.parquet"), json.loads((run / "metrics.json").read_text())))
+    (ta, ma), (tb, mb) = loaded
+    return compare(ta, ma, tb, mb, tuple(metrics or DEFAULT_METRICS), n_boot=n_boot)

@@ -2,6 +2,7 @@
 
 - ``tiny``: the real ML-100K leave-one-out fold, the very fixture of ``tests/models/conftest.py``
   (loaded from that file, so both suites build the data the same way).
+- ``experiment``: small real ML-100K experiment configs (from ``tests/training/conftest.py``).
 - ``make_seq``: a hand-written sequence directory (the documented on-disk layout) for tiny
   hand-computed cases.
 """
@@ -23,6 +24,13 @@ _spec = importlib.util.spec_from_file_location(
 _models_conftest = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_models_conftest)
 tiny = _models_conftest.tiny  # re-exported fixture
+
+_spec = importlib.util.spec_from_file_location(
+    "evorec_tests_training_conftest", Path(__file__).resolve().parents[1] / "training" / "conftest.py"
+)
+_training_conftest = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_training_conftest)
+experiment = _training_conftest.experiment  # small real ML-100K experiment configs
 
 
 def write_sequences(path: Path, histories: list[list[int]], n_items: int) -> SequenceData:

@@ -14,8 +14,10 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 
 err = Console(stderr=True)
 
+from evorec.data.splits import LeakageError
+
 # Errors a user can fix: printed as one clear line, exit code 2, no traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError, KeyError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError, KeyError, LeakageError)
 
 
 def fail(message: str, code: int = 2) -> None:

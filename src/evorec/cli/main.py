@@ -19,6 +19,7 @@ app = typer.Typer(
 app.add_typer(data_cmds.app, name="data")
 app.command("train")(train_cmds.train)
 app.command("evaluate")(train_cmds.evaluate)
+app.command("compare")(train_cmds.compare)
 app.command("models")(train_cmds.models)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from evorec.cli.common import emit_json, user_errors
+from evorec.cli.common import emit_json, fail, user_errors
 
 
 def train(
@@ -42,21 +42,67 @@ def train(
 
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A run directory written by `evorec train`."),
-    fold: str | None = typer.Option(None, "--fold", help="Fold to evaluate (default: the config's, usually test)."),
+    protocol: str | None = typer.Option(None, "--protocol", help="loo | time | backtest (default: the run's own split)."),
+    fold: str | None = typer.Option(None, "--fold", help="Fold to evaluate (default: the config's, usually test; backtest: all)."),
     exclude_seen: bool | None = typer.Option(None, "--exclude-seen/--include-seen", help="Exclude history items from the ranking."),
+    split_set: list[str] = typer.Option(None, "--split-set", help="Adjust the protocol's split, e.g. test_start=2014-01-01 (repeatable)."),
+    setting: list[str] = typer.Option(None, "--set", help="Adjust the eval config, e.g. bootstrap=2000 or candidates=all (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ) -> None:
-    """Full-ranking metrics of a run's best checkpoint (writes RUN_DIR/metrics.json)."""
+    """Metrics of a run's best checkpoint with confidence intervals (writes RUN_DIR/metrics.json and per_user.parquet)."""
     from evorec.pipeline import evaluate_run
 
+    if protocol is not None and protocol not in ("loo", "time", "backtest"):
+        fail(f"--protocol must be loo, time or backtest, not {protocol!r}")
     with user_errors():
-        res = evaluate_run(run_dir, fold=fold, exclude_seen=exclude_seen)
+        res = evaluate_run(
+            run_dir, fold=fold, exclude_seen=exclude_seen, protocol=protocol,
+            split_overrides=list(split_set or []), eval_overrides=list(setting or []),
+        )
     if as_json:
         emit_json(res)
         return
-    m = res["metrics"]
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if k in ("HR@10", "NDCG@10", "MRR", "HR@20", "NDCG@20"))
-    typer.echo(f"{res['model']} on {res['dataset']} ({res['fold']}, {res['users']:,} users, {res['protocol']}): {shown}")
+    m, ci = res["metrics"], res.get("ci", {})
+    p = res["protocol"]
+    typer.echo(
+        f"{res['model']} on {res['dataset']}: {p['split']} split, fold(s) {res['fold']}, {res['users']:,} users; "
+        f"{p['ranking']} ranking over {p['candidates']}, seen items {'excluded' if p['exclude_seen'] else 'kept'}; "
+        f"CIs: {p['confidence_intervals']}"
+    )
+    for k in ("HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR", "GAUC"):
+        if k in m:
+            lo_hi = ci.get(k)
+            band = f"  [{lo_hi[0]:.4f}, {lo_hi[1]:.4f}]" if lo_hi else ""
+            typer.echo(f"  {k:<10} {m[k]:.4f}{band}")
+    for label, h in res.get("horizons", {}).items():
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in h["metrics"].items() if k.endswith("@10") or k == "MRR")
+        typer.echo(f"  horizon {label} ({h['users']:,} users): {shown}")
+    typer.echo(f"  -> {run_dir}/metrics.json, {run_dir}/per_user.parquet")
+
+
+def compare(
+    run_a: Path = typer.Argument(..., help="First run directory."),
+    run_b: Path = typer.Argument(..., help="Second run directory."),
+    metric: list[str] = typer.Option(None, "--metric", "-m", help="Per-user metric to test (repeatable; default NDCG@10, HR@10, MRR)."),
+    n_boot: int = typer.Option(10000, "--bootstrap", help="Bootstrap resamples."),
+    as_json: bool = typer.Option(False, "--json", help="Print the tests as JSON."),
+) -> None:
+    """Paired test (bootstrap + Wilcoxon) of two runs evaluated on the same users."""
+    from evorec.pipeline import compare_runs
+
+    with user_errors():
+        res = compare_runs(run_a, run_b, list(metric or []) or None, n_boot=n_boot)
+    if as_json:
+        emit_json(res)
+        return
+    typer.echo(f"A = {res['a']['model']} ({res['a']['run']}), B = {res['b']['model']} ({res['b']['run']}); {res['users']:,} paired users")
+    typer.echo(f"{'metric':<10} {'A':>8} {'B':>8} {'A-B':>9} {'95% CI of A-B':>22} {'rel':>7} {'p boot':>8} {'p Holm':>8} {'p Wilcoxon':>10} {'d_z':>6}")
+    for m, r in res["tests"].items():
+        typer.echo(
+            f"{m:<10} {r['mean_a']:8.4f} {r['mean_b']:8.4f} {r['diff']:+9.4f} [{r['diff_lo']:+.4f}, {r['diff_hi']:+.4f}]".ljust(61)
+            + f" {r['relative']:+7.1%} {r['p_bootstrap']:8.4f} {r['p_bootstrap_holm']:8.4f} {r['p_wilcoxon']:10.2e} {r['effect_size']:6.3f}"
+        )
+    typer.echo(res["method"])
 
 
 def models(as_json: bool = typer.Option(False, "--json")) -> None:

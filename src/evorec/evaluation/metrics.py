@@ -95,24 +95,62 @@ def per_user(name: str, ranks: np.ndarray, k: int | None = None) -> np.ndarray:
     return fn(ranks, k)
 
 
-def summarize(ranks: np.ndarray, ks: Iterable[int], suffix: str = "") -> dict[str, float]:
-    """Means over users: ``HR@K, Recall@K, NDCG@K, MRR@K, MAP@K`` for every K, and full ``MRR``.
-
-    ``suffix`` is appended to every name (e.g. ``" (sampled-uniform-100)"``). No users -> NaN."""
+def per_user_columns(ranks: np.ndarray, ks: Iterable[int], suffix: str = "") -> dict[str, np.ndarray]:
+    """Per-user vectors ``HR@K, Recall@K, NDCG@K, MRR@K, MAP@K`` for every K, and full ``MRR``."""
     r = _ranks(ranks)
-
-    def mean(v: np.ndarray) -> float:
-        return float(v.mean()) if len(v) else float("nan")
-
-    out: dict[str, float] = {}
+    out: dict[str, np.ndarray] = {}
     for k in ks:
         k = _k(k)
-        out[f"HR@{k}{suffix}"] = mean(hit_rate(r, k))
-        out[f"Recall@{k}{suffix}"] = mean(recall(r, k))
-        out[f"NDCG@{k}{suffix}"] = mean(ndcg(r, k))
-        out[f"MRR@{k}{suffix}"] = mean(mrr(r, k))
-        out[f"MAP@{k}{suffix}"] = mean(average_precision(r, k))
-    out[f"MRR{suffix}"] = mean(mrr(r))
+        out[f"HR@{k}{suffix}"] = hit_rate(r, k)
+        out[f"Recall@{k}{suffix}"] = recall(r, k)
+        out[f"NDCG@{k}{suffix}"] = ndcg(r, k)
+        out[f"MRR@{k}{suffix}"] = mrr(r, k)
+        out[f"MAP@{k}{suffix}"] = average_precision(r, k)
+    out[f"MRR{suffix}"] = mrr(r)
+    return out
+
+
+def summarize(ranks: np.ndarray, ks: Iterable[int], suffix: str = "") -> dict[str, float]:
+    """Means over users of :func:`per_user_columns`. No users -> NaN.
+
+    ``suffix`` is appended to every name (e.g. ``" (sampled-uniform-100)"``)."""
+    return {k: float(v.mean()) if len(v) else float("nan") for k, v in per_user_columns(ranks, ks, suffix).items()}
+
+
+def window_columns(
+    topk: np.ndarray, rows: np.ndarray, items: np.ndarray, n_items: int, ks: Iterable[int], prefix: str = "W-"
+) -> dict[str, np.ndarray]:
+    """Per-user metrics against a *set* of target items (e.g. everything a user engaged with in
+    a forecast window), from the (N, K) recommended lists.
+
+    ``(rows, items)`` are the distinct (user row, target item) pairs. Per user with ``n`` targets
+    and ``hits@K`` of them in the top K: ``HR@K`` = hits > 0, ``Recall@K`` = hits / n,
+    ``Precision@K`` = hits / K, ``NDCG@K`` = DCG / ideal DCG of min(n, K) hits. Users without
+    targets get NaN. Names carry ``prefix`` (default ``"W-"``, for "window")."""
+    topk = np.asarray(topk, dtype=np.int64)
+    N, kmax = topk.shape
+    rows, items = np.asarray(rows, dtype=np.int64), np.asarray(items, dtype=np.int64)
+    n_t = np.bincount(rows, minlength=N)[:N].astype(np.float64)
+    keys = np.unique(rows * np.int64(n_items) + items)
+    cand = np.arange(N, dtype=np.int64)[:, None] * np.int64(n_items) + topk  # (N, kmax)
+    pos = np.minimum(np.searchsorted(keys, cand), max(len(keys) - 1, 0))
+    hit = (keys[pos] == cand) & (topk > 0) if len(keys) else np.zeros(cand.shape, bool)  # (N, kmax)
+    disc = 1.0 / np.log2(np.arange(kmax) + 2.0)  # (kmax,)
+    cum_ideal = np.cumsum(disc)
+    none = n_t == 0
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        k = _k(k)
+        if k > kmax:
+            raise ValueError(f"window metrics at K={k} need top-{k} lists, got top-{kmax}")
+        h = hit[:, :k].sum(1).astype(np.float64)
+        dcg = (hit[:, :k] * disc[:k]).sum(1)
+        ideal = cum_ideal[np.clip(np.minimum(n_t, k).astype(np.int64) - 1, 0, kmax - 1)]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[f"{prefix}HR@{k}"] = np.where(none, np.nan, (h > 0).astype(np.float64))
+            out[f"{prefix}Recall@{k}"] = np.where(none, np.nan, h / n_t)
+            out[f"{prefix}Precision@{k}"] = np.where(none, np.nan, h / k)
+            out[f"{prefix}NDCG@{k}"] = np.where(none, np.nan, dcg / ideal)
     return out
 
 

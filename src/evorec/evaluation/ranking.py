@@ -29,7 +29,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -252,6 +252,8 @@ def rank_targets(
     seed: int = 0,
     item_counts: np.ndarray | None = None,
     return_topk: bool = True,
+    exclude_items: np.ndarray | None = None,
+    score_hook: Callable[[slice, torch.Tensor], None] | None = None,
 ) -> RankingResult:
     """Rank each fold user's target with ``model.score`` (see the module docstring for the protocol).
 
@@ -260,6 +262,11 @@ def rank_targets(
     keeps the (N, max(ks)) recommended lists for coverage/popularity/novelty (full ranking only;
     ``torch.topk`` is about a third of the cost). ``batch_size`` bounds memory at
     batch_size x n_items scores; ~256 keeps a batch in cache for the comparison pass.
+
+    ``exclude_items`` (n_items,) bool removes items from every user's candidates (e.g. items that
+    did not exist yet at a time cut); a target among them is an error. ``score_hook(rows, scores)``
+    sees each batch's raw (B, n_items) scores before any exclusion (read-only; used to derive
+    category predictions and AUC impressions from the same forward pass).
     """
     t0 = time.perf_counter()
     n_items = int(model.n_items)
@@ -272,8 +279,24 @@ def rank_targets(
         raise ValueError(f"targets must be items 1..{n_items - 1}; got {int(target.min())}..{int(target.max())}")
     ex_rows, ex_items, hist_counts = seen_pairs(seq, es, n_items)
     n_excluded = np.bincount(ex_rows, minlength=N)[:N] if exclude_seen else np.zeros(N, np.int64)
+    gone_t = None
+    if exclude_items is not None:
+        gone = np.asarray(exclude_items, dtype=bool)
+        if gone.shape != (n_items,):
+            raise ValueError(f"exclude_items must be ({n_items},) bool, got {gone.shape}")
+        if N and gone[target].any():
+            j = int(np.flatnonzero(gone[target])[0])
+            raise ValueError(f"target item {int(target[j])} of user row {int(es.users[j])} is among the excluded items")
+        gone = gone.copy()
+        gone[0] = False
+        if exclude_seen and len(ex_rows):  # do not count an item twice (seen and excluded)
+            n_excluded = n_excluded - np.bincount(ex_rows[gone[ex_items]], minlength=N)[:N]
+        n_excluded = n_excluded + int(gone.sum())
+        gone_t = torch.from_numpy(np.flatnonzero(gone)).to(device)
 
     sampled = negatives is not None
+    if sampled and gone_t is not None:
+        raise ValueError("exclude_items applies to full ranking only (sampled negatives are drawn from every item)")
     if sampled:
         if negatives < 1:
             raise ValueError("negatives must be >= 1 (or None for full ranking)")
@@ -300,6 +323,9 @@ def rank_targets(
             "ranking": "full", "name": "full", "exclude_seen": exclude_seen, "candidates": n_items - 1,
             "ties": TIES, "target_in_history": "kept as a candidate with its own score", "max_len": max_len,
         }
+        if gone_t is not None:
+            protocol["candidates"] = n_items - 1 - len(gone_t)
+            protocol["excluded_items"] = int(len(gone_t))
     kmax = max(ks)
 
     rank = np.zeros(N, dtype=np.int64)
@@ -327,7 +353,11 @@ def rank_targets(
                     raise ValueError(f"{type(model).__name__}.score produced NaN scores")
                 if scores._base is not None or scores.data_ptr() in own:
                     scores = scores.clone()  # a view of the model's state: never write into it
+                if score_hook is not None:
+                    score_hook(sl, scores)
                 scores[:, 0] = NEG_INF  # padding is never a candidate, whatever the model says
+                if gone_t is not None:
+                    scores[:, gone_t] = NEG_INF
                 tgt = target_t[sl].unsqueeze(1)  # (B, 1)
                 t = scores.gather(1, tgt)  # (B, 1) target scores, taken before any exclusion
                 if sampled:
@@ -336,7 +366,7 @@ def rank_targets(
                     # (the target is never a negative, so nothing to subtract)
                 else:
                     if exclude_seen:
-                        lo, hi = np.searchsorted(ex_rows, [sl.start, sl.stop])
+                        lo, hi = np.searchsorted(ex_rows, [sl.start, sl.stop])  # rows are sorted
                         scores[ex_rows_t[lo:hi] - sl.start, ex_items_t[lo:hi]] = NEG_INF  # target never listed
                     ge = torch.ge(scores, t, out=ge_buf[: batch.size])  # (B, n_items), reused buffer
                     r = ge.view(torch.uint8).sum(1, dtype=torch.int32).long() - 1  # (B,) minus the target
