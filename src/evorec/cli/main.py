@@ -7,6 +7,7 @@ import logging
 import typer
 
 from evorec import __version__
+from evorec.cli import benchmark as benchmark_cmds
 from evorec.cli import data as data_cmds
 from evorec.cli import train as train_cmds
 
@@ -17,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_cmds.app, name="data")
+app.add_typer(benchmark_cmds.app, name="benchmark")
 app.command("train")(train_cmds.train)
 app.command("evaluate")(train_cmds.evaluate)
 app.command("compare")(train_cmds.compare)
