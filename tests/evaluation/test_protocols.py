@@ -204,3 +204,17 @@ def test_window_columns_hand_example():
     idcg = 1 + 1 / np.log2(3)
     assert np.isclose(w["W-NDCG@4"][0], dcg / idcg)
     assert np.isclose(w["W-NDCG@2"][0], (1 / np.log2(3)) / idcg)
+
+
+def test_sampled_metrics_are_named_and_fixed(runs):
+    _, run = runs["markov_time"]
+    a = evaluate_run(run, eval_overrides=["sampled_negatives=50", "bootstrap=100"])
+    name = "NDCG@10 (sampled-uniform-50)"
+    assert name in a["metrics"] and "NDCG@10" in a["metrics"]  # beside full ranking, never instead
+    assert a["metrics"][name] >= a["metrics"]["NDCG@10"]  # 50 negatives are easier than every item
+    b = evaluate_run(run, eval_overrides=["sampled_negatives=50", "bootstrap=100"])
+    assert a["metrics"][name] == b["metrics"][name]  # the same negatives for the same seed
+    t = pq.read_table(run / "per_user.parquet")
+    assert name in t.column_names
+    p = evaluate_run(run, eval_overrides=["sampled_negatives=50", "negative_sampling=popularity", "bootstrap=100"])
+    assert "NDCG@10 (sampled-popularity-50)" in p["metrics"]

@@ -67,6 +67,13 @@ class EvalConfig(BaseModel):
     confidence: float = Field(0.95, gt=0, lt=1)
     seed: int = 0
     auc_negatives: int = Field(100, ge=1, description="sampled negatives per user for the pooled AUC")
+    sampled_negatives: int | None = Field(
+        None, ge=1, description="also report sampled metrics with this many negatives per user, named "
+        "e.g. 'NDCG@10 (sampled-uniform-100)' (never instead of full ranking)",
+    )
+    negative_sampling: Literal["uniform", "popularity"] = Field(
+        "uniform", description="sampled metrics: uniform, or in proportion to training popularity"
+    )
 
 
 @dataclass
@@ -163,6 +170,13 @@ def _fold_rows(
         model, seq, es, max_len=max_len, batch_size=batch, exclude_seen=cfg.exclude_seen, ks=ks,
         exclude_items=exclude, score_hook=hook,
     )
+    sampled: dict[str, np.ndarray] = {}
+    if cfg.sampled_negatives:
+        res_s = rank_targets(
+            model, seq, es, max_len=max_len, batch_size=batch, exclude_seen=cfg.exclude_seen, ks=ks, exclude_items=exclude,
+            negatives=cfg.sampled_negatives, negative_sampling=cfg.negative_sampling, seed=cfg.seed, item_counts=train_counts,
+        )
+        sampled = M.per_user_columns(res_s.rank, ks, res_s.suffix)
     cols: dict[str, np.ndarray] = {
         "fold": np.full(N, name, dtype=object),
         "user_row": es.users,
@@ -174,6 +188,7 @@ def _fold_rows(
         "n_candidates": res.n_candidates,
         **M.per_user_columns(res.rank, ks),
         "AUC": per_user_auc(res.rank, res.n_candidates),
+        **sampled,
     }
     if item_category is not None:
         cols["category_true"] = np.asarray(seq.category)[es.target_pos].astype(np.int64)
@@ -248,6 +263,9 @@ def evaluate_model(
 
     ks = sorted(set(cfg.ks))
     metric_names = [k for k in M.per_user_columns(np.zeros(1, np.int64), ks)] + ["AUC"]
+    if cfg.sampled_negatives:
+        suffix = f" (sampled-{cfg.negative_sampling}-{cfg.sampled_negatives})"
+        metric_names += list(M.per_user_columns(np.zeros(1, np.int64), ks, suffix))
     summary: dict[str, Any] = {
         "protocol": _protocol(split, folds, protocols, cfg, training),
         "users": int(len(table_cols["rank"])),

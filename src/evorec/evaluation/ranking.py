@@ -150,6 +150,7 @@ def sample_negatives(
     forbidden_rows: np.ndarray | None = None,
     forbidden_items: np.ndarray | None = None,
     item_counts: np.ndarray | None = None,
+    allowed: np.ndarray | None = None,
     max_rounds: int = 1000,
 ) -> np.ndarray:
     """(N, n_negatives) distinct negative items per row ``j`` (user row ``users[j]``).
@@ -157,7 +158,9 @@ def sample_negatives(
     Row j's negatives are the first ``n_negatives`` valid, distinct draws of the stream
     ``hash(seed, users[j], 0), hash(seed, users[j], 1), ...``; a draw is invalid if it is the
     target, or a (``forbidden_rows == j``, ``forbidden_items``) pair (the history). Draws are
-    uniform over items 1..n_items-1, or proportional to ``item_counts`` with ``popularity``.
+    uniform over items 1..n_items-1, or proportional to ``item_counts`` with ``popularity``;
+    ``allowed`` (n_items,) bool restricts the draws to those items (e.g. the items that existed at
+    a time cut; with every item allowed the stream is the same as without).
     """
     users = np.asarray(users, dtype=np.int64)
     target_item = np.asarray(target_item, dtype=np.int64)
@@ -173,9 +176,15 @@ def sample_negatives(
             raise ValueError(f"item_counts must be (n_items={n_items},) and >= 0")
     else:
         raise ValueError(f"negative_sampling must be 'uniform' or 'popularity', got {sampling!r}")
+    if allowed is not None:
+        allowed = np.asarray(allowed, dtype=bool)
+        if allowed.shape != (n_items,):
+            raise ValueError(f"allowed must be ({n_items},) bool")
+        weight = np.where(allowed, weight, 0.0)
     weight[0] = 0.0
     if weight.sum() <= 0:
         raise ValueError("no item can be sampled as a negative (all weights are 0)")
+    pool_items = np.flatnonzero(weight > 0) if sampling == "uniform" else None  # uniform: index into these
     cdf = np.cumsum(weight[1:]) / weight[1:].sum()  # (n_items-1,) over items 1..n-1
 
     # Forbidden (row, item) keys: the history pairs plus each row's target.
@@ -209,7 +218,7 @@ def sample_negatives(
         u01 = _uniform01(seed, users[active], np.arange(drawn, drawn + block))  # (R, block)
         drawn += block
         if sampling == "uniform":
-            cand = 1 + np.minimum((u01 * (n_items - 1)).astype(np.int64), n_items - 2)
+            cand = pool_items[np.minimum((u01 * len(pool_items)).astype(np.int64), len(pool_items) - 1)]
         else:
             cand = 1 + np.minimum(np.searchsorted(cdf, u01, side="right"), n_items - 2)
         keys = active[:, None] * n + cand  # (R, block)
@@ -295,8 +304,6 @@ def rank_targets(
         gone_t = torch.from_numpy(np.flatnonzero(gone)).to(device)
 
     sampled = negatives is not None
-    if sampled and gone_t is not None:
-        raise ValueError("exclude_items applies to full ranking only (sampled negatives are drawn from every item)")
     if sampled:
         if negatives < 1:
             raise ValueError("negatives must be >= 1 (or None for full ranking)")
@@ -308,6 +315,7 @@ def rank_targets(
             forbidden_rows=ex_rows if exclude_seen else None,
             forbidden_items=ex_items if exclude_seen else None,
             item_counts=counts if negative_sampling == "popularity" else None,
+            allowed=None if exclude_items is None else ~np.asarray(exclude_items, dtype=bool),
         )  # (N, negatives)
         n_cand = np.full(N, negatives + 1, dtype=np.int64)
         protocol = {
