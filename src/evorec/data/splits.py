@@ -322,6 +322,9 @@ def _first_at_or_after(seq: SequenceData, t: int) -> np.ndarray:
     return out
 
 
+first_at_or_after = _first_at_or_after  # public name (forecasting windows use it)
+
+
 def _targets_in_spans(
     seq: SequenceData, span_start: np.ndarray, span_end: np.ndarray, target_idx: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,166 @@
+"""Forecasts of a trained forecaster at any cutoff: the table drift, segments, audiences and
+demand are built on.
+
+:func:`forecast_at` returns a :class:`UserForecasts` for every user with at least one event
+before the cutoff (users without history are not forecast: they are listed in ``no_history``
+so a caller can answer them explicitly, never with silent zeros).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from evorec.data.sequences import SequenceData
+from evorec.data.splits import SplitError, resolve_horizon, resolve_time
+from evorec.forecasting.backtest import HALF_LIVES_EVENTS, HALF_LIVES_S, horizon_label
+from evorec.forecasting.baselines import Context, normalize
+from evorec.forecasting.forecaster import Featurizer, Forecaster
+from evorec.forecasting.windows import _fmt, build_samples, history_features, horizon_unit
+
+CURRENT_HALF_LIFE_S = 30 * 86_400  # "current interests": history decayed with a 30-day half-life
+CURRENT_HALF_LIFE_EVENTS = 10
+
+
+@dataclass
+class UserForecasts:
+    """Forecasts of U users over C categories (index 0 = unknown category) for H horizons."""
+
+    users: list[str]  # (U,) user ids (pseudonymised as stored)
+    user_rows: np.ndarray  # (U,) rows in the sequences
+    categories: list[str]  # (C,) category id of each index; index 0 is "(unknown)"
+    horizons: tuple[int, ...]
+    unit: str  # "seconds" | "events"
+    cutoff: int
+    current: np.ndarray  # (U, C) current interest: decayed history shares at the cutoff
+    past: np.ndarray  # (U, C) all-history counts
+    recent: np.ndarray  # (U, H, C) bool: engaged in the window of the same length before the cutoff
+    dist: np.ndarray  # (U, H, C) forecast share of the window's events per category
+    engage: np.ndarray  # (U, H, C) probability of engaging with each category in the window
+    no_history: list[str] = field(default_factory=list)  # users with no event before the cutoff
+
+    @property
+    def labels(self) -> list[str]:
+        return [horizon_label(h, self.unit) for h in self.horizons]
+
+    def horizon_index(self, horizon: int | str) -> int:
+        """Index of ``horizon`` ("30d", seconds, or events); a horizon the model was not trained
+        for is an error naming the ones it has."""
+        try:
+            h = resolve_horizon(horizon, self.unit)
+        except SplitError:
+            h = None
+        if h not in self.horizons:
+            raise KeyError(f"horizon {horizon!r} is not one the forecaster was trained for; it has {', '.join(self.labels)}")
+        return self.horizons.index(h)
+
+    def category_index(self, category: str) -> int:
+        try:
+            c = self.categories.index(str(category))
+        except ValueError:
+            raise KeyError(f"category {category!r} is unknown to the model ({len(self.categories) - 1} categories)") from None
+        if c == 0:
+            raise KeyError("the unknown category cannot be targeted")
+        return c
+
+    def p_emerging(self) -> np.ndarray:
+        """(U, H) probability of engaging with at least one never-touched category
+        (engagement of different categories taken as independent)."""
+        new = (self.past == 0)[:, None, :]  # (U, 1, C)
+        new[..., 0] = False
+        log_none = np.log1p(-np.clip(self.engage, 0, 1 - 1e-12)) * new  # (U, H, C)
+        return 1.0 - np.exp(log_none.sum(-1))
+
+    def p_fading(self) -> np.ndarray:
+        """(U, H, C) probability that a recent interest gets no engagement in the window (NaN
+        where the category is not a recent interest)."""
+        return np.where(self.recent, 1.0 - self.engage, np.nan)
+
+    def to_table(self) -> pa.Table:
+        """One row per (user, horizon, category) with any forecast mass or history."""
+        U, H, C = self.dist.shape
+        u, h, c = np.nonzero((self.dist > 1e-4) | (self.engage > 1e-3) | (self.past[:, None, :] > 0))
+        keep = c > 0
+        u, h, c = u[keep], h[keep], c[keep]
+        pf = self.p_fading()
+        return pa.table({
+            "user_id": pa.array(np.asarray(self.users, dtype=object)[u]),
+            "cutoff": pa.array(np.full(len(u), self.cutoff, np.int64)),
+            "horizon": pa.array(np.asarray(self.labels, dtype=object)[h]),
+            "category_id": pa.array(np.asarray(self.categories, dtype=object)[c]),
+            "current_share": pa.array(self.current[u, c]),
+            "forecast_share": pa.array(self.dist[u, h, c]),
+            "p_engage": pa.array(self.engage[u, h, c]),
+            "p_fading": pa.array(pf[u, h, c]),
+            "p_emerging_any": pa.array(self.p_emerging()[u, h]),
+            "new_category": pa.array(self.past[u, c] == 0),
+        })
+
+
+def load_context(st: dict[str, Any], seq: SequenceData) -> Context:
+    c = st["context"]
+    t = c.get("transitions")
+    ctx = Context(seq, int(c["train_limit"]), c["unit"], None if t is None else np.asarray(t, dtype=np.float64), {int(k): int(v) for k, v in c["steps"].items()})
+    return ctx
+
+
+def forecast_at(
+    state: dict[str, Any], seq: SequenceData, cutoff: Any, horizons: list[Any] | None = None, *, users: list[str] | None = None,
+) -> UserForecasts:
+    """Forecast every user (or ``users``) with history before ``cutoff``; ``state`` is the
+    content of a run's ``forecaster.pt``."""
+    if state.get("sequence_fingerprint") != seq.fingerprint:
+        raise ValueError("the forecaster was trained on other sequences than these (the data changed since)")
+    model = Forecaster.from_state(state["forecaster"])
+    unit = horizon_unit(seq)
+    T = resolve_time(cutoff, seq.time_kind, what="cutoff")
+    ts = np.asarray(seq.ts)
+    if not len(ts) or not int(ts.min()) < T <= int(ts.max()) + 1:
+        lo, hi = (int(ts.min()), int(ts.max())) if len(ts) else (0, 0)
+        raise SplitError(f"cutoff {cutoff!r} is outside the data's time span ({_fmt(lo, seq)} .. {_fmt(hi, seq)})")
+    all_h = list(model.horizons)
+    if horizons:
+        want = [resolve_horizon(h, unit) for h in horizons]
+        missing = [h for h in want if h not in all_h]
+        if missing:
+            raise KeyError(
+                f"horizon {horizon_label(missing[0], unit)} is not one the forecaster was trained for; "
+                f"it has {', '.join(horizon_label(h, unit) for h in all_h)}"
+            )
+    else:
+        want = all_h
+    rows = None
+    no_history: list[str] = []
+    if users is not None:
+        idx = seq.users.lookup(list(users)) - 1  # row = index - 1; unknown ids -> -1
+        unknown = [u for u, i in zip(users, idx) if i < 0]
+        if unknown:
+            raise KeyError(f"unknown user {unknown[0]!r}")
+        rows = idx.astype(np.int64)
+    samples = build_samples(seq, [T], all_h, min_history=1, visible_until=T, users=rows)
+    cand = np.arange(len(seq)) if rows is None else rows
+    have = set(samples.users.tolist())
+    no_history = [seq.users.id_of(int(r) + 1) for r in cand if int(r) not in have]
+    ctx = load_context(state, seq)
+    half_lives = HALF_LIVES_S if unit == "seconds" else HALF_LIVES_EVENTS
+    dist, engage = model.predict(seq, samples, Featurizer(seq, samples, ctx, half_lives))
+    cur_hl = CURRENT_HALF_LIFE_S if unit == "seconds" else CURRENT_HALF_LIFE_EVENTS
+    feats = history_features(seq, samples, [cur_hl])
+    sel = [all_h.index(h) for h in want]
+    return UserForecasts(
+        users=seq.users.reverse(samples.users + 1),
+        user_rows=samples.users,
+        categories=["(unknown)"] + [str(x) for x in seq.categories.ids.to_pylist()],
+        horizons=tuple(want),
+        unit=unit,
+        cutoff=T,
+        current=normalize(feats.decayed[0]),
+        past=feats.past,
+        recent=np.stack([feats.last[j] > 0 for j in sel], 1),
+        dist=dist[:, sel],
+        engage=engage[:, sel],
+        no_history=no_history,
+    )
