@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -38,8 +39,19 @@ def user_errors() -> Iterator[None]:
         fail(msg)
 
 
+def _finite(obj: Any) -> Any:
+    """NaN / inf become null: the output must be strict JSON that any parser reads."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.write(json.dumps(_finite(obj), indent=2, default=str, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 @contextlib.contextmanager

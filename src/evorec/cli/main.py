@@ -9,6 +9,8 @@ import typer
 from evorec import __version__
 from evorec.cli import benchmark as benchmark_cmds
 from evorec.cli import data as data_cmds
+from evorec.cli import forecast as forecast_cmds
+from evorec.cli import forecast_uses as forecast_uses_cmds
 from evorec.cli import train as train_cmds
 
 app = typer.Typer(
@@ -19,10 +21,12 @@ app = typer.Typer(
 )
 app.add_typer(data_cmds.app, name="data")
 app.add_typer(benchmark_cmds.app, name="benchmark")
+app.add_typer(forecast_cmds.app, name="forecast")
 app.command("train")(train_cmds.train)
 app.command("evaluate")(train_cmds.evaluate)
 app.command("compare")(train_cmds.compare)
 app.command("models")(train_cmds.models)
+forecast_uses_cmds.register(app)  # drift, segments, audience, demand
 
 
 def _version(value: bool) -> None:

@@ -208,7 +208,7 @@ class Forecaster:
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
                 opt.step()
-                total += float(loss) * len(idx)
+                total += loss.detach().item() * len(idx)
                 n += len(idx)
             d, e = self._logits(seq, valid, valid_feats)
             v = float(_loss(torch.from_numpy(d), torch.from_numpy(e), counts_v, obs_v, cfg.engage_weight))

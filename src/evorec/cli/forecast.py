@@ -1,0 +1,110 @@
+"""`evorec forecast`: backtest the interest forecaster, and forecast from a trained run.
+
+    evorec forecast backtest --config configs/forecast/simulated.yaml --out runs/fc --json
+    evorec forecast runs/fc --cutoff 2025-10-01 --horizons 7d,30d --out forecasts.parquet
+
+(``evorec forecast RUN ...`` is short for ``evorec forecast predict RUN ...``.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from typer.core import TyperGroup
+
+from evorec.cli.common import emit_json, fail, user_errors
+
+
+class _DefaultPredict(TyperGroup):
+    """Route ``evorec forecast RUN_DIR ...`` to the ``predict`` command."""
+
+    def resolve_command(self, ctx, args):  # noqa: ANN001, ANN201 - click's signature
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args.insert(0, "predict")
+        return super().resolve_command(ctx, args)
+
+
+app = typer.Typer(cls=_DefaultPredict, help="Forecast each user's category interests days to months ahead.", no_args_is_help=True)
+
+
+@app.command("backtest")
+def backtest(
+    config: Path = typer.Option(..., "--config", "-c", help="Forecast experiment YAML (see configs/forecast/)."),
+    setting: list[str] = typer.Option(None, "--set", help="Override one field, e.g. simulate.seed=3 (repeatable)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run directory for the model and backtest.json."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Rolling-origin backtest: the learned forecaster vs every baseline, per horizon, with CIs."""
+    from evorec.forecast_pipeline import forecast_backtest, load_forecast_experiment
+
+    with user_errors():
+        cfg = load_forecast_experiment(config, list(setting or []))
+        res = forecast_backtest(cfg, out)
+    if as_json:
+        emit_json(res)
+        return
+    p = res["protocol"]
+    typer.echo(f"{res['dataset']}: {p['samples']['test']:,} test samples at {len(p['test_cutoffs'])} cutoffs; {p['confidence_intervals']}")
+    if res.get("note"):
+        typer.echo(f"  note: {res['note']}")
+    cols = ("NDCG@10", "Recall@5", "JSD", "Brier", "ECE", "EmergingRecall@10", "FadingPrecision")
+    for label, e in res["horizons"].items():
+        typer.echo(f"\nhorizon {label} ({e['active_samples']:,} samples with events)")
+        typer.echo(f"  {'':<12}" + "".join(f"{c:>18}" for c in cols))
+        rows = [("model", e["model"])] + list(e.get("baselines", {}).items())
+        for name, m in rows:
+            typer.echo(f"  {name:<12}" + "".join(f"{m.get(c, float('nan')):>18.4f}" for c in cols))
+        vs = e.get("vs_best_baseline")
+        if vs and vs.get("NDCG@10_lift") is not None:
+            typer.echo(f"  NDCG@10 vs best baseline ({vs['baseline']}): {vs['NDCG@10_lift']:+.1%}, CIs overlap: {vs['cis_overlap']}")
+    if out:
+        typer.echo(f"\n-> {out}/forecaster.pt, {out}/backtest.json")
+
+
+@app.command("predict")
+def predict(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `evorec forecast backtest --out`."),
+    cutoff: str = typer.Option(..., "--cutoff", help="Forecast from this time (ISO date; a position on order-only data)."),
+    horizons: str | None = typer.Option(None, "--horizons", help="Comma-separated, e.g. 7d,30d (default: all trained)."),
+    users: str | None = typer.Option(None, "--users", help="Comma-separated user ids (default: everyone with history)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write one row per (user, horizon, category) to this Parquet file."),
+    as_json: bool = typer.Option(False, "--json", help="Print a summary (and, with --users, the forecasts) as JSON."),
+) -> None:
+    """Each user's forecast category shares and engagement probabilities per horizon."""
+    from evorec.forecast_pipeline import forecast_run
+
+    if out is None and not as_json:
+        fail("give --out FILE.parquet and/or --json")
+    with user_errors():
+        uf = forecast_run(run_dir, cutoff, [h.strip() for h in horizons.split(",")] if horizons else None,
+                          [u.strip() for u in users.split(",")] if users else None)
+        table = uf.to_table()
+        if out is not None:
+            _write_parquet(table, out)
+    summary = {"cutoff": cutoff, "horizons": uf.labels, "users": len(uf.users), "users_without_history": uf.no_history[:100],
+               "n_users_without_history": len(uf.no_history), "rows": table.num_rows, "out": str(out) if out else None}
+    if as_json:
+        if users:
+            summary["forecasts"] = table.to_pylist()
+        emit_json(summary)
+    else:
+        typer.echo(f"forecast {len(uf.users):,} users at {cutoff} for {', '.join(uf.labels)} -> {out} ({table.num_rows:,} rows); "
+                   f"{len(uf.no_history):,} users without history before the cutoff")
+
+
+def _write_parquet(table, path: Path) -> None:  # noqa: ANN001 - pyarrow.Table
+    import os
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
