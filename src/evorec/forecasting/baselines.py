@@ -29,7 +29,7 @@ from evorec.forecasting.windows import HistoryFeatures, WindowSamples, populatio
 logger = logging.getLogger(__name__)
 
 BASELINES = ("persistence", "decayed", "population", "markov")
-MAX_MARKOV_CATEGORIES = 3000  # beyond this the (C, C) walk is too big: one step only
+MAX_MARKOV_CATEGORIES = 1000  # beyond this a multi-step (C, C) walk costs too much: one step only
 
 
 def normalize(x: np.ndarray, fallback: np.ndarray | None = None) -> np.ndarray:
@@ -53,7 +53,19 @@ class Context:
     unit: str
     transitions: np.ndarray | None = None  # (C, C) row-stochastic
     steps: dict[int, int] = field(default_factory=dict)  # horizon -> Markov walk length
-    _pop: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    _pop: dict[tuple, np.ndarray] = field(default_factory=dict)  # population shares and walks, cached
+
+    def walk(self, h: int) -> np.ndarray:
+        """(C, C) mean of P, P^2, ..., P^steps (cached per horizon)."""
+        key = ("walk", int(h))
+        if key not in self._pop:
+            P = self.transitions
+            acc, Pk = np.zeros_like(P), np.eye(P.shape[0])
+            for _ in range(self.steps.get(int(h), 1)):
+                Pk = Pk @ P
+                acc += Pk
+            self._pop[key] = acc / max(self.steps.get(int(h), 1), 1)
+        return self._pop[key]
 
     def population(self, cutoff: int, h: int, n_windows: int = 4) -> np.ndarray:
         """(C,) trend-extrapolated population shares for the window [cutoff, cutoff + h)."""
@@ -137,10 +149,7 @@ def predict_baseline(name: str, samples: WindowSamples, feats: HistoryFeatures, 
             has = feats.last_cat > 0
             v[has, np.minimum(feats.last_cat[has], Cm - 1)] = 1.0
             v[~has] = pop[~has, :Cm]
-            acc = np.zeros((S, Cm))
-            for _ in range(ctx.steps.get(int(h), 1)):
-                v = v @ P
-                acc += v
+            acc = v @ ctx.walk(int(h))  # (S, Cm) mean distribution over the walk's steps
             d = np.zeros((S, C))
             d[:, :Cm] = acc
             d = normalize(d, None)
