@@ -218,3 +218,21 @@ def test_sampled_metrics_are_named_and_fixed(runs):
     assert name in t.column_names
     p = evaluate_run(run, eval_overrides=["sampled_negatives=50", "negative_sampling=popularity", "bootstrap=100"])
     assert "NDCG@10 (sampled-popularity-50)" in p["metrics"]
+
+
+def test_a_checkpoint_from_other_data_is_refused(runs, tmp_path):
+    import shutil
+
+    import torch
+
+    _, run = runs["pop_time"]
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    ck = torch.load(other / "best.pt", weights_only=False)
+    ck["vocabs"]["sequence_fingerprint"] = "0" * 32  # as if trained on another dataset's sequences
+    torch.save(ck, other / "best.pt")
+    with pytest.raises(ValueError, match="vocabulary differs from the split"):
+        evaluate_run(other)
+    (other / "best.pt").write_bytes(b"garbage")
+    with pytest.raises(Exception, match="not a readable evorec checkpoint"):
+        evaluate_run(other)
