@@ -15,7 +15,7 @@ Time line (all cutoffs resolved to unix seconds, or positions on order-only data
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,6 +50,9 @@ class BacktestConfig(BaseModel):
     baselines: list[str] = Field(default_factory=lambda: list(BASELINES))
     model: ForecasterConfig = Field(default_factory=ForecasterConfig)
     bootstrap: int = Field(1000, ge=0)
+    rank_by: Literal["share", "engagement"] = Field(
+        "engagement", description="rank categories (NDCG, Recall, emerging recall) by the engagement score or by the share forecast"
+    )
     seed: int = 0
 
 
@@ -105,7 +108,7 @@ def run_backtest(seq: SequenceData, cfg: BacktestConfig) -> tuple[dict[str, Any]
     x_train, x_valid, x_test = (Featurizer(seq, s, ctx, half_lives) for s in (train, valid, test))
     sizes = _sizes(seq)
     model = Forecaster(cfg.model, sizes, tuple(horizons), x_train.n_features).fit(seq, train, x_train, valid, x_valid)
-    preds: dict[str, tuple[np.ndarray, np.ndarray]] = {"model": model.predict(seq, test, x_test)}
+    preds: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {"model": model.predict_ranked(seq, test, x_test)}
     fitted: dict[str, FittedBaseline] = {}
     for b in cfg.baselines:
         fitted[b] = fit_baseline(b, valid, f_valid, ctx)
@@ -128,8 +131,12 @@ def run_backtest(seq: SequenceData, cfg: BacktestConfig) -> tuple[dict[str, Any]
     for j, h in enumerate(horizons):
         label = horizon_label(h, unit)
         entry: dict[str, Any] = {"samples": len(test), "active_samples": int((test.counts[:, j].sum(-1) > 0).sum())}
-        for name, (dist, engage) in preds.items():
-            vec = per_user_forecast_metrics(dist[:, j], engage[:, j], test.counts[:, j], f_test.past, f_test.last[j] > 0, ks=(5, 10), recall_ks=(5,))
+        for name, (dist, engage, rank) in preds.items():
+            args = (test.counts[:, j], f_test.past, f_test.last[j] > 0)
+            vec = per_user_forecast_metrics(dist[:, j], engage[:, j], *args, ks=(5, 10), recall_ks=(5,))
+            if cfg.rank_by == "engagement":  # rank categories by each forecaster's own engagement score
+                ranked = per_user_forecast_metrics(_rows(rank[:, j]), engage[:, j], *args, ks=(5, 10), recall_ks=(5,))
+                vec.update({m: ranked[m] for m in ("NDCG@5", "NDCG@10", "Recall@5", "EmergingRecall@10")})
             means, cis = _summarize({m: vec[m] for m in METRICS}, cfg)
             means["ECE"] = float(aggregate_ece(engage[:, j], test.counts[:, j]))
             if name == "model":
@@ -164,6 +171,12 @@ def _summarize(cols: dict[str, np.ndarray], cfg: BacktestConfig) -> tuple[dict[s
         else:
             cis[k] = None
     return means, cis
+
+
+def _rows(x: np.ndarray) -> np.ndarray:
+    """Scores as rows summing to 1 (order kept) for the metric function's distribution argument."""
+    x = np.clip(np.asarray(x, dtype=np.float64), 0, None) + 1e-12
+    return x / x.sum(-1, keepdims=True)
 
 
 def _sizes(seq: SequenceData) -> DataSizes:

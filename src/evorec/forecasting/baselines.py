@@ -166,13 +166,13 @@ class FittedBaseline:
     half_life_index: dict[int, int]
     calibrators: dict[int, IsotonicCalibrator]
 
-    def predict(self, samples: WindowSamples, feats: HistoryFeatures, ctx: Context) -> tuple[np.ndarray, np.ndarray]:
-        """(dist, engage probabilities), each (S, H, C)."""
+    def predict(self, samples: WindowSamples, feats: HistoryFeatures, ctx: Context) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(dist, engage probabilities, rank score), each (S, H, C); categories rank by the score."""
         dist, score = predict_baseline(self.name, samples, feats, ctx, self.half_life_index)
         engage = np.zeros_like(score)
         for j, h in enumerate(samples.horizons):
             engage[:, j] = self.calibrators[int(h)].transform(score[:, j])
-        return dist, engage
+        return dist, engage, score
 
 
 def fit_baseline(name: str, valid: WindowSamples, feats: HistoryFeatures, ctx: Context) -> FittedBaseline:

@@ -241,14 +241,21 @@ class Forecaster:
 
     def predict(self, seq: SequenceData, samples: WindowSamples, feats: Featurizer) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated (dist, engage), each (S, H, C)."""
+        dist, engage, _ = self.predict_ranked(seq, samples, feats)
+        return dist, engage
+
+    def predict_ranked(self, seq: SequenceData, samples: WindowSamples, feats: Featurizer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(dist, engage, rank): ``rank`` (S, H, C) is the uncalibrated engagement probability, the
+        order to rank categories by (the isotonic map is monotone but flat in places: ties)."""
         d, e = self._logits(seq, samples, feats)
+        rank = 1 / (1 + np.exp(-e.astype(np.float64)))
         dist = np.zeros(d.shape, np.float64)
         engage = np.zeros(e.shape, np.float64)
         for j, h in enumerate(self.horizons):
             dist[:, j] = self.temperature[h].transform(d[:, j]) if h in self.temperature else _softmax(d[:, j])
-            p = 1 / (1 + np.exp(-e[:, j].astype(np.float64)))
+            p = rank[:, j]
             engage[:, j] = self.isotonic[h].transform(p) if h in self.isotonic else p
-        return dist, engage
+        return dist, engage, rank
 
     # -- persistence ------------------------------------------------------------------------
 
