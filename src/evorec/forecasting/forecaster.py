@@ -31,6 +31,7 @@ from evorec.data.batches import gather, to_batch, trim_padding
 from evorec.data.sequences import SequenceData
 from evorec.forecasting.baselines import Context
 from evorec.forecasting.calibration import IsotonicCalibrator, TemperatureScaler
+from evorec.forecasting.metrics import per_user_forecast_metrics
 from evorec.forecasting.windows import HistoryFeatures, WindowSamples, history_features
 from evorec.models.base import DataSizes
 from evorec.models.registry import build_model
@@ -168,6 +169,7 @@ class Forecaster:
         self.net = ForecastNet(cfg, sizes, len(horizons), n_features)
         self.temperature: dict[int, TemperatureScaler] = {}
         self.isotonic: dict[int, IsotonicCalibrator] = {}
+        self.rank_source: dict[int, str] = {}  # per horizon: "engagement" or "share" (chosen on validation)
         self.history: list[dict[str, float]] = []
 
     def _logits(self, seq: SequenceData, samples: WindowSamples, feats: Featurizer, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
@@ -237,7 +239,17 @@ class Forecaster:
             has = c.sum(-1) > 0
             tot = c[has].sum(-1, keepdims=True)
             self.temperature[h] = TemperatureScaler().fit(d[obs, j][has], c[has] / tot)
-            self.isotonic[h] = IsotonicCalibrator().fit(1 / (1 + np.exp(-e[obs, j])), c > 0)
+            p_eng = 1 / (1 + np.exp(-e[obs, j].astype(np.float64)))
+            self.isotonic[h] = IsotonicCalibrator().fit(p_eng, c > 0)
+            # Rank categories by whichever head orders the validation windows better (NDCG@10):
+            # at short horizons engagement is rare and the share head can rank better.
+            past = np.zeros_like(c)  # not used by NDCG
+            score = {
+                src: float(np.nanmean(per_user_forecast_metrics(_softmax(x), p_eng, c, past, past > 0, ks=(10,))["NDCG@10"]))
+                if (c.sum(-1) > 0).any() else 0.0
+                for src, x in (("share", d[obs, j]), ("engagement", np.log(p_eng + 1e-12)))
+            }
+            self.rank_source[h] = max(score, key=score.get)
 
     def predict(self, seq: SequenceData, samples: WindowSamples, feats: Featurizer) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated (dist, engage), each (S, H, C)."""
@@ -245,10 +257,14 @@ class Forecaster:
         return dist, engage
 
     def predict_ranked(self, seq: SequenceData, samples: WindowSamples, feats: Featurizer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(dist, engage, rank): ``rank`` (S, H, C) is the uncalibrated engagement probability, the
-        order to rank categories by (the isotonic map is monotone but flat in places: ties)."""
+        """(dist, engage, rank): ``rank`` (S, H, C) orders the categories: the uncalibrated
+        engagement probability (the isotonic map is monotone but flat in places: ties) or the
+        share forecast, per horizon as chosen on validation."""
         d, e = self._logits(seq, samples, feats)
         rank = 1 / (1 + np.exp(-e.astype(np.float64)))
+        for j, h in enumerate(self.horizons):
+            if self.rank_source.get(h) == "share":
+                rank[:, j] = _softmax(d[:, j].astype(np.float64))
         dist = np.zeros(d.shape, np.float64)
         engage = np.zeros(e.shape, np.float64)
         for j, h in enumerate(self.horizons):
@@ -268,6 +284,7 @@ class Forecaster:
             "state_dict": self.net.state_dict(),
             "temperature": {str(h): t.to_dict() for h, t in self.temperature.items()},
             "isotonic": {str(h): c.to_dict() for h, c in self.isotonic.items()},
+            "rank_source": {str(h): v for h, v in self.rank_source.items()},
             "history": self.history,
         }
 
@@ -277,6 +294,7 @@ class Forecaster:
         f.net.load_state_dict(st["state_dict"])
         f.temperature = {int(h): TemperatureScaler.from_dict(d) for h, d in st["temperature"].items()}
         f.isotonic = {int(h): IsotonicCalibrator.from_dict(d) for h, d in st["isotonic"].items()}
+        f.rank_source = {int(h): v for h, v in st.get("rank_source", {}).items()}
         f.history = list(st.get("history", []))
         return f
 
