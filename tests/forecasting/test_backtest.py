@@ -167,3 +167,25 @@ def test_cli(sim_run, tmp_path):
     r = cli.invoke(app, ["forecast", "backtest", "--config", str(SIM), "--set", "forecast.test_cutoffs=[2031-01-01]",
                          "--set", f"cache_dir={cfg.cache_dir}", "--json"])
     assert r.exit_code == 2 and "outside the data's time span" in r.output
+
+
+def test_order_only_data_counts_horizons_in_events(tmp_path):
+    """S3-Rec Beauty has no dates: cutoffs are positions and horizons count events (and say so)."""
+    beauty = ROOT.parent / "shared" / "data" / "amazon_s3rec_seq" / "Beauty.txt"
+    if not beauty.exists():
+        pytest.skip(f"real data not found: {beauty}")
+    cfg = load_forecast_experiment(None, base={
+        "data": {"path": str(beauty), "format": "s3rec", "dataset": "beauty", "pseudonymize": False},
+        "prepare": {"clean": {"dedup": False}},
+        "forecast": {"horizons": [1, 5], "train_every": 2, "train_start": 4, "valid_cutoff": 6, "test_cutoffs": [12, 14],
+                     "model": {"encoder": None, "epochs": 1}, "bootstrap": 0, "baselines": ["persistence", "decayed"]},
+        "cache_dir": str(tmp_path / "cache"),
+    })
+    res = forecast_backtest(cfg)
+    assert res["unit"] == "events" and "count events" in res["note"]
+    assert set(res["horizons"]) == {"1ev", "5ev"}
+    e = res["horizons"]["5ev"]
+    assert 0 < e["samples"] and 0 <= e["model"]["NDCG@10"] <= 1
+    with pytest.raises(SplitError, match="a duration"):
+        forecast_backtest(load_forecast_experiment(None, base={**cfg.model_dump(mode="json"), "forecast": {
+            **cfg.forecast.model_dump(mode="json"), "horizons": ["7d"]}}))

@@ -79,7 +79,7 @@ def _resolve(seq: SequenceData, cfg: BacktestConfig) -> dict[str, Any]:
     start = resolve_time(cfg.train_start, tk, what="train_start") if cfg.train_start is not None else first + every
     check_cutoffs(seq, [valid], [min(horizons)], what="valid_cutoff")
     check_cutoffs(seq, tests, horizons, what="test cutoff")
-    if valid + (max(horizons) if unit == "seconds" else 0) > tests[0]:
+    if valid + max(horizons) > tests[0]:
         raise SplitError(
             f"the validation windows (valid_cutoff + the longest horizon) must end by the first test cutoff; "
             f"move valid_cutoff earlier or the test cutoffs later"
@@ -130,15 +130,16 @@ def run_backtest(seq: SequenceData, cfg: BacktestConfig) -> tuple[dict[str, Any]
     }
     for j, h in enumerate(horizons):
         label = horizon_label(h, unit)
-        entry: dict[str, Any] = {"samples": len(test), "active_samples": int((test.counts[:, j].sum(-1) > 0).sum())}
+        ok = test.observed[:, j]  # whole windows only (order-only data: users with enough later events)
+        entry: dict[str, Any] = {"samples": int(ok.sum()), "active_samples": int((test.counts[ok, j].sum(-1) > 0).sum())}
         for name, (dist, engage, rank) in preds.items():
-            args = (test.counts[:, j], f_test.past, f_test.last[j] > 0)
-            vec = per_user_forecast_metrics(dist[:, j], engage[:, j], *args, ks=(5, 10), recall_ks=(5,))
+            args = (test.counts[ok, j], f_test.past[ok], f_test.last[j][ok] > 0)
+            vec = per_user_forecast_metrics(dist[ok, j], engage[ok, j], *args, ks=(5, 10), recall_ks=(5,))
             if cfg.rank_by == "engagement":  # rank categories by each forecaster's own engagement score
-                ranked = per_user_forecast_metrics(_rows(rank[:, j]), engage[:, j], *args, ks=(5, 10), recall_ks=(5,))
+                ranked = per_user_forecast_metrics(_rows(rank[ok, j]), engage[ok, j], *args, ks=(5, 10), recall_ks=(5,))
                 vec.update({m: ranked[m] for m in ("NDCG@5", "NDCG@10", "Recall@5", "EmergingRecall@10")})
             means, cis = _summarize({m: vec[m] for m in METRICS}, cfg)
-            means["ECE"] = float(aggregate_ece(engage[:, j], test.counts[:, j]))
+            means["ECE"] = float(aggregate_ece(engage[ok, j], test.counts[ok, j]))
             if name == "model":
                 entry["model"], entry["model_ci"] = means, cis
             else:

@@ -237,6 +237,9 @@ class Forecaster:
             obs = valid.observed[:, j]
             c = valid.counts[obs, j]
             has = c.sum(-1) > 0
+            if not has.any():
+                logger.warning("no validation window of horizon %s has events: that horizon stays uncalibrated", h)
+                continue
             tot = c[has].sum(-1, keepdims=True)
             self.temperature[h] = TemperatureScaler().fit(d[obs, j][has], c[has] / tot)
             p_eng = 1 / (1 + np.exp(-e[obs, j].astype(np.float64)))
