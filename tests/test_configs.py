@@ -20,6 +20,20 @@ def test_config_validates(path):
     elif path.parent.name in ("beauty", "grocery"):
         cfg = load_experiment(path)
         assert cfg.model.name == path.stem
+    elif path.parent.name == "forecast":
+        from evorec.data.splits import resolve_horizon
+        from evorec.forecast_pipeline import _experiment, load_forecast_experiment
+        from evorec.models.registry import make_config
+
+        cfg = load_forecast_experiment(path)
+        for h in cfg.forecast.horizons:
+            resolve_horizon(h, "seconds")
+        if cfg.forecast.model.encoder:
+            make_config(cfg.forecast.model.encoder, cfg.forecast.model.encoder_config)
+        if cfg.data is not None:  # the data file is found from the config's place (the simulator needs none)
+            from evorec.pipeline import _source_path
+
+            assert _source_path(_experiment(cfg)).exists()
     else:
         pytest.skip(f"no validator for configs/{path.parent.name} yet")
 

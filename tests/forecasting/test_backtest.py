@@ -178,11 +178,13 @@ def test_order_only_data_counts_horizons_in_events(tmp_path):
         "data": {"path": str(beauty), "format": "s3rec", "dataset": "beauty", "pseudonymize": False},
         "prepare": {"clean": {"dedup": False}},
         "forecast": {"horizons": [1, 5], "train_every": 2, "train_start": 4, "valid_cutoff": 6, "test_cutoffs": [12, 14],
-                     "model": {"encoder": None, "epochs": 1}, "bootstrap": 0, "baselines": ["persistence", "decayed"]},
+                     "model": {"encoder": None, "epochs": 1}, "bootstrap": 0, "baselines": ["persistence", "decayed"],
+                     "max_users": 3000},
         "cache_dir": str(tmp_path / "cache"),
     })
     res = forecast_backtest(cfg)
     assert res["unit"] == "events" and "count events" in res["note"]
+    assert res["protocol"]["users"].startswith("3000 of 22363")
     assert set(res["horizons"]) == {"1ev", "5ev"}
     e = res["horizons"]["5ev"]
     assert 0 < e["samples"] and 0 <= e["model"]["NDCG@10"] <= 1

@@ -47,6 +47,7 @@ class BacktestConfig(BaseModel):
     valid_cutoff: TimePoint
     test_cutoffs: list[TimePoint] = Field(min_length=1)
     min_history: int = Field(1, ge=1, description="samples need this many events before the cutoff")
+    max_users: int | None = Field(None, ge=1, description="a seeded random subset of users (quick runs on big logs); None = all")
     baselines: list[str] = Field(default_factory=lambda: list(BASELINES))
     model: ForecasterConfig = Field(default_factory=ForecasterConfig)
     bootstrap: int = Field(1000, ge=0)
@@ -98,9 +99,13 @@ def run_backtest(seq: SequenceData, cfg: BacktestConfig) -> tuple[dict[str, Any]
     if unknown:
         raise KeyError(f"unknown baseline {unknown[0]!r}; known: {', '.join(BASELINES)}")
     half_lives = HALF_LIVES_S if unit == "seconds" else HALF_LIVES_EVENTS
-    train = build_samples(seq, r["train"], horizons, min_history=cfg.min_history, visible_until=r["valid"])
-    valid = build_samples(seq, [r["valid"]], horizons, min_history=cfg.min_history, visible_until=r["tests"][0])
-    test = build_samples(seq, r["tests"], horizons, min_history=cfg.min_history)
+    users = None
+    if cfg.max_users is not None and cfg.max_users < len(seq):
+        users = np.sort(np.random.default_rng(cfg.seed).choice(len(seq), cfg.max_users, replace=False))
+    kw = {"min_history": cfg.min_history, "users": users}
+    train = build_samples(seq, r["train"], horizons, visible_until=r["valid"], **kw)
+    valid = build_samples(seq, [r["valid"]], horizons, visible_until=r["tests"][0], **kw)
+    test = build_samples(seq, r["tests"], horizons, **kw)
     logger.info("forecast samples: train %d (%d cutoffs), valid %d, test %d", len(train), len(r["train"]), len(valid), len(test))
     ctx = fit_context(seq, r["valid"], train, unit)
     f_valid = history_features(seq, valid, half_lives)
@@ -117,6 +122,7 @@ def run_backtest(seq: SequenceData, cfg: BacktestConfig) -> tuple[dict[str, Any]
         "unit": unit,
         "note": None if unit == "seconds" else "order-only data: cutoffs are positions and horizons count events",
         "protocol": {
+            "users": "all" if users is None else f"{len(users)} of {len(seq)} (seed {cfg.seed})",
             "train_cutoffs": len(r["train"]), "first_train_cutoff": r["train"][0], "valid_cutoff": r["valid"],
             "test_cutoffs": r["tests"], "samples": {"train": len(train), "valid": len(valid), "test": len(test)},
             "confidence_intervals": f"95% percentile bootstrap over (user, cutoff) samples, {cfg.bootstrap} resamples",
