@@ -191,3 +191,16 @@ def test_order_only_data_counts_horizons_in_events(tmp_path):
     with pytest.raises(SplitError, match="a duration"):
         forecast_backtest(load_forecast_experiment(None, base={**cfg.model_dump(mode="json"), "forecast": {
             **cfg.forecast.model_dump(mode="json"), "horizons": ["7d"]}}))
+
+
+def test_engagement_is_calibrated_whatever_the_ranking_head(sim_run):
+    """The engagement probabilities come from the engagement head through its isotonic map, also
+    on horizons whose categories are ranked by the share head."""
+    from evorec.forecasting.forecaster import Forecaster
+    from evorec.forecast_pipeline import load_forecast_run
+
+    _, res, run = sim_run
+    state, _ = load_forecast_run(run)
+    f = Forecaster.from_state(state["forecaster"])
+    for label, e in res["horizons"].items():
+        assert e["model"]["ECE"] < 0.05, (label, e["model"]["ECE"], f.rank_source)

@@ -264,16 +264,15 @@ class Forecaster:
         engagement probability (the isotonic map is monotone but flat in places: ties) or the
         share forecast, per horizon as chosen on validation."""
         d, e = self._logits(seq, samples, feats)
-        rank = 1 / (1 + np.exp(-e.astype(np.float64)))
-        for j, h in enumerate(self.horizons):
-            if self.rank_source.get(h) == "share":
-                rank[:, j] = _softmax(d[:, j].astype(np.float64))
+        p_eng = 1 / (1 + np.exp(-e.astype(np.float64)))  # (S, H, C) uncalibrated engagement
         dist = np.zeros(d.shape, np.float64)
         engage = np.zeros(e.shape, np.float64)
+        rank = p_eng.copy()
         for j, h in enumerate(self.horizons):
             dist[:, j] = self.temperature[h].transform(d[:, j]) if h in self.temperature else _softmax(d[:, j])
-            p = rank[:, j]
-            engage[:, j] = self.isotonic[h].transform(p) if h in self.isotonic else p
+            engage[:, j] = self.isotonic[h].transform(p_eng[:, j]) if h in self.isotonic else p_eng[:, j]
+            if self.rank_source.get(h) == "share":
+                rank[:, j] = _softmax(d[:, j].astype(np.float64))
         return dist, engage, rank
 
     # -- persistence ------------------------------------------------------------------------
