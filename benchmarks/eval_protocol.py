@@ -32,7 +32,7 @@ from evorec.data.batches import eval_set
 from evorec.evaluation.protocols import EvalConfig, TrainingPart, evaluate_model
 from evorec.evaluation.ranking import rank_targets
 from evorec.pipeline import ExperimentConfig, prepared_data, train_key
-from evorec.training.checkpoint import load_checkpoint, load_model
+from evorec.models.checkpoint import load_checkpoint, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

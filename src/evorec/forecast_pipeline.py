@@ -88,7 +88,7 @@ def forecast_backtest(cfg: ForecastExperimentConfig, out_dir: str | Path | None 
     if out_dir is not None:
         import torch
 
-        from evorec.training.checkpoint import atomic_save
+        from evorec.models.checkpoint import atomic_save
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from evorec.data.splits import Split, load_split, make_split
 from evorec.evaluation.protocols import EvalConfig, TrainingPart, default_split_config, evaluate_model
 from evorec.models.base import DataSizes
 from evorec.models.registry import build_model, make_config
-from evorec.training.checkpoint import load_checkpoint, load_model, model_payload
+from evorec.models.checkpoint import load_checkpoint, load_model, model_payload
 from evorec.training.trainer import TrainConfig, Trainer
 from evorec.types import BEHAVIORS
 from evorec.utils.config import load_config

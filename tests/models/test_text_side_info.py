@@ -19,7 +19,7 @@ from evorec.data import text as text_mod
 from evorec.data.batches import TrainView, eval_batches, eval_set
 from evorec.models.base import DataSizes
 from evorec.models.registry import build_model
-from evorec.training.checkpoint import load_model, model_payload
+from evorec.models.checkpoint import load_model, model_payload
 
 from conformance import MAX_LEN, first_eval_batch, sizes_of, train_steps
 

@@ -17,7 +17,7 @@ import yaml
 from conftest import experiment
 from evorec.data.batches import eval_batches, eval_set
 from evorec.pipeline import evaluate_run, load_experiment, prepared_data, train
-from evorec.training.checkpoint import CheckpointError, load_checkpoint, load_model
+from evorec.models.checkpoint import CheckpointError, load_checkpoint, load_model
 
 
 def run(tmp_path, name="run", **kw):

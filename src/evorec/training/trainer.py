@@ -25,7 +25,7 @@ from torch import nn
 
 from evorec.data.batches import EvalSet, TrainView, count_training_batches, training_batches
 from evorec.evaluation.ranking import rank_targets
-from evorec.training.checkpoint import atomic_save, load_checkpoint
+from evorec.models.checkpoint import atomic_save, load_checkpoint
 from evorec.training.losses import LossConfig, make_loss
 
 log = logging.getLogger(__name__)

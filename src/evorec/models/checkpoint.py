@@ -1,4 +1,5 @@
-"""Checkpoints: written atomically (temp file + rename), self-contained.
+"""Model checkpoints: written atomically (temp file + rename), self-contained (in the models
+layer so serving can load a model without importing training).
 
 A checkpoint holds the model's state, the merged experiment config, the data sizes and the
 vocabularies, so ``load_model`` rebuilds the model from the file alone. Training checkpoints
