@@ -194,8 +194,15 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = False):
         log.warning("split %s has no 'valid' fold: no early stopping, the last epoch is kept", split.kind)
     vocabs = vocab_payload(seq)
 
+    from evorec.data.batches import history_items
+
+    _, train_items = history_items(seq, view.start, view.end)
+    popularity = np.bincount(train_items, minlength=seq.items.size)[: seq.items.size].astype(np.int64)
+    popularity[0] = 0
+
     def payload(m, extra):
-        return model_payload(m, merged, vocabs, extra)
+        # training-part item counts travel with the model: serving's fallback for users without history
+        return model_payload(m, merged, vocabs, {"item_popularity": popularity.tolist(), **(extra or {})})
 
     state = Trainer(model, view, valid, cfg.train, out, payload).fit(resume=resume)
     return state, out

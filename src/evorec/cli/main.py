@@ -10,6 +10,7 @@ from evorec import __version__
 from evorec.cli import benchmark as benchmark_cmds
 from evorec.cli import data as data_cmds
 from evorec.cli import forecast as forecast_cmds
+from evorec.cli import serve as serve_cmds
 from evorec.cli import forecast_uses as forecast_uses_cmds
 from evorec.cli import train as train_cmds
 
@@ -22,6 +23,8 @@ app = typer.Typer(
 app.add_typer(data_cmds.app, name="data")
 app.add_typer(benchmark_cmds.app, name="benchmark")
 app.add_typer(forecast_cmds.app, name="forecast")
+app.add_typer(serve_cmds.keys_app, name="keys")
+app.command("serve")(serve_cmds.serve)
 app.command("train")(train_cmds.train)
 app.command("evaluate")(train_cmds.evaluate)
 app.command("compare")(train_cmds.compare)

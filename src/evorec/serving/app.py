@@ -1,0 +1,239 @@
+"""The HTTP API (FastAPI): events in; recommendations out; the right to be forgotten; health,
+readiness and Prometheus metrics. OpenAPI at ``/docs``.
+
+Every ``/v1`` route needs ``Authorization: Bearer <key>``; keys have a role (``read`` <
+``write`` < ``admin``): read keys cannot post events or delete users, admin alone reloads and
+deletes. User ids are pseudonymised with the same keyed HMAC as at ingest before they touch the
+store, so the store never holds a raw id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from evorec.serving.settings import ServeSettings
+from evorec.serving.state import ServiceState, UnknownCategory
+from evorec.serving.store import ROLES, EventStore
+from evorec.types import Behavior
+from evorec.utils.privacy import Pseudonymizer
+
+logger = logging.getLogger(__name__)
+
+MIN_TS, MAX_TS = 0, 4_102_444_800  # 1970 .. 2100
+
+
+class EventIn(BaseModel):
+    """One behaviour event (the canonical schema)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str | None = Field(None, min_length=1, max_length=128, description="idempotency key: a retry never duplicates")
+    user_id: str = Field(..., min_length=1, max_length=256)
+    item_id: str = Field(..., min_length=1, max_length=256)
+    behavior: Behavior = Behavior.VIEW
+    ts: int | datetime = Field(..., description="unix seconds or ISO 8601 (UTC if no zone)")
+    category_id: str | None = Field(None, max_length=256)
+
+    @field_validator("ts")
+    @classmethod
+    def _ts(cls, v: int | datetime) -> int:
+        if isinstance(v, datetime):
+            v = int((v if v.tzinfo else v.replace(tzinfo=timezone.utc)).timestamp())
+        if not MIN_TS <= int(v) <= MAX_TS:
+            raise ValueError(f"timestamp {v} is outside 1970..2100")
+        return int(v)
+
+
+class EventsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[dict[str, Any]] = Field(..., description="up to max_events_per_request events; each is validated on its own")
+
+
+class Rejected(BaseModel):
+    index: int
+    reason: str
+
+
+class EventsOut(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: list[Rejected]
+
+
+class ReloadIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run: str | None = Field(None, description="another run directory to serve (default: reload the current one)")
+
+
+class Item(BaseModel):
+    item_id: str
+    score: float
+    category_id: str | None
+
+
+class RecommendationsOut(BaseModel):
+    user_id: str
+    items: list[Item]
+    fallback: str | None = Field(description="'popularity' when the user has no usable history, else null")
+    history_used: int
+    unknown_items_skipped: int
+    model_version: str
+
+
+def create_app(settings: ServeSettings | None = None, state: ServiceState | None = None) -> FastAPI:
+    settings = settings or ServeSettings()
+    state = state or ServiceState(EventStore(settings.db_url), settings.run, settings.history_len)
+    pseudo = Pseudonymizer.from_environment() if settings.pseudonymize else None
+    registry = CollectorRegistry()
+    requests = Counter("evorec_requests_total", "HTTP requests", ["route", "method", "status"], registry=registry)
+    latency = Histogram(
+        "evorec_request_seconds", "request latency", ["route"], registry=registry,
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    )
+    events_total = Counter("evorec_events_total", "events received", ["outcome"], registry=registry)
+    model_info = Gauge("evorec_model_info", "the model being served (value 1)", ["version"], registry=registry)
+
+    app = FastAPI(title="evorec", version="1", description="Recommendations and interest evolution as a service.")
+    app.state.evorec = state
+    app.state.settings = settings
+
+    def set_model_gauge() -> None:
+        model_info.clear()
+        if state.model is not None:
+            model_info.labels(version=state.model.version).set(1)
+
+    set_model_gauge()
+
+    @app.middleware("http")
+    async def limits_and_metrics(request: Request, call_next):  # noqa: ANN001, ANN202
+        t0 = time.perf_counter()
+        size = request.headers.get("content-length")
+        if size is not None and (not size.isdigit() or int(size) > settings.max_body_bytes):
+            response = JSONResponse({"detail": f"request body larger than {settings.max_body_bytes} bytes"}, status_code=413)
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        name = getattr(route, "path", "unmatched")
+        requests.labels(route=name, method=request.method, status=str(response.status_code)).inc()
+        latency.labels(route=name).observe(time.perf_counter() - t0)
+        return response
+
+    def uid(raw: str) -> str:
+        return pseudo(raw) if pseudo is not None else raw
+
+    def role_at_least(needed: str):  # noqa: ANN202
+        def check(request: Request) -> str:
+            auth = request.headers.get("authorization", "")
+            if not auth.lower().startswith("bearer ") or not auth[7:].strip():
+                raise HTTPException(401, "missing API key: send Authorization: Bearer <key>", headers={"WWW-Authenticate": "Bearer"})
+            role = state.store.role_of(auth[7:].strip())
+            if role is None:
+                raise HTTPException(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
+            if ROLES.index(role) < ROLES.index(needed):
+                raise HTTPException(403, f"this key's role ({role}) cannot do this; it needs {needed}")
+            return role
+
+        return check
+
+    read, write, admin = (Depends(role_at_least(r)) for r in ROLES)
+
+    def model_or_503():  # noqa: ANN202
+        m = state.model
+        if m is None:
+            raise HTTPException(503, "no model loaded (start with --run RUN_DIR or POST /v1/admin/reload)")
+        return m
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    def readyz() -> JSONResponse:
+        problems = []
+        if state.model is None:
+            problems.append("no model loaded")
+        try:
+            state.store.ping()
+        except Exception as exc:  # noqa: BLE001 - any store failure means not ready
+            problems.append(f"event store unreachable: {exc}")
+        body = {"ready": not problems, "problems": problems, "model_version": state.model.version if state.model else None}
+        return JSONResponse(body, status_code=200 if not problems else 503)
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(registry).decode(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/events", response_model=EventsOut, tags=["events"])
+    def post_events(body: EventsIn, _: str = write) -> EventsOut:  # noqa: B008
+        if len(body.events) > settings.max_events_per_request:
+            raise HTTPException(413, f"{len(body.events)} events in one request; the limit is {settings.max_events_per_request}")
+        rows, index, rejected = [], [], []
+        for i, raw in enumerate(body.events):
+            try:
+                e = EventIn.model_validate(raw)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(x) for x in err.get("loc", ())) or "event"
+                rejected.append(Rejected(index=i, reason=f"{where}: {err.get('msg')}"))
+                continue
+            rows.append({"event_id": e.event_id, "user_id": uid(e.user_id), "item_id": e.item_id, "category_id": e.category_id,
+                         "behavior": e.behavior.value, "ts": e.ts})
+            index.append(i)
+        inserted, dup = state.store.add_events(rows) if rows else (0, [])
+        events_total.labels(outcome="accepted").inc(inserted)
+        events_total.labels(outcome="duplicate").inc(len(dup))
+        events_total.labels(outcome="rejected").inc(len(rejected))
+        return EventsOut(accepted=inserted, duplicates=len(dup), rejected=rejected)
+
+    @app.get("/v1/users/{user_id}", tags=["users"])
+    def get_user(user_id: str, _: str = read) -> dict[str, Any]:
+        s = state.store.user_summary(uid(user_id))
+        if s is None:
+            raise HTTPException(404, "unknown user (no events stored)")
+        return {"user_id": user_id, **s}
+
+    @app.get("/v1/users/{user_id}/recommendations", response_model=RecommendationsOut, tags=["recommendations"])
+    def recommendations(
+        user_id: str,
+        _: str = read,
+        k: int = Query(10, ge=1, description="how many items"),
+        exclude_seen: bool = Query(True, description="leave out items the user already interacted with"),
+        category: str | None = Query(None, description="only items of this category"),
+    ) -> RecommendationsOut:
+        m = model_or_503()
+        if k > settings.max_k:
+            raise HTTPException(422, f"k={k} is larger than the limit {settings.max_k}")
+        history = state.store.recent(uid(user_id), m.history_len * 4)
+        try:
+            res = m.recommend(history, k, exclude_seen=exclude_seen, category=category)
+        except UnknownCategory as exc:
+            raise HTTPException(404, str(exc.args[0])) from None
+        return RecommendationsOut(user_id=user_id, **res)
+
+    @app.delete("/v1/users/{user_id}", tags=["users"])
+    def forget_user(user_id: str, _: str = admin) -> dict[str, Any]:
+        n = state.store.delete_user(uid(user_id))
+        if n == 0:
+            raise HTTPException(404, "unknown user (no events stored)")
+        return {"user_id": user_id, "events_deleted": n}
+
+    @app.post("/v1/admin/reload", tags=["admin"])
+    def reload(_: str = admin, body: ReloadIn | None = None) -> dict[str, Any]:
+        try:
+            m = state.reload(body.run if body else None)
+        except (FileNotFoundError, RuntimeError, ValueError) as exc:
+            raise HTTPException(422, f"reload failed, the current model stays: {exc}") from None
+        set_model_gauge()
+        return {"model_version": m.version, "run": m.run}
+
+    return app

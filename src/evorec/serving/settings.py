@@ -1,0 +1,18 @@
+"""Service settings, from the environment (``EVOREC_SERVE_*``) or arguments."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EVOREC_SERVE_", extra="forbid")
+
+    run: str | None = Field(None, description="run directory of a trained recommender (its best.pt)")
+    db_url: str = Field("sqlite:///evorec-serve.db", description="event store: sqlite:///FILE or postgresql+psycopg://...")
+    pseudonymize: bool = Field(True, description="store and look up users by keyed HMAC, as at ingest")
+    max_events_per_request: int = Field(10_000, ge=1)
+    max_body_bytes: int = Field(8_000_000, ge=1024, description="larger requests get 413")
+    max_k: int = Field(1000, ge=1)
+    history_len: int | None = Field(None, ge=1, description="events of history to encode (default: the model's training max_len)")

@@ -1,0 +1,159 @@
+"""What the service holds in memory: one loaded model with its vocabularies, and how a user's
+recent events in the store become a recommendation.
+
+State is updated incrementally: a new event lands in the store and the next request re-encodes
+the user's latest ``history_len`` events (one forward pass of one short sequence), so a new
+purchase changes the next recommendation at once -- no full-history recomputation, no retraining.
+A :class:`ModelState` is immutable once built; a reload builds a new one and swaps the reference,
+so requests in flight finish on the model they started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from evorec.models.checkpoint import load_checkpoint, load_model
+from evorec.serving.store import EventStore, StoredEvent
+from evorec.types import BEHAVIOR_INDEX, SequenceBatch
+
+logger = logging.getLogger(__name__)
+
+
+class UnknownCategory(KeyError):
+    pass
+
+
+@dataclass
+class ModelState:
+    model: Any
+    version: str  # run directory + checkpoint mtime: what /metrics and responses report
+    run: str
+    items: list[str]  # index -> item id (index 0 = padding)
+    item_index: dict[str, int]
+    categories: list[str]  # index -> category id (0 = unknown)
+    category_index: dict[str, int]
+    item_category: np.ndarray  # (n_items,) category index of each item
+    popularity: np.ndarray  # (n_items,) training counts (the fallback for users without history)
+    history_len: int
+    loaded_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def from_run(cls, run: str | Path, history_len: int | None = None) -> ModelState:
+        run = Path(run)
+        path = run / "best.pt"
+        ck = load_checkpoint(path)
+        model = load_model(ck)
+        model.eval()
+        vocab = ck["vocabs"]
+        items = [""] + list(vocab["items"])  # ids[i] has index i + 1
+        cats = ["(unknown)"] + list(vocab["categories"])
+        sizes = ck["sizes"]
+        ic = np.asarray(sizes.get("item_category") or [0] * len(items), dtype=np.int64)
+        pop = np.asarray(ck.get("item_popularity") or _popularity(ck, len(items)), dtype=np.float64)
+        max_len = int(ck["experiment"]["train"].get("max_len", 50))
+        return cls(
+            model=model, version=f"{run.name}@{int(path.stat().st_mtime)}", run=str(run), items=items,
+            item_index={x: i for i, x in enumerate(items) if i}, categories=cats, category_index={c: i for i, c in enumerate(cats)},
+            item_category=ic, popularity=pop, history_len=history_len or max_len,
+        )
+
+    def batch(self, history: list[StoredEvent], now: int) -> tuple[SequenceBatch, int]:
+        """(B=1 batch of the known items of ``history``, number of unknown items skipped)."""
+        known = [e for e in history if e.item_id in self.item_index][-self.history_len :]
+        T = max(len(known), 1)
+        items = torch.zeros(1, T, dtype=torch.long)
+        cats = torch.zeros(1, T, dtype=torch.long)
+        behs = torch.zeros(1, T, dtype=torch.long)
+        ts = torch.zeros(1, T, dtype=torch.long)
+        mask = torch.zeros(1, T, dtype=torch.bool)
+        off = T - len(known)  # left padding: position T-1 is the latest event
+        for t, e in enumerate(known):
+            i = self.item_index[e.item_id]
+            items[0, off + t] = i
+            cats[0, off + t] = int(self.item_category[i]) if i < len(self.item_category) else 0
+            behs[0, off + t] = BEHAVIOR_INDEX.get(e.behavior, 0)
+            ts[0, off + t] = int(e.ts)
+            mask[0, off + t] = True
+        b = SequenceBatch(items, cats, behs, ts, mask, torch.tensor([now]), torch.tensor([0]))
+        return b, len(history) - len(known)
+
+    def recommend(
+        self, history: list[StoredEvent], k: int, *, exclude_seen: bool = True, category: str | None = None, now: int | None = None,
+    ) -> dict[str, Any]:
+        """Top-k items for this history (model scores), or by popularity when the history holds no
+        item the model knows (``fallback`` says which)."""
+        n = len(self.items)
+        if category is not None and category not in self.category_index:
+            raise UnknownCategory(f"unknown category {category!r}")
+        now = int(time.time()) if now is None else int(now)
+        batch, unknown = self.batch(history, now)
+        fallback = not bool(batch.mask.any())
+        if fallback:
+            scores = torch.from_numpy(np.log1p(self.popularity)).float().clone()
+            scores[0] = float("-inf")
+        else:
+            with torch.no_grad():  # (not inference_mode: the scores are edited below)
+                scores = self.model.score(batch)[0].float().clone()  # (n_items,)
+        scores[0] = float("-inf")
+        if exclude_seen:
+            seen = [self.item_index[e.item_id] for e in history if e.item_id in self.item_index]
+            if seen:
+                scores[torch.tensor(seen)] = float("-inf")
+        if category is not None:
+            c = self.category_index[category]
+            scores[torch.from_numpy(self.item_category[:n] != c)] = float("-inf")
+        k = min(k, n - 1)
+        vals, idx = torch.topk(scores, k)
+        keep = torch.isfinite(vals)
+        out = [
+            {"item_id": self.items[int(i)], "score": float(v), "category_id": self._cat(int(i))}
+            for v, i in zip(vals[keep].tolist(), idx[keep].tolist())
+        ]
+        return {"items": out, "fallback": "popularity" if fallback else None, "history_used": int(batch.mask.sum()),
+                "unknown_items_skipped": unknown, "model_version": self.version}
+
+    def _cat(self, i: int) -> str | None:
+        c = int(self.item_category[i]) if i < len(self.item_category) else 0
+        return self.categories[c] if c else None
+
+
+def _popularity(ck: dict, n: int) -> np.ndarray:
+    """Training popularity when the checkpoint does not carry it: a popularity model's own counts,
+    else uniform (every item 1)."""
+    state = ck.get("state", {})
+    if "popularity" in state:
+        return state["popularity"].numpy()
+    return np.ones(n)
+
+
+class ServiceState:
+    """The store and the current model, swapped atomically on reload."""
+
+    def __init__(self, store: EventStore, run: str | None, history_len: int | None = None):
+        self.store = store
+        self.history_len = history_len
+        self._lock = threading.Lock()
+        self._model: ModelState | None = ModelState.from_run(run, history_len) if run else None
+
+    @property
+    def model(self) -> ModelState | None:
+        return self._model
+
+    def reload(self, run: str | None = None) -> ModelState:
+        """Load ``run`` (default: the current one) and swap it in; requests in flight keep theirs."""
+        target = run or (self._model.run if self._model else None)
+        if target is None:
+            raise FileNotFoundError("no run directory to load (set EVOREC_SERVE_RUN or pass one)")
+        fresh = ModelState.from_run(target, self.history_len)  # fails before the swap: the old model stays
+        with self._lock:
+            self._model = fresh
+        logger.info("serving model %s", fresh.version)
+        return fresh

@@ -1,0 +1,169 @@
+"""The HTTP API end to end (FastAPI TestClient, real SQLite store, a SASRec trained on ML-100K):
+auth and roles, idempotent events, incremental state, fallback, forgetting, limits, metrics, reload."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from fastapi.testclient import TestClient
+
+from evorec.models.checkpoint import load_checkpoint
+from evorec.serving.app import create_app
+from evorec.serving.settings import ServeSettings
+from evorec.serving.state import ServiceState
+from evorec.serving.store import EventStore
+from evorec.utils.privacy import Pseudonymizer
+
+
+@pytest.fixture()
+def service(trained_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("EVOREC_SECRET", "serving-test-secret")
+    db = tmp_path / "serve.db"
+    settings = ServeSettings(run=str(trained_run), db_url=f"sqlite:///{db}", max_events_per_request=50, max_body_bytes=200_000)
+    state = ServiceState(EventStore(settings.db_url), settings.run)
+    client = TestClient(create_app(settings, state))
+    keys = {r: state.store.create_key(r, f"test-{r}") for r in ("read", "write", "admin")}
+    items = load_checkpoint(trained_run / "best.pt")["vocabs"]["items"]
+    return client, keys, items, db, state
+
+
+def h(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_auth_and_roles(service):
+    client, keys, items, _, _ = service
+    url = "/v1/users/u1/recommendations"
+    assert client.get(url).status_code == 401
+    assert client.get(url, headers=h("evk_wrong")).status_code == 401
+    assert client.get(url, headers={"Authorization": "Basic abc"}).status_code == 401
+    ev = {"events": [{"user_id": "u1", "item_id": items[0], "ts": 1_700_000_000}]}
+    r = client.post("/v1/events", json=ev, headers=h(keys["read"]))
+    assert r.status_code == 403 and "needs write" in r.json()["detail"]
+    assert client.post("/v1/events", json=ev, headers=h(keys["write"])).status_code == 200
+    assert client.delete("/v1/users/u1", headers=h(keys["write"])).status_code == 403
+    assert client.post("/v1/admin/reload", headers=h(keys["write"])).status_code == 403
+    r = client.get(url, headers=h("evk_wrong"))
+    assert "items" not in r.json()  # no data with a wrong key
+
+
+def test_events_are_idempotent_and_validated_one_by_one(service):
+    client, keys, items, db, _ = service
+    batch = {"events": [
+        {"event_id": "e1", "user_id": "u2", "item_id": items[1], "ts": 1_700_000_000, "behavior": "view"},
+        {"event_id": "e2", "user_id": "u2", "item_id": items[2], "ts": "2023-11-14T22:14:00", "behavior": "buy"},
+        {"event_id": "e3", "user_id": "u2", "item_id": items[3], "ts": 1_700_000_100, "behavior": "teleport"},
+        {"event_id": "e4", "user_id": "", "item_id": items[3], "ts": 1_700_000_100},
+        {"event_id": "e5", "user_id": "u2", "item_id": items[3], "ts": 99_999_999_999},
+        {"event_id": "e6", "user_id": "u2", "item_id": items[3], "ts": 1_700_000_100, "colour": "red"},
+        {"event_id": "e1", "user_id": "u2", "item_id": items[1], "ts": 1_700_000_000},
+    ]}
+    r = client.post("/v1/events", json=batch, headers=h(keys["write"]))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["accepted"] == 2 and body["duplicates"] == 1
+    reasons = {x["index"]: x["reason"] for x in body["rejected"]}
+    assert set(reasons) == {2, 3, 4, 5}
+    assert "behavior" in reasons[2] and "user_id" in reasons[3] and "1970..2100" in reasons[4] and "colour" in reasons[5]
+    again = client.post("/v1/events", json=batch, headers=h(keys["write"])).json()  # a retried batch
+    assert again["accepted"] == 0 and again["duplicates"] == 3
+    with sqlite3.connect(db) as con:
+        assert con.execute("select count(*) from events").fetchone()[0] == 2  # count in store == accepted
+
+
+def test_a_new_event_changes_the_next_recommendation(service):
+    client, keys, items, _, _ = service
+    first = client.get("/v1/users/u3/recommendations?k=5", headers=h(keys["read"])).json()
+    assert first["fallback"] == "popularity" and len(first["items"]) == 5  # no history yet: flagged fallback
+    for t, it in enumerate(items[10:15]):
+        client.post("/v1/events", json={"events": [{"user_id": "u3", "item_id": it, "ts": 1_700_000_000 + t}]}, headers=h(keys["write"]))
+    a = client.get("/v1/users/u3/recommendations?k=10", headers=h(keys["read"])).json()
+    assert a["fallback"] is None and a["history_used"] == 5
+    assert not {x["item_id"] for x in a["items"]} & set(items[10:15])  # seen items excluded
+    client.post("/v1/events", json={"events": [{"user_id": "u3", "item_id": items[40], "ts": 1_700_000_100, "behavior": "buy"}]},
+                headers=h(keys["write"]))
+    b = client.get("/v1/users/u3/recommendations?k=10", headers=h(keys["read"])).json()
+    assert b["history_used"] == 6 and [x["item_id"] for x in b["items"]] != [x["item_id"] for x in a["items"]]
+    seen = client.get("/v1/users/u3/recommendations?k=10&exclude_seen=false", headers=h(keys["read"])).json()
+    assert len(seen["items"]) == 10
+    unknown_item = client.post("/v1/events", json={"events": [{"user_id": "u3", "item_id": "never-seen-item", "ts": 1_700_000_200}]},
+                               headers=h(keys["write"])).json()
+    assert unknown_item["accepted"] == 1  # stored; the model skips items it does not know, and says so
+    c = client.get("/v1/users/u3/recommendations", headers=h(keys["read"])).json()
+    assert c["unknown_items_skipped"] == 1
+
+
+def test_bad_requests_are_4xx_with_a_message(service):
+    client, keys, items, _, _ = service
+    w, r = h(keys["write"]), h(keys["read"])
+    assert client.post("/v1/events", content=b"{not json", headers={**w, "content-type": "application/json"}).status_code == 422
+    assert client.post("/v1/events", json={"events": "x"}, headers=w).status_code == 422
+    assert client.post("/v1/events", json={"events": [], "extra": 1}, headers=w).status_code == 422
+    many = {"events": [{"user_id": "u", "item_id": items[0], "ts": 1} for _ in range(51)]}
+    resp = client.post("/v1/events", json=many, headers=w)
+    assert resp.status_code == 413 and "limit is 50" in resp.json()["detail"]
+    huge = {"events": [{"user_id": "u" * 250, "item_id": "i" * 250, "ts": 1}] * 40}
+    big = client.post("/v1/events", content=(str(huge) * 20).encode(), headers={**w, "content-type": "application/json"})
+    assert big.status_code == 413
+    assert client.get("/v1/users/u1/recommendations?k=0", headers=r).status_code == 422
+    assert client.get("/v1/users/u1/recommendations?k=abc", headers=r).status_code == 422
+    assert client.get("/v1/users/u1/recommendations?k=5000", headers=r).status_code == 422
+    resp = client.get("/v1/users/u1/recommendations?category=no-such-category", headers=r)
+    assert resp.status_code == 404 and "unknown category" in resp.json()["detail"]
+    assert client.get("/v1/users/nobody", headers=r).status_code == 404
+
+
+def test_right_to_be_forgotten_leaves_no_trace(service, monkeypatch):
+    client, keys, items, db, _ = service
+    raw = "alice@example.com"
+    client.post("/v1/events", json={"events": [{"event_id": f"a{t}", "user_id": raw, "item_id": items[t], "ts": 1_700_000_000 + t}
+                                               for t in range(5)]}, headers=h(keys["write"]))
+    client.post("/v1/events", json={"events": [{"user_id": "bob", "item_id": items[7], "ts": 1_700_000_000}]}, headers=h(keys["write"]))
+    assert client.get(f"/v1/users/{raw}", headers=h(keys["read"])).json()["events"] == 5
+    pseudo = Pseudonymizer.from_environment()(raw)
+    with sqlite3.connect(db) as con:  # the store never holds the raw id
+        dump = "\n".join(con.iterdump())
+    assert raw not in dump and pseudo in dump
+    r = client.delete(f"/v1/users/{raw}", headers=h(keys["admin"]))
+    assert r.status_code == 200 and r.json()["events_deleted"] == 5
+    assert client.get(f"/v1/users/{raw}", headers=h(keys["read"])).status_code == 404
+    assert client.delete(f"/v1/users/{raw}", headers=h(keys["admin"])).status_code == 404
+    with sqlite3.connect(db) as con:
+        con.execute("pragma wal_checkpoint(TRUNCATE)")
+        dump = "\n".join(con.iterdump())
+    assert pseudo not in dump and raw not in dump
+    assert client.get("/v1/users/bob", headers=h(keys["read"])).status_code == 200  # others untouched
+    rec = client.get(f"/v1/users/{raw}/recommendations", headers=h(keys["read"])).json()
+    assert rec["fallback"] == "popularity"  # nothing of the user is left to personalise with
+
+
+def test_health_readiness_metrics_and_reload(service, trained_run):
+    client, keys, items, _, state = service
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"]
+    client.get("/v1/users/u9/recommendations", headers=h(keys["read"]))
+    text = client.get("/metrics").text
+    assert 'evorec_requests_total{method="GET",route="/v1/users/{user_id}/recommendations",status="200"}' in text
+    assert "evorec_request_seconds_bucket" in text and "evorec_model_info{version=" in text
+    r = client.post("/v1/admin/reload", json={}, headers=h(keys["admin"]))
+    assert r.status_code == 200 and r.json()["run"] == str(trained_run)
+    bad = client.post("/v1/admin/reload", json={"run": "/nonexistent"}, headers=h(keys["admin"]))
+    assert bad.status_code == 422 and "current model stays" in bad.json()["detail"]
+    assert client.get("/v1/users/u9/recommendations", headers=h(keys["read"])).status_code == 200
+    docs = client.get("/openapi.json").json()
+    assert "/v1/events" in docs["paths"] and "/v1/users/{user_id}/recommendations" in docs["paths"]
+
+
+def test_not_ready_without_a_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVOREC_SECRET", "x")
+    settings = ServeSettings(run=None, db_url=f"sqlite:///{tmp_path / 's.db'}")
+    state = ServiceState(EventStore(settings.db_url), None)
+    client = TestClient(create_app(settings, state))
+    key = state.store.create_key("read")
+    assert client.get("/readyz").status_code == 503
+    r = client.get("/v1/users/u/recommendations", headers=h(key))
+    assert r.status_code == 503 and "no model loaded" in r.json()["detail"]
+    with pytest.raises(ValueError, match="role must be"):
+        state.store.create_key("root")
