@@ -167,3 +167,25 @@ def test_not_ready_without_a_model(tmp_path, monkeypatch):
     assert r.status_code == 503 and "no model loaded" in r.json()["detail"]
     with pytest.raises(ValueError, match="role must be"):
         state.store.create_key("root")
+
+
+def test_explanations_attribute_the_score_to_past_events(service):
+    client, keys, items, _, _ = service
+    hist = items[20:26]
+    client.post("/v1/events", json={"events": [{"user_id": "u7", "item_id": it, "ts": 1_700_000_000 + 3600 * t, "behavior": "view"}
+                                               for t, it in enumerate(hist)]}, headers=h(keys["write"]))
+    rec = client.get("/v1/users/u7/recommendations?k=1", headers=h(keys["read"])).json()
+    target = rec["items"][0]["item_id"]
+    r = client.get(f"/v1/users/u7/explanations?item_id={target}", headers=h(keys["read"]))
+    assert r.status_code == 200, r.text
+    e = r.json()
+    assert e["method"] == "integrated_gradients" and [x["item_id"] for x in e["events"]] == hist
+    total = sum(x["weight"] for x in e["events"])
+    assert total == pytest.approx(e["score"] - e["baseline_score"], abs=max(0.05, 2 * e["completeness_delta"]))
+    assert 0 < sum(g["share"] for g in e["by_category"]) <= 1 + 1e-6  # |sum of a group| <= sum of |weights|
+    assert {g["age"] for g in e["by_age"]} <= {"last day", "last week", "last month", "older"}
+    occ = client.get(f"/v1/users/u7/explanations?item_id={target}&method=occlusion", headers=h(keys["read"])).json()
+    assert occ["method"] == "occlusion" and len(occ["events"]) == len(hist)
+    assert client.get("/v1/users/u7/explanations?item_id=nope", headers=h(keys["read"])).status_code == 404
+    assert client.get(f"/v1/users/ghost/explanations?item_id={target}", headers=h(keys["read"])).status_code == 404
+    assert client.get(f"/v1/users/u7/explanations?item_id={target}&method=shap", headers=h(keys["read"])).status_code == 422

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from evorec.serving.settings import ServeSettings
-from evorec.serving.state import ServiceState, UnknownCategory
+from evorec.serving.state import NoHistory, ServiceState, UnknownCategory, UnknownItem
 from evorec.serving.store import ROLES, EventStore
 from evorec.types import Behavior
 from evorec.utils.privacy import Pseudonymizer
@@ -219,6 +219,25 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
         except UnknownCategory as exc:
             raise HTTPException(404, str(exc.args[0])) from None
         return RecommendationsOut(user_id=user_id, **res)
+
+    @app.get("/v1/users/{user_id}/explanations", tags=["recommendations"])
+    def explanations(
+        user_id: str,
+        _: str = read,
+        item_id: str = Query(..., min_length=1, max_length=256, description="the recommended item to explain"),
+        method: str = Query("auto", pattern="^(auto|integrated_gradients|occlusion)$"),
+        steps: int = Query(32, ge=4, le=256, description="integrated-gradients steps"),
+    ) -> dict[str, Any]:
+        m = model_or_503()
+        history = state.store.recent(uid(user_id), m.history_len * 4)
+        if not history:
+            raise HTTPException(404, "unknown user (no events stored)")
+        try:
+            return {"user_id": user_id, **m.explain(history, item_id, method=method, steps=steps)}
+        except UnknownItem as exc:
+            raise HTTPException(404, str(exc.args[0])) from None
+        except NoHistory as exc:
+            raise HTTPException(422, str(exc)) from None
 
     @app.delete("/v1/users/{user_id}", tags=["users"])
     def forget_user(user_id: str, _: str = admin) -> dict[str, Any]:

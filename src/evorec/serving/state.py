@@ -31,6 +31,14 @@ class UnknownCategory(KeyError):
     pass
 
 
+class UnknownItem(KeyError):
+    pass
+
+
+class NoHistory(ValueError):
+    pass
+
+
 @dataclass
 class ModelState:
     model: Any
@@ -119,6 +127,32 @@ class ModelState:
         ]
         return {"items": out, "fallback": "popularity" if fallback else None, "history_used": int(batch.mask.sum()),
                 "unknown_items_skipped": unknown, "model_version": self.version}
+
+    def explain(self, history: list[StoredEvent], item_id: str, *, method: str = "auto", steps: int = 32, now: int | None = None) -> dict[str, Any]:
+        """Which of the user's recent events drove ``item_id``'s score (see evorec.explain)."""
+        from evorec.explain.attribution import explain, group
+
+        if item_id not in self.item_index:
+            raise UnknownItem(f"unknown item {item_id!r}")
+        now = int(time.time()) if now is None else int(now)
+        batch, unknown = self.batch(history, now)
+        if not bool(batch.mask.any()):
+            raise NoHistory("none of this user's events is an item the model knows: nothing to explain")
+        known = [e for e in history if e.item_id in self.item_index][-self.history_len :]
+        off = batch.items.shape[1] - len(known)
+        att = explain(self.model, batch, self.item_index[item_id], method=method, steps=steps)
+        events = [known[int(p) - off] for p in att.positions]
+        rows = [
+            {"item_id": e.item_id, "category_id": e.category_id or self._cat(self.item_index[e.item_id]), "behavior": e.behavior,
+             "ts": int(e.ts), "weight": float(w)}
+            for e, w in zip(events, att.weights)
+        ]
+        grouped = group(att, [r["category_id"] for r in rows], np.array([now - r["ts"] for r in rows]))
+        return {
+            "item_id": item_id, "score": att.score, "method": att.method, "baseline_score": att.baseline_score,
+            "completeness_delta": att.delta, "events": rows, **grouped, "unknown_items_skipped": unknown,
+            "model_version": self.version,
+        }
 
     def _cat(self, i: int) -> str | None:
         c = int(self.item_category[i]) if i < len(self.item_category) else 0
