@@ -189,3 +189,49 @@ def test_explanations_attribute_the_score_to_past_events(service):
     assert client.get("/v1/users/u7/explanations?item_id=nope", headers=h(keys["read"])).status_code == 404
     assert client.get(f"/v1/users/ghost/explanations?item_id={target}", headers=h(keys["read"])).status_code == 404
     assert client.get(f"/v1/users/u7/explanations?item_id={target}&method=shap", headers=h(keys["read"])).status_code == 422
+
+
+@pytest.fixture(scope="module")
+def forecast_service(trained_run, tmp_path_factory):
+    from pathlib import Path
+
+    from evorec.forecast_pipeline import forecast_backtest, load_forecast_experiment
+
+    tmp = tmp_path_factory.mktemp("serve_fc")
+    sim = Path(__file__).resolve().parents[2] / "configs" / "forecast" / "simulated.yaml"
+    cfg = load_forecast_experiment(sim, ["simulate.users=300", "forecast.model.epochs=2", "forecast.model.encoder=null",
+                                         "forecast.bootstrap=0", "forecast.train_every=28d", f"cache_dir={tmp / 'cache'}"])
+    forecast_backtest(cfg, tmp / "fc")
+    settings = ServeSettings(run=str(trained_run), forecast_run=str(tmp / "fc"), db_url=f"sqlite:///{tmp / 's.db'}", pseudonymize=False)
+    state = ServiceState(EventStore(settings.db_url), settings.run, forecast_run=settings.forecast_run)
+    client = TestClient(create_app(settings, state))
+    return client, state.store.create_key("write"), state
+
+
+def test_interests_audiences_and_segments(forecast_service):
+    client, key, state = forecast_service
+    seq = state.forecast.seq
+    items = seq.items.ids.to_pylist()[:30]
+    events = [{"user_id": "shopper", "item_id": it, "ts": 1_760_000_000 + 86_400 * t, "behavior": "view"} for t, it in enumerate(items)]
+    assert client.post("/v1/events", json={"events": events}, headers=h(key)).json()["accepted"] == 30
+    r = client.get("/v1/users/shopper/interests?horizons=7d,30d&top=5", headers=h(key))
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert set(doc["forecasts"]) == {"7d", "30d"} and len(doc["current"]) <= 5
+    f30 = doc["forecasts"]["30d"]
+    assert 0 <= f30["p_emerging"] <= 1 and f30["drift"]["label"] in {"stable", "drifting", "emerging-interest", "fading"}
+    assert all(0 <= c["p_engage"] <= 1 for c in f30["categories"])
+    shares = [c["share"] for c in f30["categories"]]
+    assert shares == sorted(shares, reverse=True)
+    assert client.get("/v1/users/shopper/interests?horizons=5d", headers=h(key)).status_code == 422
+    assert client.get("/v1/users/ghost/interests", headers=h(key)).status_code == 404
+    cat = doc["current"][0]["category_id"]
+    a = client.get(f"/v1/audiences?category={cat}&horizon=30d&top=10", headers=h(key))
+    assert a.status_code == 200, a.text
+    aud = a.json()
+    assert len(aud["users"]) == 10 and aud["expected_reach_top"] <= aud["expected_reach_all"]
+    assert client.get("/v1/audiences?category=nope&horizon=30d", headers=h(key)).status_code == 404
+    s = client.get("/v1/segments?horizon=30d&k=4", headers=h(key))
+    assert s.status_code == 200, s.text
+    seg = s.json()
+    assert all(p["size"] >= seg["min_size"] for p in seg["segments"]) and "users" not in seg

@@ -68,7 +68,11 @@ class Context:
         return self._pop[key]
 
     def population(self, cutoff: int, h: int, n_windows: int = 4) -> np.ndarray:
-        """(C,) trend-extrapolated population shares for the window [cutoff, cutoff + h)."""
+        """(C,) trend-extrapolated population shares for the window [cutoff, cutoff + h); a cutoff
+        after the data (a live service) uses the population at the data's end."""
+        ts = np.asarray(self.seq.ts)
+        if len(ts) and cutoff > int(ts.max()) + 1:
+            cutoff = int(ts.max()) + 1
         key = (int(cutoff), int(h))
         if key not in self._pop:
             w = population_shares(self.seq, int(cutoff), int(h), n_windows, self.unit)  # (n, C)

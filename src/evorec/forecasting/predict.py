@@ -164,3 +164,64 @@ def forecast_at(
         engage=engage[:, sel],
         no_history=no_history,
     )
+
+
+class _OneUser:
+    """A single user's events as the minimal sequence object the window/feature code reads
+    (``offsets``, ``item``, ``category``, ``behavior``, ``ts``, ``categories``, ``time_kind``)."""
+
+    def __init__(self, item: np.ndarray, category: np.ndarray, behavior: np.ndarray, ts: np.ndarray, like: SequenceData):
+        order = np.argsort(ts, kind="stable")
+        self.item, self.category, self.behavior, self.ts = (np.asarray(a)[order] for a in (item, category, behavior, ts))
+        self.offsets = np.array([0, len(ts)], dtype=np.int64)
+        self.categories, self.items, self.users, self.time_kind = like.categories, like.items, like.users, like.time_kind
+
+    @property
+    def n_events(self) -> int:
+        return int(self.offsets[-1])
+
+    def __len__(self) -> int:
+        return 1
+
+
+def forecast_history(
+    state: dict[str, Any], seq: SequenceData, events: list[tuple[str, str | None, str, int]], cutoff: int, horizons: list[Any] | None = None,
+) -> UserForecasts:
+    """Forecast one user from their own events ``(item_id, category_id, behavior, ts)`` (e.g. a
+    live service's store) with a forecaster trained on ``seq``; items and categories the model
+    does not know are kept as "unknown category" events. Raises ValueError on an empty history."""
+    from evorec.types import BEHAVIOR_INDEX
+
+    if not events:
+        raise ValueError("the user has no events: nothing to forecast from")
+    model = Forecaster.from_state(state["forecaster"])
+    unit = horizon_unit(seq)
+    all_h = list(model.horizons)
+    want = [resolve_horizon(h, unit) for h in horizons] if horizons else all_h
+    missing = [h for h in want if h not in all_h]
+    if missing:
+        raise KeyError(f"horizon {horizon_label(missing[0], unit)} is not one the forecaster was trained for; "
+                       f"it has {', '.join(horizon_label(h, unit) for h in all_h)}")
+    item_idx = seq.items.lookup([e[0] for e in events])
+    item_cat = np.zeros(seq.items.size, dtype=np.int64)
+    if seq.n_events:
+        item_cat[np.asarray(seq.item)] = np.asarray(seq.category)
+    given = seq.categories.lookup([e[1] for e in events])
+    cat = np.where(given > 0, given, item_cat[item_idx])
+    beh = np.array([BEHAVIOR_INDEX.get(e[2], 0) for e in events], dtype=np.int8)
+    one = _OneUser(item_idx, cat, beh, np.array([int(e[3]) for e in events], dtype=np.int64), seq)
+    samples = build_samples(one, [int(cutoff)], all_h, min_history=1, visible_until=int(cutoff))
+    if not len(samples):
+        raise ValueError("the user has no event before the cutoff: nothing to forecast from")
+    ctx = load_context(state, seq)
+    half_lives = HALF_LIVES_S if unit == "seconds" else HALF_LIVES_EVENTS
+    dist, engage = model.predict(one, samples, Featurizer(one, samples, ctx, half_lives))
+    cur_hl = CURRENT_HALF_LIFE_S if unit == "seconds" else CURRENT_HALF_LIFE_EVENTS
+    feats = history_features(one, samples, [cur_hl])
+    sel = [all_h.index(h) for h in want]
+    return UserForecasts(
+        users=["?"], user_rows=np.zeros(1, np.int64),
+        categories=["(unknown)"] + [str(x) for x in seq.categories.ids.to_pylist()],
+        horizons=tuple(want), unit=unit, cutoff=int(cutoff), current=normalize(feats.decayed[0]), past=feats.past,
+        recent=np.stack([feats.last[j] > 0 for j in sel], 1), dist=dist[:, sel], engage=engage[:, sel],
+    )

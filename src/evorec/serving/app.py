@@ -92,7 +92,7 @@ class RecommendationsOut(BaseModel):
 
 def create_app(settings: ServeSettings | None = None, state: ServiceState | None = None) -> FastAPI:
     settings = settings or ServeSettings()
-    state = state or ServiceState(EventStore(settings.db_url), settings.run, settings.history_len)
+    state = state or ServiceState(EventStore(settings.db_url), settings.run, settings.history_len, settings.forecast_run)
     pseudo = Pseudonymizer.from_environment() if settings.pseudonymize else None
     registry = CollectorRegistry()
     requests = Counter("evorec_requests_total", "HTTP requests", ["route", "method", "status"], registry=registry)
@@ -238,6 +238,75 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
             raise HTTPException(404, str(exc.args[0])) from None
         except NoHistory as exc:
             raise HTTPException(422, str(exc)) from None
+
+    def forecast_or_503():  # noqa: ANN202
+        if state.forecast is None:
+            raise HTTPException(503, "no interest forecaster loaded (start with EVOREC_SERVE_FORECAST_RUN=RUN_DIR)")
+        return state.forecast
+
+    @app.get("/v1/users/{user_id}/interests", tags=["interests"])
+    def interests(
+        user_id: str,
+        _: str = read,
+        horizons: str | None = Query(None, description="comma-separated, e.g. 7d,30d (default: all the forecaster has)"),
+        top: int = Query(10, ge=1, le=200, description="categories per list"),
+    ) -> dict[str, Any]:
+        from evorec.forecasting.drift import drift
+
+        fc = forecast_or_503()
+        history = state.store.recent(uid(user_id), 100_000)
+        if not history:
+            raise HTTPException(404, "unknown user (no events stored)")
+        now = max(int(time.time()), int(history[-1].ts) + 1)
+        wanted = [x.strip() for x in horizons.split(",") if x.strip()] if horizons else None
+        try:
+            uf = fc.user(history, wanted, now)
+        except KeyError as exc:
+            raise HTTPException(422, str(exc.args[0])) from None
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        cats = uf.categories
+
+        def top_of(v, extra=None):  # noqa: ANN001, ANN202
+            order = [int(c) for c in (-v).argsort() if int(c) > 0][:top]
+            return [{"category_id": cats[c], "share": float(v[c]), **({k: float(a[c]) for k, a in (extra or {}).items()})} for c in order]
+
+        out = {"user_id": user_id, "current": top_of(uf.current[0]), "forecasts": {}}
+        p_em = uf.p_emerging()[0]
+        for j, label in enumerate(uf.labels):
+            d = drift(uf, label).to_pylist()[0]
+            out["forecasts"][label] = {
+                "categories": top_of(uf.dist[0, j], {"p_engage": uf.engage[0, j]}),
+                "p_emerging": float(p_em[j]),
+                "drift": {"label": d["label"], "shift": d["shift"], "fading_category": d.get("fading_category")},
+            }
+        return out
+
+    @app.get("/v1/audiences", tags=["interests"])
+    def audiences(
+        _: str = read,
+        category: str = Query(..., min_length=1, max_length=256),
+        horizon: str = Query("30d"),
+        top: int = Query(100, ge=1, le=100_000),
+    ) -> dict[str, Any]:
+        from evorec.forecasting.audience import audience
+
+        fc = forecast_or_503()
+        try:
+            return audience(fc.population, category, horizon, top)
+        except KeyError as exc:
+            raise HTTPException(404, str(exc.args[0])) from None
+
+    @app.get("/v1/segments", tags=["interests"])
+    def get_segments(_: str = read, horizon: str = Query("30d"), k: int = Query(8, ge=2, le=100)) -> dict[str, Any]:
+        from evorec.forecasting.segments import SegmentConfig, segments
+
+        fc = forecast_or_503()
+        try:
+            res = segments(fc.population, SegmentConfig(horizon=horizon, k=k))
+        except KeyError as exc:
+            raise HTTPException(422, str(exc.args[0])) from None
+        return res.export(users=False)
 
     @app.delete("/v1/users/{user_id}", tags=["users"])
     def forget_user(user_id: str, _: str = admin) -> dict[str, Any]:

@@ -10,6 +10,7 @@ class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EVOREC_SERVE_", extra="forbid")
 
     run: str | None = Field(None, description="run directory of a trained recommender (its best.pt)")
+    forecast_run: str | None = Field(None, description="run directory of a trained interest forecaster (forecaster.pt)")
     db_url: str = Field("sqlite:///evorec-serve.db", description="event store: sqlite:///FILE or postgresql+psycopg://...")
     pseudonymize: bool = Field(True, description="store and look up users by keyed HMAC, as at ingest")
     max_events_per_request: int = Field(10_000, ge=1)

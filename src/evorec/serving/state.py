@@ -168,14 +168,40 @@ def _popularity(ck: dict, n: int) -> np.ndarray:
     return np.ones(n)
 
 
+@dataclass
+class ForecastState:
+    """A trained interest forecaster, the sequences it was trained on, and (computed once, on
+    load) every training user's forecast at the end of those data, for audiences and segments."""
+
+    state: dict[str, Any]
+    seq: Any
+    run: str
+    population: Any = None  # UserForecasts of the training users at the data's end
+
+    @classmethod
+    def from_run(cls, run: str | Path) -> ForecastState:
+        from evorec.forecast_pipeline import load_forecast_run
+        from evorec.forecasting.predict import forecast_at
+
+        st, seq = load_forecast_run(run)
+        end = int(np.asarray(seq.ts).max()) + 1
+        return cls(st, seq, str(run), forecast_at(st, seq, end))
+
+    def user(self, events: list[StoredEvent], horizons: list[str] | None, now: int):  # noqa: ANN201
+        from evorec.forecasting.predict import forecast_history
+
+        return forecast_history(self.state, self.seq, [(e.item_id, e.category_id, e.behavior, int(e.ts)) for e in events], now, horizons)
+
+
 class ServiceState:
     """The store and the current model, swapped atomically on reload."""
 
-    def __init__(self, store: EventStore, run: str | None, history_len: int | None = None):
+    def __init__(self, store: EventStore, run: str | None, history_len: int | None = None, forecast_run: str | None = None):
         self.store = store
         self.history_len = history_len
         self._lock = threading.Lock()
         self._model: ModelState | None = ModelState.from_run(run, history_len) if run else None
+        self.forecast: ForecastState | None = ForecastState.from_run(forecast_run) if forecast_run else None
 
     @property
     def model(self) -> ModelState | None:
