@@ -99,6 +99,7 @@ def forecast_backtest(cfg: ForecastExperimentConfig, out_dir: str | Path | None 
                 "forecaster": model.state(),
                 "experiment": cfg.model_dump(mode="json"),
                 "sequence_fingerprint": seq.fingerprint,
+                "sequences_dir": str(Path(seq.path).resolve()),
                 "categories": seq.categories.ids.to_pylist(),
                 "context": {"train_limit": ctx.train_limit, "unit": ctx.unit,
                             "transitions": None if ctx.transitions is None else torch.from_numpy(ctx.transitions),
@@ -119,18 +120,11 @@ def _json_default(x: Any) -> Any:
 
 
 def load_forecast_run(run_dir: str | Path) -> tuple[dict[str, Any], SequenceData]:
-    """(state of ``RUN/forecaster.pt``, the sequences it was trained on)."""
-    import torch
+    """(state of ``RUN/forecaster.pt``, the sequences it was trained on; prepared again if the
+    cache is gone)."""
+    from evorec.forecasting.predict import read_forecaster
 
-    path = Path(run_dir) / "forecaster.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a forecast run (no forecaster.pt; run `evorec forecast backtest --out {run_dir}`)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ValueError(f"{path} is not a readable evorec forecaster: {exc}") from exc
-    if not isinstance(state, dict) or state.get("kind") != "evorec-forecaster":
-        raise ValueError(f"{path} is not an evorec forecaster file")
+    state = read_forecaster(run_dir)
     cfg = ForecastExperimentConfig.model_validate(state["experiment"])
     seq = forecast_data(cfg)
     if seq.fingerprint != state.get("sequence_fingerprint"):

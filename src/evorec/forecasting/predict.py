@@ -9,6 +9,7 @@ so a caller can answer them explicitly, never with silent zeros).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,6 +99,37 @@ class UserForecasts:
             "p_emerging_any": pa.array(self.p_emerging()[u, h]),
             "new_category": pa.array(self.past[u, c] == 0),
         })
+
+
+def read_forecaster(run_dir: str | Path) -> dict[str, Any]:
+    """The content of ``RUN/forecaster.pt`` (checked to be an evorec forecaster)."""
+    import torch
+
+    path = Path(run_dir) / "forecaster.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a forecast run (no forecaster.pt; run `evorec forecast backtest --out {run_dir}`)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise ValueError(f"{path} is not a readable evorec forecaster: {exc}") from exc
+    if not isinstance(state, dict) or state.get("kind") != "evorec-forecaster":
+        raise ValueError(f"{path} is not an evorec forecaster file")
+    return state
+
+
+def open_forecaster(run_dir: str | Path) -> tuple[dict[str, Any], SequenceData]:
+    """(forecaster state, the prepared sequences it was trained on, opened from where the
+    backtest left them -- no data preparation, so a service can load it)."""
+    state = read_forecaster(run_dir)
+    where = state.get("sequences_dir")
+    if not where or not (Path(where) / "meta.json").exists():
+        raise FileNotFoundError(
+            f"{run_dir}: the prepared sequences of this forecaster ({where}) are gone; run `evorec forecast backtest` again"
+        )
+    seq = SequenceData(where)
+    if seq.fingerprint != state.get("sequence_fingerprint"):
+        raise ValueError(f"{run_dir}: the sequences at {where} are not the ones the forecaster was trained on")
+    return state, seq
 
 
 def load_context(st: dict[str, Any], seq: SequenceData) -> Context:

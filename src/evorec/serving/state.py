@@ -180,10 +180,9 @@ class ForecastState:
 
     @classmethod
     def from_run(cls, run: str | Path) -> ForecastState:
-        from evorec.forecast_pipeline import load_forecast_run
-        from evorec.forecasting.predict import forecast_at
+        from evorec.forecasting.predict import forecast_at, open_forecaster
 
-        st, seq = load_forecast_run(run)
+        st, seq = open_forecaster(run)
         end = int(np.asarray(seq.ts).max()) + 1
         return cls(st, seq, str(run), forecast_at(st, seq, end))
 
