@@ -16,11 +16,12 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from _child import run_child  # benchmarks/_child.py (the script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -33,16 +34,10 @@ EVOREC = str(Path(sys.executable).with_name("evorec"))
 
 def run(label: str, argv: list[str], env: dict | None = None) -> dict:
     """Run one step as a child process; return wall seconds and the child's peak RSS (MB)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    out = proc.stdout.read().decode()
-    err = proc.stderr.read().decode()
-    code = os.waitstatus_to_exitcode(status)
+    out, err, wall, peak_mb, code = run_child(argv, env)
     if code != 0:
         raise SystemExit(f"{label} failed ({code}):\n{err}\n{out}")
-    return {"step": label, "seconds": round(wall, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "stdout": out.strip()}
+    return {"step": label, "seconds": round(wall, 3), "peak_rss_mb": round(peak_mb, 1), "stdout": out.strip()}
 
 
 def make_taobao(rows: int) -> Path:

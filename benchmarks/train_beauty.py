@@ -21,11 +21,12 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from _child import run_child  # benchmarks/_child.py (the script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -46,13 +47,10 @@ PROTOCOL = "leave-one-out; full ranking over all items; history items excluded (
 
 
 def child(argv: list[str]) -> tuple[str, float, float]:
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "EVOREC_SECRET": "benchmark"})
-    _, status, usage = os.wait4(proc.pid, 0)
-    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
-    if os.waitstatus_to_exitcode(status) != 0:
+    out, err, wall, peak_mb, code = run_child(argv, {"EVOREC_SECRET": "benchmark"})
+    if code != 0:
         raise SystemExit(f"{' '.join(argv)} failed:\n{err[-3000:]}")
-    return out, time.perf_counter() - t0, usage.ru_maxrss / 1024
+    return out, wall, peak_mb
 
 
 def first_reach(history: list[dict], key: str, threshold: float) -> float | None:
