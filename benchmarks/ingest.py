@@ -17,7 +17,6 @@ import os
 import platform
 import shutil
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
