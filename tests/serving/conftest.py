@@ -23,3 +23,49 @@ def trained_run(tmp_path_factory):
     cfg = load_experiment(None, base=experiment(tmp, epochs=2))
     _, out = train(cfg, tmp / "run")
     return out
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server on loopback for the session: a fresh cluster in a temp dir, run as
+    the ``postgres`` system user (PostgreSQL refuses root). `.ci/run` installs the Debian package
+    and sets EVOREC_REQUIRE_POSTGRES=1, so a missing server fails there instead of skipping."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+
+    pg = _pg_bin()
+    if pg is None:
+        if os.environ.get("EVOREC_REQUIRE_POSTGRES") == "1":
+            pytest.fail("PostgreSQL is required (EVOREC_REQUIRE_POSTGRES=1) but /usr/lib/postgresql/*/bin/initdb is missing")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    import tempfile
+
+    # not under pytest's tmp dir: that one is private to root, and the server runs as postgres
+    base = Path(tempfile.mkdtemp(prefix="evorec-pg-"))
+    data = base / "data"
+    as_pg: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        as_pg = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([*as_pg, str(pg / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"], check=True,
+                   capture_output=True)
+    log = base / "server.log"
+    subprocess.run([*as_pg, str(pg / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-o",
+                    f"-h 127.0.0.1 -p {port} -k {base} -F", "start"], check=True, capture_output=True)
+    try:
+        subprocess.run([*as_pg, str(pg / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "evorec"],
+                       check=True, capture_output=True)
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/evorec"
+    finally:
+        subprocess.run([*as_pg, str(pg / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
