@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from evorec.models.base import SequentialModel
 from evorec.models.checkpoint import load_checkpoint, load_model
+from evorec.serving.retrieval import ItemIndex
 from evorec.serving.store import EventStore, StoredEvent
 from evorec.types import BEHAVIOR_INDEX, SequenceBatch
 
@@ -52,9 +54,16 @@ class ModelState:
     popularity: np.ndarray  # (n_items,) training counts (the fallback for users without history)
     history_len: int
     loaded_at: float = field(default_factory=time.time)
+    # Top-k through FAISS (evorec.serving.retrieval) only above this many items: below it one
+    # brute-force score row + torch.topk is as fast and trivially exact.
+    faiss_min_items: int = 50_000
+    index: ItemIndex | None = None  # built by from_run for dot-product models over large catalogues
 
     @classmethod
-    def from_run(cls, run: str | Path, history_len: int | None = None) -> ModelState:
+    def from_run(cls, run: str | Path, history_len: int | None = None, *, faiss_min_items: int = 50_000) -> ModelState:
+        """Load ``run``/best.pt. A sequence model whose scores are ``state @ E.T + b`` over more
+        than ``faiss_min_items`` items also gets a FAISS :class:`ItemIndex` (exact inner product;
+        approximate HNSW only from 1,000,000 items), which ``recommend`` then uses."""
         run = Path(run)
         path = run / "best.pt"
         ck = load_checkpoint(path)
@@ -67,10 +76,20 @@ class ModelState:
         ic = np.asarray(sizes.get("item_category") or [0] * len(items), dtype=np.int64)
         pop = np.asarray(ck.get("item_popularity") or _popularity(ck, len(items)), dtype=np.float64)
         max_len = int(ck["experiment"]["train"].get("max_len", 50))
+        index = None
+        # Only models that score by the shared dot product (SequentialModel.score): MultVAE and DIEN
+        # override score with a decoder / a re-ranker, which an inner-product index cannot reproduce.
+        if isinstance(model, SequentialModel) and type(model).score is SequentialModel.score and len(items) > faiss_min_items:
+            with torch.no_grad():
+                bias = model.output_bias()
+                index = ItemIndex.build(
+                    model.output_embeddings().detach().float().cpu().numpy(),
+                    None if bias is None else bias.detach().float().cpu().numpy(),
+                )
         return cls(
             model=model, version=f"{run.name}@{int(path.stat().st_mtime)}", run=str(run), items=items,
             item_index={x: i for i, x in enumerate(items) if i}, categories=cats, category_index={c: i for i, c in enumerate(cats)},
-            item_category=ic, popularity=pop, history_len=history_len or max_len,
+            item_category=ic, popularity=pop, history_len=history_len or max_len, faiss_min_items=faiss_min_items, index=index,
         )
 
     def batch(self, history: list[StoredEvent], now: int) -> tuple[SequenceBatch, int]:
@@ -97,13 +116,29 @@ class ModelState:
         self, history: list[StoredEvent], k: int, *, exclude_seen: bool = True, category: str | None = None, now: int | None = None,
     ) -> dict[str, Any]:
         """Top-k items for this history (model scores), or by popularity when the history holds no
-        item the model knows (``fallback`` says which)."""
+        item the model knows (``fallback`` says which).
+
+        With an item index (large catalogues, see ``from_run``) the model only encodes the history
+        and FAISS finds the top k; otherwise (and for the popularity fallback) the brute-force
+        reference below scores every item and takes ``torch.topk``. Both give the same items."""
         n = len(self.items)
         if category is not None and category not in self.category_index:
             raise UnknownCategory(f"unknown category {category!r}")
         now = int(time.time()) if now is None else int(now)
         batch, unknown = self.batch(history, now)
         fallback = not bool(batch.mask.any())
+        if not fallback and self.index is not None:
+            with torch.no_grad():
+                query = self.model.encode(batch)[0].float().cpu().numpy()  # (D,)
+            seen = [self.item_index[e.item_id] for e in history if e.item_id in self.item_index] if exclude_seen else []
+            allowed = self.item_category[:n] == self.category_index[category] if category is not None else None
+            idx, vals = self.index.search(query, min(k, n - 1), exclude=np.asarray(seen, dtype=np.int64), allowed=allowed)
+            out = [
+                {"item_id": self.items[int(i)], "score": float(v), "category_id": self._cat(int(i))}
+                for v, i in zip(vals.tolist(), idx.tolist())
+            ]
+            return {"items": out, "fallback": None, "history_used": int(batch.mask.sum()),
+                    "unknown_items_skipped": unknown, "model_version": self.version}
         if fallback:
             scores = torch.from_numpy(np.log1p(self.popularity)).float().clone()
             scores[0] = float("-inf")
