@@ -1,0 +1,544 @@
+"""Load benchmark of ``evorec serve`` on loopback: an open-loop mix of recommendations and event posts.
+
+The issue's target: 200 requests/s, 80% ``GET /v1/users/{id}/recommendations?k=10`` and 20%
+``POST /v1/events`` (one new event each), for 60 s against one uvicorn worker on this machine;
+p99 <= 30 ms, zero errors, zero events lost (events in the store == events the API accepted).
+
+What the script does:
+
+1. makes a fresh SQLite store in ``benchmarks/scratch/serve_load/`` with a read and a write key;
+2. starts ``evorec serve --run RUN --host 127.0.0.1 --port P --db URL`` (one worker) as a child
+   process with its own pseudonymisation secret and waits for ``/readyz`` == 200;
+3. pre-loads ``--users`` histories through the API (``POST /v1/events`` in batches): each user's
+   latest ``--history`` events of a real Amazon-Beauty (S3-Rec) sequence when the shared data
+   file is there, else uniformly random items of the model's vocabulary;
+4. warms up (sequential requests, not measured), then drives an **open-loop** schedule: request
+   ``i`` is due at ``t0 + i / rate`` (``--arrivals poisson`` draws exponential gaps instead)
+   whatever the earlier requests are doing; ``httpx.AsyncClient`` over HTTP/1.1 keep-alive with
+   a pool of ``--connections`` connections. **Latency is measured from the planned send time to
+   the end of the response**, so time spent queued (in the client's pool, the server's accept
+   queue or its thread pool) is counted; the send-to-response "service" time is reported too;
+5. counts every non-2xx answer, timeout or exception as an error; afterwards compares the rows
+   in the SQLite file with the sum of ``accepted`` of all responses (preload + run);
+6. reads the server's own ``/metrics`` histogram before and after the run (server-side mean);
+7. stops the server (SIGINT, then SIGTERM) and, with the machine otherwise idle, times the parts
+   of one recommendation in-process (key lookup, history query, model forward + top-k) so the
+   table says where the time goes.
+
+Run from the project root::
+
+    .venv/bin/python benchmarks/serve_load.py                         # 200 req/s for 60 s
+    .venv/bin/python benchmarks/serve_load.py --rate 400 --duration 30
+
+Prints a markdown table and writes ``benchmarks/results/serve_load.json``. The client runs on the
+same machine as the server and takes CPU from it: the numbers are for client and server sharing
+the cores (the load average before the run is reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import random
+import re
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_RUN = ROOT / "benchmarks" / "scratch" / "reproduce" / "sasrec"
+FALLBACK_RUN = ROOT / "benchmarks" / "scratch" / "serve_run"
+SCRATCH = ROOT / "benchmarks" / "scratch" / "serve_load"
+RESULTS = ROOT / "benchmarks" / "results"
+BEAUTY = ROOT.parent / "shared" / "data" / "amazon_s3rec_seq" / "Beauty.txt"
+EVOREC = Path(sys.executable).with_name("evorec")
+ROUTES = ("recommendations", "events")
+
+
+# -- setup ------------------------------------------------------------------------------------
+
+
+def ensure_run(run: Path) -> Path:
+    """The run directory to serve; trains a short SASRec on Beauty when the default one is missing."""
+    if (run / "best.pt").exists():
+        return run
+    if run != DEFAULT_RUN:
+        sys.exit(f"no best.pt in {run}")
+    if (FALLBACK_RUN / "best.pt").exists():
+        return FALLBACK_RUN
+    print(f"{run} has no best.pt: training one (60 s budget) into {FALLBACK_RUN} ...", flush=True)
+    subprocess.run(
+        [str(EVOREC), "train", "--config", "configs/beauty/sasrec.yaml", "--out", str(FALLBACK_RUN), "--time-budget", "60"],
+        cwd=ROOT, check=True,
+    )
+    return FALLBACK_RUN
+
+
+def item_ids(run: Path) -> list[str]:
+    from evorec.models.checkpoint import load_checkpoint
+
+    return list(load_checkpoint(run / "best.pt")["vocabs"]["items"])
+
+
+def histories(n_users: int, per_user: int, items: list[str], rng: random.Random) -> tuple[dict[str, list[str]], str]:
+    """{raw user id: item ids oldest first} for ``n_users`` users."""
+    known = set(items)
+    if BEAUTY.exists():
+        seqs = []
+        for line in BEAUTY.read_text().splitlines():
+            parts = line.split()
+            seq = [x for x in parts[1:] if x in known]
+            if seq:
+                seqs.append(seq[-per_user:])
+        chosen = rng.sample(seqs, min(n_users, len(seqs)))
+        return {f"load-user-{u:06d}": s for u, s in enumerate(chosen)}, "latest events of real Amazon-Beauty (S3-Rec) sequences"
+    return ({f"load-user-{u:06d}": rng.choices(items, k=per_user) for u in range(n_users)},
+            "uniformly random items of the model's vocabulary (Beauty.txt not found)")
+
+
+def start_server(run: Path, port: int, db_url: str, log_path: Path, secret: str) -> subprocess.Popen:
+    env = dict(os.environ)
+    env["EVOREC_SECRET"] = secret  # a fresh pseudonymisation key for this store
+    for k in ("EVOREC_SERVE_RUN", "EVOREC_SERVE_DB_URL"):
+        env.pop(k, None)
+    cmd = [str(EVOREC), "serve", "--run", str(run), "--host", "127.0.0.1", "--port", str(port), "--db", db_url]
+    with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_server(proc: subprocess.Popen) -> str:
+    if proc.poll() is not None:
+        return f"already exited (rc {proc.returncode})"
+    for sig, wait in ((signal.SIGINT, 15), (signal.SIGTERM, 10)):
+        proc.send_signal(sig)
+        try:
+            proc.wait(wait)
+            return f"stopped by {sig.name} (rc {proc.returncode})"
+        except subprocess.TimeoutExpired:
+            continue
+    proc.kill()
+    proc.wait()
+    return "killed"
+
+
+async def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 180) -> float:
+    t0 = time.perf_counter()
+    async with httpx.AsyncClient(base_url=base, timeout=5) as c:
+        while time.perf_counter() - t0 < timeout:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with rc {proc.returncode} before it was ready")
+            try:
+                if (await c.get("/readyz")).status_code == 200:
+                    return time.perf_counter() - t0
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"server not ready after {timeout:.0f} s")
+
+
+def server_hist(text: str) -> dict[str, tuple[float, float]]:
+    """{route: (sum seconds, count)} of the server's evorec_request_seconds histogram."""
+    out: dict[str, list[float]] = {}
+    for m in re.finditer(r'^evorec_request_seconds_(sum|count)\{route="([^"]*)"\} ([0-9.e+-]+)$', text, re.MULTILINE):
+        kind, route, v = m.group(1), m.group(2), float(m.group(3))
+        out.setdefault(route, [0.0, 0.0])[0 if kind == "sum" else 1] = v
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+# -- the load ---------------------------------------------------------------------------------
+
+
+class Load:
+    def __init__(self, client: httpx.AsyncClient, users: list[str], items: list[str], read_key: str, write_key: str, k: int):
+        self.c, self.users, self.items, self.k = client, users, items, k
+        self.read_h = {"Authorization": f"Bearer {read_key}"}
+        self.write_h = {"Authorization": f"Bearer {write_key}"}
+        self.records: list[dict[str, Any]] = []
+        self.accepted = 0
+        self.posted = 0
+        self.error_samples: list[str] = []
+        self.t0 = time.perf_counter()
+
+    async def one(self, route: str, planned: float, rng: random.Random) -> None:
+        sent = time.perf_counter()
+        rec: dict[str, Any] = {"route": route, "lag": sent - planned, "ok": False, "t": planned - self.t0}
+        user = rng.choice(self.users)
+        try:
+            if route == "recommendations":
+                r = await self.c.get(f"/v1/users/{user}/recommendations", params={"k": self.k}, headers=self.read_h)
+                body = r.json() if r.status_code == 200 else {}
+                ok = r.status_code == 200 and len(body["items"]) > 0
+                rec["history_used"] = body.get("history_used")
+            else:
+                ev = {"event_id": f"load-{uuid.uuid4().hex}", "user_id": user, "item_id": rng.choice(self.items),
+                      "behavior": "view", "ts": int(time.time())}
+                self.posted += 1
+                r = await self.c.post("/v1/events", json={"events": [ev]}, headers=self.write_h)
+                ok = r.status_code == 200
+                if ok:
+                    body = r.json()
+                    self.accepted += int(body["accepted"])
+                    ok = body["accepted"] == 1
+            rec["status"] = r.status_code
+            rec["ok"] = ok
+            if not ok and len(self.error_samples) < 10:
+                self.error_samples.append(f"{route}: HTTP {r.status_code} {r.text[:200]}")
+        except Exception as exc:  # noqa: BLE001 - every failure is an error of the run
+            rec["status"] = type(exc).__name__
+            if len(self.error_samples) < 10:
+                self.error_samples.append(f"{route}: {type(exc).__name__}: {exc}")
+        done = time.perf_counter()
+        rec["latency"] = done - planned
+        rec["service"] = done - sent
+        self.records.append(rec)
+
+    async def run(self, rate: float, duration: float, read_share: float, arrivals: str, seed: int, drain: float) -> dict[str, Any]:
+        rng = random.Random(seed)
+        n = round(rate * duration)
+        if arrivals == "poisson":
+            offsets = np.cumsum(np.random.default_rng(seed).exponential(1 / rate, n))
+            offsets = offsets[offsets < duration]
+        else:
+            offsets = np.arange(n) / rate
+        routes = ["recommendations" if rng.random() < read_share else "events" for _ in offsets]
+        loop_t0 = self.t0 = time.perf_counter() + 0.05
+        tasks = []
+        for off, route in zip(offsets, routes):
+            planned = loop_t0 + float(off)
+            delay = planned - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(self.one(route, planned, random.Random(rng.random()))))
+        sent_until = time.perf_counter() - loop_t0
+        _, pending = await asyncio.wait(tasks, timeout=drain)
+        for t in pending:  # bounded in time: what is still open after the drain is an error
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for _ in pending:
+            self.records.append({"route": "unfinished", "ok": False, "status": "cancelled", "latency": math.nan, "service": math.nan, "lag": 0.0})
+        return {"scheduled": len(offsets), "send_window_s": sent_until, "wall_s": time.perf_counter() - loop_t0,
+                "unfinished": len(pending)}
+
+
+def cpu_seconds(pid: int) -> tuple[float, float, float]:
+    """(machine busy CPU seconds, server process CPU seconds, this process's CPU seconds) so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = (sum(f) - f[3] - f[4]) / tick  # everything but idle and iowait
+    st = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    server = (int(st[11]) + int(st[12])) / tick  # utime + stime
+    me = os.times()
+    return busy, server, me.user + me.system
+
+
+def slow_analysis(records: list[dict[str, Any]], limit: float = 0.030) -> dict[str, Any]:
+    """When the requests over ``limit`` happened, and how many were the first request at a new
+    history length (the model's first forward at a new sequence length is slow)."""
+    slow = [r for r in records if r["ok"] and r["latency"] > limit]
+    per_sec: dict[int, int] = {}
+    for r in slow:
+        per_sec[int(r["t"])] = per_sec.get(int(r["t"]), 0) + 1
+    seen: set[int] = set()
+    first_len = 0
+    for r in sorted(records, key=lambda r: r["t"]):
+        h = r.get("history_used")
+        if h is not None and h not in seen:
+            seen.add(h)
+            first_len += r["ok"] and r["latency"] > limit
+    worst = sorted(per_sec.items(), key=lambda kv: -kv[1])[:10]
+    return {"slow": len(slow), "seconds_with_slow": len(per_sec), "worst_seconds": [{"second": s, "slow": n} for s, n in worst],
+            "slow_in_worst_5_seconds": sum(n for _, n in worst[:5]), "history_lengths_seen": sorted(seen),
+            "slow_that_were_first_at_a_history_length": first_len}
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q)) * 1000 if xs else float("nan")
+
+
+def summarise(records: list[dict[str, Any]], route: str | None) -> dict[str, Any]:
+    rs = [r for r in records if route is None or r["route"] == route]
+    lat = [r["latency"] for r in rs if r["ok"]]
+    svc = [r["service"] for r in rs if r["ok"]]
+    return {
+        "requests": len(rs), "ok": len(lat), "errors": sum(not r["ok"] for r in rs),
+        "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "p99_ms": pct(lat, 99), "max_ms": max(lat) * 1000 if lat else float("nan"),
+        "mean_ms": statistics.fmean(lat) * 1000 if lat else float("nan"),
+        "service_p50_ms": pct(svc, 50), "service_p99_ms": pct(svc, 99),
+        "over_30ms": sum(x > 0.030 for x in lat),
+    }
+
+
+# -- where the time goes (in-process, server stopped) -----------------------------------------
+
+
+def breakdown(run: Path, db_url: str, secret: str | None, users: list[str], read_key: str, n: int, seed: int) -> dict[str, Any]:
+    """Mean/p99 ms of the parts of one recommendation, timed in this process on the same store."""
+    import torch
+
+    from evorec.serving.state import ModelState
+    from evorec.serving.store import EventStore, StoredEvent
+    from evorec.utils.privacy import Pseudonymizer
+
+    store = EventStore(db_url)
+    model = ModelState.from_run(run)
+    pseudo = Pseudonymizer(secret.encode()) if secret else None
+    rng = random.Random(seed)
+    for t in range(1, model.history_len + 1):  # the first forward at each sequence length is slow: warm all up
+        model.recommend([StoredEvent(model.items[1 + j], None, "view", 1000 + j) for j in range(t)], 10)
+    parts: dict[str, list[float]] = {"role_of (key lookup)": [], "recent (history query)": [], "batch (tensors)": [],
+                                     "model.score (forward)": [], "recommend (batch+forward+top-k)": []}
+    warm = 50
+    for i in range(n + warm):
+        u = rng.choice(users)
+        uid = pseudo(u) if pseudo else u
+        t0 = time.perf_counter()
+        store.role_of(read_key)
+        t1 = time.perf_counter()
+        hist = store.recent(uid, model.history_len * 4)
+        t2 = time.perf_counter()
+        b, _ = model.batch(hist, int(time.time()))
+        t3 = time.perf_counter()
+        with torch.no_grad():
+            model.model.score(b)
+        t4 = time.perf_counter()
+        model.recommend(hist, 10)
+        t5 = time.perf_counter()
+        if i >= warm:
+            for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                parts[key].append(dt)
+    return {k: {"mean_ms": statistics.fmean(v) * 1000, "p99_ms": pct(v, 99)} for k, v in parts.items()} | {
+        "_torch_threads": torch.get_num_threads(), "_samples": n}
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+async def bench(args: argparse.Namespace, secret: str) -> dict[str, Any]:
+    from evorec.serving.store import EventStore
+
+    run = ensure_run(Path(args.run).resolve())
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    db_path = SCRATCH / "serve_load.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    db_url = f"sqlite:///{db_path}"
+    store = EventStore(db_url)
+    read_key, write_key = store.create_key("read", "serve-load"), store.create_key("write", "serve-load")
+    store.engine.dispose()
+
+    rng = random.Random(args.seed)
+    items = item_ids(run)
+    hist, hist_source = histories(args.users, args.history, items, rng)
+    users = list(hist)
+
+    load_before = os.getloadavg()
+    proc = start_server(run, args.port, db_url, SCRATCH / "server.log", secret)
+    base = f"http://127.0.0.1:{args.port}"
+    out: dict[str, Any] = {}
+    try:
+        ready_s = await wait_ready(base, proc)
+        limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=args.connections)
+        async with httpx.AsyncClient(base_url=base, limits=limits, timeout=args.timeout, http2=False) as c:
+            # preload through the API (the server pseudonymises the ids, as it would in production)
+            t0 = time.perf_counter()
+            now = int(time.time()) - 86_400
+            batch, preload_accepted, preload_events = [], 0, 0
+            wh = {"Authorization": f"Bearer {write_key}"}
+            for u, seq in hist.items():
+                for j, item in enumerate(seq):
+                    batch.append({"event_id": f"pre-{u}-{j}", "user_id": u, "item_id": item, "behavior": "view", "ts": now - 60 * (len(seq) - j)})
+                if len(batch) >= 1000 or u == users[-1]:
+                    r = await c.post("/v1/events", json={"events": batch}, headers=wh, timeout=120)
+                    r.raise_for_status()
+                    preload_accepted += r.json()["accepted"]
+                    preload_events += len(batch)
+                    batch = []
+            preload_s = time.perf_counter() - t0
+            # warm-up: not measured
+            rh = {"Authorization": f"Bearer {read_key}"}
+            for u in users[: args.warmup]:
+                (await c.get(f"/v1/users/{u}/recommendations", params={"k": 10}, headers=rh)).raise_for_status()
+            m_before = server_hist((await c.get("/metrics")).text)
+
+            load_at_start = os.getloadavg()
+            cpu0 = cpu_seconds(proc.pid)
+            lg = Load(c, users, items, read_key, write_key, k=10)
+            sched = await lg.run(args.rate, args.duration, 0.8, args.arrivals, args.seed, args.drain)
+            cpu1 = cpu_seconds(proc.pid)
+            load_after = os.getloadavg()
+            m_after = server_hist((await c.get("/metrics")).text)
+    finally:
+        stop_msg = stop_server(proc)
+    server_log = (SCRATCH / "server.log").read_text(errors="replace")[-2000:]
+
+    with sqlite3.connect(db_path) as con:
+        stored_total = con.execute("select count(*) from events").fetchone()[0]
+        stored_run = con.execute("select count(*) from events where event_id like 'load-%'").fetchone()[0]
+    accepted_total = preload_accepted + lg.accepted
+
+    server_side = {}
+    for path, name in (("/v1/users/{user_id}/recommendations", "recommendations"), ("/v1/events", "events")):
+        s1, c1 = m_after.get(path, (0.0, 0.0))
+        s0, c0 = m_before.get(path, (0.0, 0.0))
+        server_side[name] = {"requests": int(c1 - c0), "mean_ms": (s1 - s0) / (c1 - c0) * 1000 if c1 > c0 else float("nan")}
+
+    achieved = len(lg.records) / sched["send_window_s"] if sched["send_window_s"] > 0 else float("nan")
+    out = {
+        "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_at_start": [round(x, 2) for x in load_at_start],
+        "load_average_after": [round(x, 2) for x in load_after],
+        "run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT) else run),
+        "n_items": len(items),
+        "protocol": {
+            "server": "evorec serve, 1 uvicorn worker, 127.0.0.1, SQLite (WAL) store, pseudonymisation on",
+            "client": f"httpx.AsyncClient in one asyncio loop on the same machine, HTTP/1.1 keep-alive, pool {args.connections}, timeout {args.timeout} s",
+            "arrivals": f"open loop, {args.arrivals} at {args.rate:g} req/s for {args.duration:g} s; 80% GET recommendations (k=10) for a random preloaded user, 20% POST /v1/events with 1 new event (unique event_id) for a random preloaded user",
+            "latency": "from the planned send time to the end of the response (queueing counted); 'service' = from the actual send",
+            "errors": "non-2xx, a recommendation with no items, a post not accepting its event, any exception/timeout, or unfinished after the drain",
+            "preload": f"{len(users)} users x up to {args.history} events ({hist_source}), POSTed in batches of 1000 before the run",
+            "warmup": f"{min(args.warmup, len(users))} sequential recommendation requests, not measured",
+            "drain_s": args.drain,
+        },
+        "args": vars(args),
+        "server_ready_s": ready_s,
+        "preload": {"users": len(users), "events": preload_events, "accepted": preload_accepted, "seconds": preload_s},
+        "schedule": sched,
+        "requests_sent": len(lg.records),
+        "achieved_rate": achieved,
+        "client_scheduling_lag_ms": {"p50": pct([r["lag"] for r in lg.records], 50), "p99": pct([r["lag"] for r in lg.records], 99),
+                                      "max": max(r["lag"] for r in lg.records) * 1000},
+        "cpu_cores_used_during_run": {
+            k: round((cpu1[i] - cpu0[i]) / sched["wall_s"], 2) for i, k in enumerate(("machine", "server", "client"))
+        } | {"others": round(((cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1]) - (cpu1[2] - cpu0[2])) / sched["wall_s"], 2)},
+        "slow_requests": slow_analysis(lg.records),
+        "overall": summarise(lg.records, None),
+        "per_route": {r: summarise(lg.records, r) for r in ROUTES},
+        "server_side_mean": server_side,
+        "errors": sum(not r["ok"] for r in lg.records),
+        "error_statuses": _count(str(r["status"]) for r in lg.records if not r["ok"]),
+        "error_samples": lg.error_samples,
+        "events": {"posted_in_run": lg.posted, "accepted_in_run": lg.accepted, "stored_in_run": stored_run,
+                   "accepted_total": accepted_total, "stored_total": stored_total, "lost": max(accepted_total - stored_total, 0),
+                   "match": accepted_total == stored_total},
+        "server_stop": stop_msg,
+        "server_log_tail": server_log,
+    }
+    o = out["overall"]
+    out["target"] = {"p99_ms_max": 30.0, "p99_ok": o["p99_ms"] <= 30.0, "zero_errors": out["errors"] == 0,
+                     "zero_lost": out["events"]["match"]}
+    out["target"]["met"] = all(out["target"][k] for k in ("p99_ok", "zero_errors", "zero_lost"))
+    if args.breakdown:  # the server is stopped: nothing else competes for the cores
+        key = EventStore(db_url).create_key("read", "serve-load-breakdown")
+        import torch
+
+        default_threads = torch.get_num_threads()
+        out["breakdown"] = {}
+        for threads in dict.fromkeys((default_threads, 1)):
+            torch.set_num_threads(threads)
+            with ThreadPoolExecutor(1) as ex:  # a worker thread, as FastAPI runs a sync route
+                job = ex.submit(breakdown, run, db_url, secret, users, key, 1000, args.seed)
+                out["breakdown"][f"{threads} torch threads"] = job.result()
+        torch.set_num_threads(default_threads)
+    return out
+
+
+def _count(xs) -> dict[str, int]:
+    d: dict[str, int] = {}
+    for x in xs:
+        d[x] = d.get(x, 0) + 1
+    return d
+
+
+def fmt(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:.1f}"
+
+
+def report(res: dict[str, Any]) -> str:
+    p = res["protocol"]
+    lines = [
+        f"serve load benchmark, {res['when']}, {res['machine']}, load average before {res['load_average_before']} (at start {res['load_average_at_start']}, after {res['load_average_after']})",
+        f"run {res['run']} ({res['n_items']:,} items); server ready in {res['server_ready_s']:.1f} s; preload {res['preload']['events']:,} events / {res['preload']['users']:,} users in {res['preload']['seconds']:.1f} s",
+        "protocol: " + "; ".join(f"{k}: {v}" for k, v in p.items()),
+        "",
+        (f"rate {res['args']['rate']:g} req/s ({res['args']['arrivals']}), duration {res['args']['duration']:g} s: {res['requests_sent']:,} requests sent, "
+        f"achieved {res['achieved_rate']:.1f} req/s; client scheduling lag p99 {res['client_scheduling_lag_ms']['p99']:.1f} ms"),
+        "",
+        "| route | requests | errors | p50 ms | p95 ms | p99 ms | max ms | > 30 ms | service p50 / p99 ms | server-side mean ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in [("all", res["overall"])] + list(res["per_route"].items()):
+        ss = res["server_side_mean"].get(name, {}).get("mean_ms", float("nan"))
+        lines.append(f"| {name} | {s['requests']:,} | {s['errors']} | {fmt(s['p50_ms'])} | {fmt(s['p95_ms'])} | {fmt(s['p99_ms'])} | "
+                     f"{fmt(s['max_ms'])} | {s['over_30ms']} | {fmt(s['service_p50_ms'])} / {fmt(s['service_p99_ms'])} | {fmt(ss)} |")
+    e = res["events"]
+    lines += [
+        "",
+        (f"events: accepted {e['accepted_total']:,} (preload {res['preload']['accepted']:,} + run {e['accepted_in_run']:,} of {e['posted_in_run']:,} posted), "
+        f"stored {e['stored_total']:,} -> lost {e['lost']} ({'match' if e['match'] else 'MISMATCH'})"),
+        f"errors: {res['errors']} {res['error_statuses'] or ''}",
+        f"CPU cores used during the run: {res['cpu_cores_used_during_run']} (of {os.cpu_count()})",
+        (f"requests over 30 ms: {res['slow_requests']['slow']} in {res['slow_requests']['seconds_with_slow']} distinct seconds, "
+         f"{res['slow_requests']['slow_in_worst_5_seconds']} of them in the worst 5 seconds "
+         f"{[w['second'] for w in res['slow_requests']['worst_seconds'][:5]]}; "
+         f"{res['slow_requests']['slow_that_were_first_at_a_history_length']} were the first request at a new history length"),
+        (f"target (p99 <= 30 ms, zero errors, zero lost): {'MET' if res['target']['met'] else 'NOT MET'} "
+        f"(p99 {fmt(res['overall']['p99_ms'])} ms, errors {res['errors']}, lost {e['lost']})"),
+    ]
+    if res.get("breakdown"):
+        bd = res["breakdown"]
+        cols = list(bd)
+        n = bd[cols[0]]["_samples"]
+        lines += ["", (f"where one recommendation's time goes (in-process in a worker thread, server stopped, {n} random users, "
+                       "every sequence length warmed up), mean / p99 ms:"), "",
+                  "| part | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+        for part in (k for k in bd[cols[0]] if not k.startswith("_")):
+            lines.append(f"| {part} | " + " | ".join(f"{bd[c][part]['mean_ms']:.2f} / {bd[c][part]['p99_ms']:.2f}" for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", default=str(DEFAULT_RUN), help="trained run directory (best.pt)")
+    ap.add_argument("--rate", type=float, default=200.0, help="requests per second (open loop)")
+    ap.add_argument("--duration", type=float, default=60.0, help="seconds of load")
+    ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--users", type=int, default=2000, help="users preloaded (and requested)")
+    ap.add_argument("--history", type=int, default=10, help="events preloaded per user (at most)")
+    ap.add_argument("--connections", type=int, default=32, help="client connection pool size")
+    ap.add_argument("--arrivals", choices=("uniform", "poisson"), default="uniform")
+    ap.add_argument("--timeout", type=float, default=10.0, help="per-request timeout, seconds")
+    ap.add_argument("--drain", type=float, default=30.0, help="seconds to wait for requests still open after the last send")
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-breakdown", dest="breakdown", action="store_false", help="skip the in-process timing of a recommendation's parts")
+    ap.add_argument("--out", default=str(RESULTS / "serve_load.json"))
+    args = ap.parse_args()
+
+    res = asyncio.run(bench(args, secret="serve-load-benchmark-" + uuid.uuid4().hex))
+    text = report(res)
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2, default=str) + "\n")
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
