@@ -150,7 +150,9 @@ def resolve_horizon(value: Horizon, unit: str) -> int:
     """A horizon as int seconds (unit ``seconds``) or int events (unit ``events``)."""
     if isinstance(value, bool):
         raise SplitError(f"horizon {value!r} is not a number")
-    if isinstance(value, (int, np.integer)) or isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and len(value) > 32:
+        raise SplitError(f"horizon {value[:20]!r}...: too long to be a horizon")
+    if isinstance(value, (int, np.integer)) or isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         out = int(value)
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         if unit == "events":

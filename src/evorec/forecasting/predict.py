@@ -55,7 +55,8 @@ class UserForecasts:
         except SplitError:
             h = None
         if h not in self.horizons:
-            raise KeyError(f"horizon {horizon!r} is not one the forecaster was trained for; it has {', '.join(self.labels)}")
+            shown = repr(horizon) if len(repr(horizon)) <= 40 else repr(horizon)[:37] + "..."
+            raise KeyError(f"horizon {shown} is not one the forecaster was trained for; it has {', '.join(self.labels)}")
         return self.horizons.index(h)
 
     def category_index(self, category: str) -> int:

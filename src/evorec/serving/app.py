@@ -36,10 +36,19 @@ class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_id: str | None = Field(None, min_length=1, max_length=128, description="idempotency key: a retry never duplicates")
-    user_id: str = Field(..., min_length=1, max_length=256)
+    user_id: str = Field(..., min_length=1, max_length=256, pattern=r"^[^/]*$", description="no '/': it is part of every user URL")
     item_id: str = Field(..., min_length=1, max_length=256)
     behavior: Behavior = Behavior.VIEW
     ts: int | datetime = Field(..., description="unix seconds or ISO 8601 (UTC if no zone)")
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _no_bool_or_fraction(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("a timestamp is unix seconds or an ISO 8601 string, not true/false")
+        if isinstance(v, float) and not v.is_integer():
+            raise ValueError(f"timestamp {v} has a fraction: give whole unix seconds")
+        return v
     category_id: str | None = Field(None, max_length=256)
 
     @field_validator("ts")
@@ -293,9 +302,15 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
 
         fc = forecast_or_503()
         try:
+            fc.population.horizon_index(horizon)
+        except KeyError as exc:  # a bad parameter, not a missing resource
+            raise HTTPException(422, str(exc.args[0])) from None
+        try:
             return audience(fc.population, category, horizon, top)
         except KeyError as exc:
             raise HTTPException(404, str(exc.args[0])) from None
+        except ValueError as exc:  # a horizon that is not one
+            raise HTTPException(422, str(exc)) from None
 
     @app.get("/v1/segments", tags=["interests"])
     def get_segments(_: str = read, horizon: str = Query("30d"), k: int = Query(8, ge=2, le=100)) -> dict[str, Any]:
@@ -306,6 +321,8 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
             res = segments(fc.population, SegmentConfig(horizon=horizon, k=k))
         except KeyError as exc:
             raise HTTPException(422, str(exc.args[0])) from None
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
         return res.export(users=False)
 
     @app.delete("/v1/users/{user_id}", tags=["users"])
@@ -319,7 +336,7 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
     def reload(_: str = admin, body: ReloadIn | None = None) -> dict[str, Any]:
         try:
             m = state.reload(body.run if body else None)
-        except (FileNotFoundError, RuntimeError, ValueError) as exc:
+        except (OSError, RuntimeError, ValueError) as exc:  # OSError: missing, unreadable, name too long
             raise HTTPException(422, f"reload failed, the current model stays: {exc}") from None
         set_model_gauge()
         return {"model_version": m.version, "run": m.run}
