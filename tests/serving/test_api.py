@@ -235,3 +235,32 @@ def test_interests_audiences_and_segments(forecast_service):
     assert s.status_code == 200, s.text
     seg = s.json()
     assert all(p["size"] >= seg["min_size"] for p in seg["segments"]) and "users" not in seg
+
+
+def test_a_new_checkpoint_in_the_watched_run_is_hot_swapped(trained_run, tmp_path, monkeypatch):
+    import shutil
+    import time as _time
+
+    monkeypatch.setenv("EVOREC_SECRET", "x")
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    settings = ServeSettings(run=str(run), db_url=f"sqlite:///{tmp_path / 'w.db'}", watch_seconds=0.1)
+    state = ServiceState(EventStore(settings.db_url), settings.run)
+    app = create_app(settings, state)
+    client = TestClient(app)
+    key = state.store.create_key("read")
+    before = state.model.version
+    assert client.get("/v1/users/u/recommendations", headers=h(key)).json()["model_version"] == before
+    _time.sleep(1.1)  # the version carries the file's mtime in seconds
+    tmp = run / ".best.pt.new"
+    shutil.copy(run / "best.pt", tmp)
+    tmp.replace(run / "best.pt")  # a new checkpoint lands atomically, as the trainer writes it
+    deadline = _time.time() + 10
+    while state.model.version == before and _time.time() < deadline:
+        _time.sleep(0.05)
+    assert state.model.version != before
+    assert client.get("/v1/users/u/recommendations", headers=h(key)).json()["model_version"] == state.model.version
+    (run / "best.pt").write_bytes(b"half a file")  # a bad file: the current model stays
+    _time.sleep(0.5)
+    assert client.get("/v1/users/u/recommendations", headers=h(key)).status_code == 200
+    app.state.watch_stop.set()

@@ -122,6 +122,8 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
             model_info.labels(version=state.model.version).set(1)
 
     set_model_gauge()
+    if settings.watch_seconds > 0 and state.model is not None:
+        app.state.watch_stop = state.watch(settings.watch_seconds, on_swap=set_model_gauge)
 
     @app.middleware("http")
     async def limits_and_metrics(request: Request, call_next):  # noqa: ANN001, ANN202

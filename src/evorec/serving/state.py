@@ -241,6 +241,37 @@ class ServiceState:
     def model(self) -> ModelState | None:
         return self._model
 
+    def watch(self, every_s: float, on_swap=None) -> threading.Event:  # noqa: ANN001
+        """Poll the served run's ``best.pt`` every ``every_s`` seconds and hot-swap it when a new
+        file lands (a finished training run, a copied checkpoint). Returns the stop event."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            seen = self._stamp()
+            while not stop.wait(every_s):
+                now = self._stamp()
+                if now is not None and now != seen:
+                    try:
+                        self.reload()
+                        seen = now
+                        if on_swap is not None:
+                            on_swap()
+                    except Exception as exc:  # noqa: BLE001 - a half-written or bad file: keep serving the old model
+                        logger.warning("hot swap of %s failed, the current model stays: %s", now, exc)
+
+        threading.Thread(target=loop, name="evorec-model-watch", daemon=True).start()
+        return stop
+
+    def _stamp(self) -> tuple[int, int] | None:
+        m = self._model
+        if m is None:
+            return None
+        try:
+            st = (Path(m.run) / "best.pt").stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
     def reload(self, run: str | None = None) -> ModelState:
         """Load ``run`` (default: the current one) and swap it in; requests in flight keep theirs."""
         target = run or (self._model.run if self._model else None)
