@@ -528,7 +528,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-breakdown", dest="breakdown", action="store_false", help="skip the in-process timing of a recommendation's parts")
-    ap.add_argument("--out", default=str(RESULTS / "serve_load.json"))
+    ap.add_argument("--out", default=str((RESULTS / "serve_load.json").relative_to(Path.cwd())) if RESULTS.is_relative_to(Path.cwd()) else str(RESULTS / "serve_load.json"))
     args = ap.parse_args()
 
     res = asyncio.run(bench(args, secret="serve-load-benchmark-" + uuid.uuid4().hex))

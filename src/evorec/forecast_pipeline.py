@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -23,7 +22,8 @@ from evorec.data.prepare import PrepareConfig
 from evorec.data.sequences import SequenceData
 from evorec.data.simulate import SimConfig
 from evorec.forecasting.backtest import BacktestConfig, run_backtest
-from evorec.pipeline import DataSourceConfig, ExperimentConfig, _atomic_text, _prepared
+from evorec.pipeline import DataSourceConfig, ExperimentConfig, _prepared
+from evorec.utils.io import atomic_write_text, json_default
 from evorec.utils.config import load_config
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def forecast_backtest(cfg: ForecastExperimentConfig, out_dir: str | Path | None 
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         atomic_save(
             {
                 "kind": "evorec-forecaster",
@@ -107,16 +107,9 @@ def forecast_backtest(cfg: ForecastExperimentConfig, out_dir: str | Path | None 
             },
             out / "forecaster.pt",
         )
-        _atomic_text(out / "backtest.json", json.dumps(res, indent=2, default=_json_default))
+        atomic_write_text(out / "backtest.json", json.dumps(res, indent=2, default=json_default))
     return res
 
-
-def _json_default(x: Any) -> Any:
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
 def load_forecast_run(run_dir: str | Path) -> tuple[dict[str, Any], SequenceData]:

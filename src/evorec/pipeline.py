@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from evorec.models.checkpoint import load_checkpoint, load_model, model_payload
 from evorec.training.trainer import TrainConfig, Trainer
 from evorec.types import BEHAVIORS
 from evorec.utils.config import load_config
+from evorec.utils.io import atomic_write_parquet, atomic_write_text, json_default
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = False):
         prev = yaml.safe_load(saved.read_text())
         if prev != merged:
             raise ValueError(f"--resume: {saved} holds a different config than the one given; use a new --out")
-    _atomic_text(saved, yaml.safe_dump(merged, sort_keys=False))
+    atomic_write_text(saved, yaml.safe_dump(merged, sort_keys=False))
     seq, split, store = _prepared(cfg)
     text = item_text(cfg, seq, store) if uses_item_text(cfg) else None
     torch.manual_seed(cfg.train.seed)
@@ -218,13 +218,6 @@ def train_key(split: Split) -> str:
 
 def _target_behaviors(cfg: ExperimentConfig):
     return getattr(cfg.prepare.split, "target_behaviors", None)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def run_config(run_dir: str | Path) -> ExperimentConfig:
@@ -294,30 +287,11 @@ def evaluate_run(
         **ev.summary,
         "train_state": {k: ck["train_state"].get(k) for k in ("epoch", "best_epoch", "train_seconds", "stopped")},
     }
-    _atomic_parquet(run_dir / "per_user.parquet", ev.table)
-    _atomic_text(run_dir / "metrics.json", json.dumps(out, indent=2, default=_json_default))
+    atomic_write_parquet(run_dir / "per_user.parquet", ev.table)
+    atomic_write_text(run_dir / "metrics.json", json.dumps(out, indent=2, default=json_default))
     return out
 
 
-def _json_default(x: Any) -> Any:
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
-
-
-def _atomic_parquet(path: Path, table) -> None:  # noqa: ANN001 - pyarrow.Table
-    import pyarrow.parquet as pq
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, metrics: list[str] | None = None, *, n_boot: int = 10000) -> dict:

@@ -159,7 +159,7 @@ def reproduce(
         "table": table.name,
         "title": table.title,
         "source": table.source,
-        "data": str(data_path),
+        "data": os.path.relpath(data_path),  # relative: results files travel between machines
         "protocol": table.protocol,
         "budget_s_per_model": budget_s,
         "confidence": f"95% percentile bootstrap over users ({bootstrap} resamples)",

@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from evorec.cli.common import emit_json, fail, user_errors
+from evorec.utils.io import atomic_write_parquet
 
 
 class _DefaultPredict(TyperGroup):
@@ -81,7 +82,7 @@ def predict(
                           [u.strip() for u in users.split(",")] if users else None)
         table = uf.to_table()
         if out is not None:
-            _write_parquet(table, out)
+            atomic_write_parquet(out, table)
     summary = {"cutoff": cutoff, "horizons": uf.labels, "users": len(uf.users), "users_without_history": uf.no_history[:100],
                "n_users_without_history": len(uf.no_history), "rows": table.num_rows, "out": str(out) if out else None}
     if as_json:
@@ -93,18 +94,3 @@ def predict(
                    f"{len(uf.no_history):,} users without history before the cutoff")
 
 
-def _write_parquet(table, path: Path) -> None:  # noqa: ANN001 - pyarrow.Table
-    import os
-    import tempfile
-
-    import pyarrow.parquet as pq
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -11,14 +11,11 @@ Each command forecasts the run at the cutoff, calls one library function and for
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
 from evorec.cli.common import emit_json, user_errors
-
-if TYPE_CHECKING:
-    import pyarrow as pa
+from evorec.utils.io import atomic_write_parquet
 
 RUN = typer.Option(..., "--run", help="A forecast run directory (written by `evorec forecast backtest --out`).")
 CUTOFF = typer.Option(..., "--cutoff", help="Forecast from this time (a date, or a position on order-only data).")
@@ -35,11 +32,6 @@ def register(app: typer.Typer) -> None:
         app.command(name)(fn)
 
 
-def _write_parquet(table: pa.Table, out: Path) -> None:
-    import pyarrow.parquet as pq
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, out)
 
 
 def drift(
@@ -61,7 +53,7 @@ def drift(
         uf = forecast_run(run, cutoff, [horizon])
         table = run_drift(uf, horizon, cfg)
         if out is not None:
-            _write_parquet(table, out)
+            atomic_write_parquet(out, table)
     summary = drift_summary(table)
     if as_json:  # per-user rows go to --out when given, else into the JSON
         emit_json({"cutoff": cutoff, "horizon": horizon, "config": cfg.model_dump(), "summary": summary,
@@ -100,7 +92,7 @@ def segments(
         res = run_segments(uf, cfg, drift_table=run_drift(uf, horizon)).export(users=True)
         users = res.pop("users")
         if out is not None and not res["withheld"]:
-            _write_parquet(users, out)
+            atomic_write_parquet(out, users)
     if as_json:
         emit_json({**res, "out": None if out is None or res["withheld"] else str(out)})
         return
