@@ -171,3 +171,39 @@ def test_bad_arguments(real, tmp_path):
         export_model(model, "pickle", tmp_path / "m", max_len=T)
     with pytest.raises(ExportError, match="max_len must be at least 1"):
         export_model(model, "onnx", tmp_path / "m", max_len=0)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_the_service_serves_an_exported_file(trained_run, tmp_path, monkeypatch, fmt):
+    """EVOREC_SERVE_RUN may name an exported file: the same recommendations as the run itself."""
+    from fastapi.testclient import TestClient
+
+    from evorec.models.checkpoint import load_checkpoint
+    from evorec.serving.app import create_app
+    from evorec.serving.settings import ServeSettings
+    from evorec.serving.state import ServiceState
+    from evorec.serving.store import EventStore
+
+    monkeypatch.setenv("EVOREC_SECRET", "x")
+    res = export_run(trained_run, fmt, tmp_path / f"m.{'onnx' if fmt == 'onnx' else 'pt'}")
+    items = load_checkpoint(trained_run / "best.pt")["vocabs"]["items"]
+    answers = []
+    for run in (str(trained_run), str(res.path)):
+        settings = ServeSettings(run=run, db_url=f"sqlite:///{tmp_path / (fmt + str(len(answers)) + '.db')}")
+        state = ServiceState(EventStore(settings.db_url), settings.run)
+        client = TestClient(create_app(settings, state))
+        w = {"Authorization": f"Bearer {state.store.create_key('write')}"}
+        got = []
+        for u in range(5):
+            ev = [{"user_id": f"u{u}", "item_id": items[(u * 37 + t * 11) % len(items)], "ts": 1_700_000_000 + t} for t in range(3 + 7 * u)]
+            client.post("/v1/events", json={"events": ev}, headers=w)
+            r = client.get(f"/v1/users/u{u}/recommendations?k=10", headers=w).json()
+            got.append(r["items"])
+        expl = client.get(f"/v1/users/u1/explanations?item_id={got[1][0]['item_id']}", headers=w)
+        assert expl.status_code == 200, expl.text
+        answers.append((got, expl.json()["method"]))
+    (ref, ref_method), (exp, exp_method) = answers
+    for a, b in zip(ref, exp):
+        assert [x["item_id"] for x in a] == [x["item_id"] for x in b]
+        assert np.allclose([x["score"] for x in a], [x["score"] for x in b], atol=1e-4)
+    assert ref_method == "integrated_gradients" and exp_method == "occlusion"  # an exported file has no embeddings to integrate

@@ -162,6 +162,49 @@ def _onnx(module: ScoringModule, inputs: tuple[Tensor, ...], path: Path, name: s
         noisy.setLevel(level)
 
 
+class ExportedScorer:
+    """An exported model (ONNX through onnxruntime, or TorchScript) behind the ``score(batch)``
+    interface the service uses. Histories are left-padded or cut to the exported ``max_len``."""
+
+    trainable = False
+    training = False
+
+    def __init__(self, path: str | Path, fmt: str, max_len: int, n_items: int):
+        self.path, self.fmt, self.max_len, self._n_items = Path(path), fmt, int(max_len), int(n_items)
+        if fmt == "onnx":
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = 1
+            self._sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        elif fmt == "torchscript":
+            self._jit = torch.jit.load(str(path), map_location="cpu").eval()
+        else:
+            raise ExportError(f"unknown export format {fmt!r}")
+
+    @property
+    def n_items(self) -> int:
+        return self._n_items
+
+    def eval(self) -> ExportedScorer:
+        return self
+
+    def _fit(self, x: Tensor) -> Tensor:  # (B, T) -> (B, max_len), keeping the latest events
+        B, T = x.shape
+        if T >= self.max_len:
+            return x[:, T - self.max_len :]
+        out = torch.zeros((B, self.max_len), dtype=x.dtype)
+        out[:, self.max_len - T :] = x
+        return out
+
+    def score(self, batch) -> Tensor:  # noqa: ANN001 - SequenceBatch
+        xs = [self._fit(getattr(batch, k)) for k in INPUT_NAMES[:-1]] + [batch.query_ts]
+        if self.fmt == "onnx":
+            return torch.from_numpy(self._sess.run([OUTPUT_NAME], {k: v.numpy() for k, v in zip(INPUT_NAMES, xs)})[0])
+        with torch.no_grad():
+            return self._jit(*xs)
+
+
 def run_onnx(path: str | Path, inputs: dict[str, np.ndarray] | tuple[Tensor, ...]) -> np.ndarray:
     """Score with onnxruntime (CPU): (B, n_items) float32. ``inputs`` by name, or in INPUT_NAMES order."""
     import onnxruntime as ort
@@ -286,6 +329,10 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> 
         "checkpoint": str(ck_path),
         "vocab_fingerprint": vocabs.get("sequence_fingerprint"),
         "n_categories": len(vocabs.get("categories", [])) + 1,
+        # what a service needs to answer with ids, without the checkpoint (evorec.serving.state)
+        "vocab": {"items": list(vocabs.get("items", [])), "categories": list(vocabs.get("categories", []))},
+        "item_category": list(ck["sizes"].get("item_category") or []),
+        "item_popularity": ck.get("item_popularity"),
     }
     model = load_model(ck)
     target = Path(out) if out is not None else run / "export" / f"model{SUFFIX[fmt]}"

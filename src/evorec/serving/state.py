@@ -63,8 +63,13 @@ class ModelState:
     def from_run(cls, run: str | Path, history_len: int | None = None, *, faiss_min_items: int = 50_000) -> ModelState:
         """Load ``run``/best.pt. A sequence model whose scores are ``state @ E.T + b`` over more
         than ``faiss_min_items`` items also gets a FAISS :class:`ItemIndex` (exact inner product;
-        approximate HNSW only from 1,000,000 items), which ``recommend`` then uses."""
+        approximate HNSW only from 1,000,000 items), which ``recommend`` then uses.
+
+        ``run`` may also be a file written by ``evorec export`` (ONNX or TorchScript, with its JSON
+        sidecar): the service then scores with it and needs neither the checkpoint nor PyTorch models."""
         run = Path(run)
+        if run.is_file():
+            return cls.from_export(run, history_len)
         path = run / "best.pt"
         ck = load_checkpoint(path)
         model = load_model(ck)
@@ -90,6 +95,30 @@ class ModelState:
             model=model, version=f"{run.name}@{int(path.stat().st_mtime)}", run=str(run), items=items,
             item_index={x: i for i, x in enumerate(items) if i}, categories=cats, category_index={c: i for i, c in enumerate(cats)},
             item_category=ic, popularity=pop, history_len=history_len or max_len, faiss_min_items=faiss_min_items, index=index,
+        )
+
+    @classmethod
+    def from_export(cls, path: str | Path, history_len: int | None = None) -> ModelState:
+        import json
+
+        from evorec.serving.export import ExportedScorer
+
+        path = Path(path)
+        side = path.with_name(path.name + ".json")
+        if not side.exists():
+            raise FileNotFoundError(f"{path} has no sidecar {side.name}: export it with `evorec export`")
+        doc = json.loads(side.read_text())
+        if "vocab" not in doc:
+            raise ValueError(f"{side} has no vocabulary: export again with this version of `evorec export`")
+        items = [""] + list(doc["vocab"]["items"])
+        cats = ["(unknown)"] + list(doc["vocab"]["categories"])
+        ic = np.asarray(doc.get("item_category") or [0] * len(items), dtype=np.int64)
+        pop = np.asarray(doc.get("item_popularity") or np.ones(len(items)), dtype=np.float64)
+        model = ExportedScorer(path, doc["format"], int(doc["max_len"]), int(doc["n_items"]))
+        return cls(
+            model=model, version=f"{path.name}@{int(path.stat().st_mtime)}", run=str(path), items=items,
+            item_index={x: i for i, x in enumerate(items) if i}, categories=cats, category_index={c: i for i, c in enumerate(cats)},
+            item_category=ic, popularity=pop, history_len=history_len or int(doc["max_len"]),
         )
 
     def batch(self, history: list[StoredEvent], now: int) -> tuple[SequenceBatch, int]:
@@ -267,7 +296,7 @@ class ServiceState:
         if m is None:
             return None
         try:
-            st = (Path(m.run) / "best.pt").stat()
+            st = (Path(m.run) if Path(m.run).is_file() else Path(m.run) / "best.pt").stat()
         except OSError:
             return None
         return (st.st_mtime_ns, st.st_size)
