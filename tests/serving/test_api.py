@@ -264,3 +264,17 @@ def test_a_new_checkpoint_in_the_watched_run_is_hot_swapped(trained_run, tmp_pat
     _time.sleep(0.5)
     assert client.get("/v1/users/u/recommendations", headers=h(key)).status_code == 200
     app.state.watch_stop.set()
+
+
+def test_forgetting_reaches_the_forecasts_behind_audiences(forecast_service):
+    client, key, state = forecast_service
+    admin = state.store.create_key("admin")
+    pop = state.forecast.population
+    cat = pop.categories[int(pop.engage[:, pop.horizon_index("30d")].sum(0)[1:].argmax()) + 1]
+    top = client.get(f"/v1/audiences?category={cat}&horizon=30d&top=3", headers=h(key)).json()["users"]
+    victim = top[0]["user_id"]
+    r = client.delete(f"/v1/users/{victim}", headers=h(admin))
+    assert r.status_code == 200 and r.json()["forecasts_deleted"] == 1
+    after = client.get(f"/v1/audiences?category={cat}&horizon=30d&top=100000", headers=h(key)).json()
+    assert victim not in {u["user_id"] for u in after["users"]}
+    assert client.delete(f"/v1/users/{victim}", headers=h(admin)).status_code == 404

@@ -81,6 +81,17 @@ class UserForecasts:
         where the category is not a recent interest)."""
         return np.where(self.recent, 1.0 - self.engage, np.nan)
 
+    def without(self, user_ids: list[str]) -> UserForecasts:
+        """The same forecasts with these users removed (the right to be forgotten)."""
+        drop = set(user_ids)
+        keep = np.array([u not in drop for u in self.users], dtype=bool)
+        return UserForecasts(
+            users=[u for u, k in zip(self.users, keep) if k], user_rows=self.user_rows[keep], categories=self.categories,
+            horizons=self.horizons, unit=self.unit, cutoff=self.cutoff, current=self.current[keep], past=self.past[keep],
+            recent=self.recent[keep], dist=self.dist[keep], engage=self.engage[keep],
+            no_history=[u for u in self.no_history if u not in drop],
+        )
+
     def to_table(self) -> pa.Table:
         """One row per (user, horizon, category) with any forecast mass or history."""
         U, H, C = self.dist.shape

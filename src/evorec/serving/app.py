@@ -329,10 +329,16 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
 
     @app.delete("/v1/users/{user_id}", tags=["users"])
     def forget_user(user_id: str, _: str = admin) -> dict[str, Any]:
-        n = state.store.delete_user(uid(user_id))
-        if n == 0:
-            raise HTTPException(404, "unknown user (no events stored)")
-        return {"user_id": user_id, "events_deleted": n}
+        key = uid(user_id)
+        n = state.store.delete_user(key)
+        in_forecasts = 0
+        fc = state.forecast
+        if fc is not None and fc.population is not None and key in set(fc.population.users):
+            fc.population = fc.population.without([key])  # audiences and segments no longer see the user
+            in_forecasts = 1
+        if n == 0 and not in_forecasts:
+            raise HTTPException(404, "unknown user (no events stored, not in any forecast)")
+        return {"user_id": user_id, "events_deleted": n, "forecasts_deleted": in_forecasts}
 
     @app.post("/v1/admin/reload", tags=["admin"])
     def reload(_: str = admin, body: ReloadIn | None = None) -> dict[str, Any]:
