@@ -149,6 +149,16 @@ def _subsample(
     return x[idx], y[idx]
 
 
+def _fit_pairs(scores: object, labels: object, max_points: int, seed: int) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """(x, y, constant) for a calibrator's fit: flattened, subsampled to ``max_points``; the
+    constant base rate when ``y`` holds a single class (the shared fallback), else None."""
+    if max_points <= 0:
+        raise ValueError(f"max_points must be positive, got {max_points}")
+    x, y = _flatten_pairs(scores, labels)
+    x, y = _subsample(x, y, max_points, seed)
+    return x, y, (float(y.mean()) if y.all() or not y.any() else None)
+
+
 class IsotonicCalibrator:
     """Monotone increasing map from a score to a probability, by isotonic regression.
 
@@ -169,13 +179,8 @@ class IsotonicCalibrator:
 
     def fit(self, scores: np.ndarray, labels: np.ndarray) -> IsotonicCalibrator:
         """Fit on flattened ``scores`` and bool ``labels``; returns self."""
-        if self.max_points <= 0:
-            raise ValueError(f"max_points must be positive, got {self.max_points}")
-        x, y = _flatten_pairs(scores, labels)
-        x, y = _subsample(x, y, self.max_points, self.seed)
-        self.constant_ = None
-        if y.all() or not y.any():
-            self.constant_ = float(y.mean())
+        x, y, self.constant_ = _fit_pairs(scores, labels, self.max_points, self.seed)
+        if self.constant_ is not None:
             self.x_thresholds_ = np.array([0.0])
             self.y_thresholds_ = np.array([self.constant_])
             return self
@@ -244,13 +249,8 @@ class LogisticCalibrator:
 
     def fit(self, scores: np.ndarray, labels: np.ndarray) -> LogisticCalibrator:
         """Fit on flattened ``scores`` and bool ``labels``; returns self."""
-        if self.max_points <= 0:
-            raise ValueError(f"max_points must be positive, got {self.max_points}")
-        x, y = _flatten_pairs(scores, labels)
-        x, y = _subsample(x, y, self.max_points, self.seed)
-        self.constant_ = None
-        if y.all() or not y.any():
-            self.constant_ = float(y.mean())
+        x, y, self.constant_ = _fit_pairs(scores, labels, self.max_points, self.seed)
+        if self.constant_ is not None:
             self.coef_ = 0.0
             self.intercept_ = None
             return self

@@ -165,17 +165,7 @@ def forecast_at(
     if not len(ts) or not int(ts.min()) < T <= int(ts.max()) + 1:
         lo, hi = (int(ts.min()), int(ts.max())) if len(ts) else (0, 0)
         raise SplitError(f"cutoff {cutoff!r} is outside the data's time span ({_fmt(lo, seq)} .. {_fmt(hi, seq)})")
-    all_h = list(model.horizons)
-    if horizons:
-        want = [resolve_horizon(h, unit) for h in horizons]
-        missing = [h for h in want if h not in all_h]
-        if missing:
-            raise KeyError(
-                f"horizon {horizon_label(missing[0], unit)} is not one the forecaster was trained for; "
-                f"it has {', '.join(horizon_label(h, unit) for h in all_h)}"
-            )
-    else:
-        want = all_h
+    want = _wanted_horizons(model, unit, horizons)
     rows = None
     no_history: list[str] = []
     if users is not None:
@@ -184,23 +174,48 @@ def forecast_at(
         if unknown:
             raise KeyError(f"unknown user {unknown[0]!r}")
         rows = idx.astype(np.int64)
-    samples = build_samples(seq, [T], all_h, min_history=1, visible_until=T, users=rows)
+    samples = build_samples(seq, [T], list(model.horizons), min_history=1, visible_until=T, users=rows)
     cand = np.arange(len(seq)) if rows is None else rows
     have = set(samples.users.tolist())
     no_history = [seq.users.id_of(int(r) + 1) for r in cand if int(r) not in have]
+    return _forecast(model, state, seq, seq, samples, want, T, seq.users.reverse(samples.users + 1), no_history)
+
+
+def _wanted_horizons(model: Forecaster, unit: str, horizons: list[Any] | None) -> list[int]:
+    """``horizons`` resolved (default: all the model has); one it was not trained for is a KeyError."""
+    all_h = list(model.horizons)
+    want = [resolve_horizon(h, unit) for h in horizons] if horizons else all_h
+    missing = [h for h in want if h not in all_h]
+    if missing:
+        raise KeyError(
+            f"horizon {horizon_label(missing[0], unit)} is not one the forecaster was trained for; "
+            f"it has {', '.join(horizon_label(h, unit) for h in all_h)}"
+        )
+    return want
+
+
+def _forecast(
+    model: Forecaster, state: dict[str, Any], data, seq: SequenceData, samples, want: list[int], cutoff: int,  # noqa: ANN001
+    users: list[str], no_history: list[str],
+) -> UserForecasts:
+    """Predict ``samples`` of ``data`` (the sequences or one user's events) and keep ``want``.
+
+    ``seq`` is the forecaster's training sequences (vocabularies, population context)."""
+    unit = samples.unit
     ctx = load_context(state, seq)
     half_lives = HALF_LIVES_S if unit == "seconds" else HALF_LIVES_EVENTS
-    dist, engage = model.predict(seq, samples, Featurizer(seq, samples, ctx, half_lives))
+    dist, engage = model.predict(data, samples, Featurizer(data, samples, ctx, half_lives))
     cur_hl = CURRENT_HALF_LIFE_S if unit == "seconds" else CURRENT_HALF_LIFE_EVENTS
-    feats = history_features(seq, samples, [cur_hl])
+    feats = history_features(data, samples, [cur_hl])
+    all_h = list(model.horizons)
     sel = [all_h.index(h) for h in want]
     return UserForecasts(
-        users=seq.users.reverse(samples.users + 1),
-        user_rows=samples.users,
+        users=users,
+        user_rows=np.asarray(samples.users, dtype=np.int64),
         categories=["(unknown)"] + [str(x) for x in seq.categories.ids.to_pylist()],
         horizons=tuple(want),
         unit=unit,
-        cutoff=T,
+        cutoff=int(cutoff),
         current=normalize(feats.decayed[0]),
         past=feats.past,
         recent=np.stack([feats.last[j] > 0 for j in sel], 1),
@@ -239,13 +254,7 @@ def forecast_history(
     if not events:
         raise ValueError("the user has no events: nothing to forecast from")
     model = Forecaster.from_state(state["forecaster"])
-    unit = horizon_unit(seq)
-    all_h = list(model.horizons)
-    want = [resolve_horizon(h, unit) for h in horizons] if horizons else all_h
-    missing = [h for h in want if h not in all_h]
-    if missing:
-        raise KeyError(f"horizon {horizon_label(missing[0], unit)} is not one the forecaster was trained for; "
-                       f"it has {', '.join(horizon_label(h, unit) for h in all_h)}")
+    want = _wanted_horizons(model, horizon_unit(seq), horizons)
     item_idx = seq.items.lookup([e[0] for e in events])
     item_cat = np.zeros(seq.items.size, dtype=np.int64)
     if seq.n_events:
@@ -254,18 +263,7 @@ def forecast_history(
     cat = np.where(given > 0, given, item_cat[item_idx])
     beh = np.array([BEHAVIOR_INDEX.get(e[2], 0) for e in events], dtype=np.int8)
     one = _OneUser(item_idx, cat, beh, np.array([int(e[3]) for e in events], dtype=np.int64), seq)
-    samples = build_samples(one, [int(cutoff)], all_h, min_history=1, visible_until=int(cutoff))
+    samples = build_samples(one, [int(cutoff)], list(model.horizons), min_history=1, visible_until=int(cutoff))
     if not len(samples):
         raise ValueError("the user has no event before the cutoff: nothing to forecast from")
-    ctx = load_context(state, seq)
-    half_lives = HALF_LIVES_S if unit == "seconds" else HALF_LIVES_EVENTS
-    dist, engage = model.predict(one, samples, Featurizer(one, samples, ctx, half_lives))
-    cur_hl = CURRENT_HALF_LIFE_S if unit == "seconds" else CURRENT_HALF_LIFE_EVENTS
-    feats = history_features(one, samples, [cur_hl])
-    sel = [all_h.index(h) for h in want]
-    return UserForecasts(
-        users=["?"], user_rows=np.zeros(1, np.int64),
-        categories=["(unknown)"] + [str(x) for x in seq.categories.ids.to_pylist()],
-        horizons=tuple(want), unit=unit, cutoff=int(cutoff), current=normalize(feats.decayed[0]), past=feats.past,
-        recent=np.stack([feats.last[j] > 0 for j in sel], 1), dist=dist[:, sel], engage=engage[:, sel],
-    )
+    return _forecast(model, state, one, seq, samples, want, int(cutoff), ["?"], [])
