@@ -316,26 +316,20 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
 
     @app.get("/v1/segments", tags=["interests"])
     def get_segments(_: str = read, horizon: str = Query("30d"), k: int = Query(8, ge=2, le=100)) -> dict[str, Any]:
-        from evorec.forecasting.segments import SegmentConfig, segments
-
         fc = forecast_or_503()
         try:
-            res = segments(fc.population, SegmentConfig(horizon=horizon, k=k))
+            return fc.segments(horizon, k)
         except KeyError as exc:
             raise HTTPException(422, str(exc.args[0])) from None
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
-        return res.export(users=False)
 
     @app.delete("/v1/users/{user_id}", tags=["users"])
     def forget_user(user_id: str, _: str = admin) -> dict[str, Any]:
         key = uid(user_id)
         n = state.store.delete_user(key)
-        in_forecasts = 0
-        fc = state.forecast
-        if fc is not None and fc.population is not None and key in set(fc.population.users):
-            fc.population = fc.population.without([key])  # audiences and segments no longer see the user
-            in_forecasts = 1
+        # audiences and segments no longer see the user
+        in_forecasts = int(state.forecast.forget(key)) if state.forecast is not None else 0
         if n == 0 and not in_forecasts:
             raise HTTPException(404, "unknown user (no events stored, not in any forecast)")
         return {"user_id": user_id, "events_deleted": n, "forecasts_deleted": in_forecasts}

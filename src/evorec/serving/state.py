@@ -241,6 +241,24 @@ class ForecastState:
     seq: Any
     run: str
     population: Any = None  # UserForecasts of the training users at the data's end
+    _segments: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)  # exported segments per (horizon, k)
+
+    def segments(self, horizon: str, k: int) -> dict[str, Any]:
+        """k-anonymous segments of the population (clustered once per (horizon, k), not per request)."""
+        from evorec.forecasting.segments import SegmentConfig, segments
+
+        key = (str(horizon), int(k))
+        if key not in self._segments:
+            self._segments[key] = segments(self.population, SegmentConfig(horizon=horizon, k=k)).export(users=False)
+        return self._segments[key]
+
+    def forget(self, user_key: str) -> bool:
+        """Drop a (pseudonymised) user from the population forecasts; True if they were there."""
+        if self.population is None or user_key not in set(self.population.users):
+            return False
+        self.population = self.population.without([user_key])
+        self._segments.clear()  # segments were computed with the user in them
+        return True
 
     @classmethod
     def from_run(cls, run: str | Path) -> ForecastState:
