@@ -10,6 +10,7 @@ from evorec import __version__
 from evorec.cli import benchmark as benchmark_cmds
 from evorec.cli import data as data_cmds
 from evorec.cli import forecast as forecast_cmds
+from evorec.cli import report as report_cmds
 from evorec.cli import serve as serve_cmds
 from evorec.cli import forecast_uses as forecast_uses_cmds
 from evorec.cli import train as train_cmds
@@ -30,6 +31,7 @@ app.command("train")(train_cmds.train)
 app.command("evaluate")(train_cmds.evaluate)
 app.command("compare")(train_cmds.compare)
 app.command("models")(train_cmds.models)
+app.command("report")(report_cmds.report)
 forecast_uses_cmds.register(app)  # drift, segments, audience, demand
 
 
