@@ -122,8 +122,10 @@ class ModelState:
         )
 
     def batch(self, history: list[StoredEvent], now: int) -> tuple[SequenceBatch, int]:
-        """(B=1 batch of the known items of ``history``, number of unknown items skipped)."""
-        known = [e for e in history if e.item_id in self.item_index][-self.history_len :]
+        """(B=1 batch of the latest ``history_len`` known items of ``history``, number of events
+        skipped because the model does not know their item -- not those left out as too old)."""
+        usable = [e for e in history if e.item_id in self.item_index]
+        known = usable[-self.history_len :]
         T = max(len(known), 1)
         items = torch.zeros(1, T, dtype=torch.long)
         cats = torch.zeros(1, T, dtype=torch.long)
@@ -139,7 +141,7 @@ class ModelState:
             ts[0, off + t] = int(e.ts)
             mask[0, off + t] = True
         b = SequenceBatch(items, cats, behs, ts, mask, torch.tensor([now]), torch.tensor([0]))
-        return b, len(history) - len(known)
+        return b, len(history) - len(usable)
 
     def recommend(
         self, history: list[StoredEvent], k: int, *, exclude_seen: bool = True, category: str | None = None, now: int | None = None,
