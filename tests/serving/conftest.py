@@ -25,6 +25,20 @@ def trained_run(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def forecast_run(tmp_path_factory) -> Path:
+    """A small interest forecaster trained on the simulator (300 users, 2 epochs, no bootstrap):
+    horizons 1d, 7d, 30d, 90d."""
+    from evorec.forecast_pipeline import forecast_backtest, load_forecast_experiment
+
+    tmp = tmp_path_factory.mktemp("serve_fc")
+    sim = Path(__file__).resolve().parents[2] / "configs" / "forecast" / "simulated.yaml"
+    cfg = load_forecast_experiment(sim, ["simulate.users=300", "forecast.model.epochs=2", "forecast.model.encoder=null",
+                                         "forecast.bootstrap=0", "forecast.train_every=28d", f"cache_dir={tmp / 'cache'}"])
+    forecast_backtest(cfg, tmp / "fc")
+    return tmp / "fc"
+
+
 def _pg_bin() -> Path | None:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     return found[-1].parent if found else None

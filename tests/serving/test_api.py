@@ -192,17 +192,9 @@ def test_explanations_attribute_the_score_to_past_events(service):
 
 
 @pytest.fixture(scope="module")
-def forecast_service(trained_run, tmp_path_factory):
-    from pathlib import Path
-
-    from evorec.forecast_pipeline import forecast_backtest, load_forecast_experiment
-
-    tmp = tmp_path_factory.mktemp("serve_fc")
-    sim = Path(__file__).resolve().parents[2] / "configs" / "forecast" / "simulated.yaml"
-    cfg = load_forecast_experiment(sim, ["simulate.users=300", "forecast.model.epochs=2", "forecast.model.encoder=null",
-                                         "forecast.bootstrap=0", "forecast.train_every=28d", f"cache_dir={tmp / 'cache'}"])
-    forecast_backtest(cfg, tmp / "fc")
-    settings = ServeSettings(run=str(trained_run), forecast_run=str(tmp / "fc"), db_url=f"sqlite:///{tmp / 's.db'}", pseudonymize=False)
+def forecast_service(trained_run, forecast_run, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve_fc_api")
+    settings = ServeSettings(run=str(trained_run), forecast_run=str(forecast_run), db_url=f"sqlite:///{tmp / 's.db'}", pseudonymize=False)
     state = ServiceState(EventStore(settings.db_url), settings.run, forecast_run=settings.forecast_run)
     client = TestClient(create_app(settings, state))
     return client, state.store.create_key("write"), state

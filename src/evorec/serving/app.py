@@ -4,7 +4,8 @@ readiness and Prometheus metrics. OpenAPI at ``/docs``.
 Every ``/v1`` route needs ``Authorization: Bearer <key>``; keys have a role (``read`` <
 ``write`` < ``admin``): read keys cannot post events or delete users, admin alone reloads and
 deletes. User ids are pseudonymised with the same keyed HMAC as at ingest before they touch the
-store, so the store never holds a raw id.
+store, so the store never holds a raw id. ``/dashboard`` serves a web page that calls this API
+from the browser with a read key (see evorec.serving.web).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from evorec.serving.settings import ServeSettings
 from evorec.serving.state import NoHistory, ServiceState, UnknownCategory, UnknownItem
 from evorec.serving.store import ROLES, EventStore
+from evorec.serving.web import add_dashboard
 from evorec.types import Behavior
 from evorec.utils.privacy import Pseudonymizer
 
@@ -184,6 +186,17 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
     def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(registry).decode(), media_type=CONTENT_TYPE_LATEST)
 
+    @app.get("/v1/capabilities", tags=["ops"])
+    def capabilities(_: str = read) -> dict[str, Any]:
+        """What this service can answer now (lets a client, e.g. the dashboard, skip what would be a 503)."""
+        m, fc = state.model, state.forecast
+        return {
+            "model_version": m.version if m is not None else None,
+            "recommendations": m is not None,
+            "forecaster": fc is not None,
+            "horizons": list(fc.population.labels) if fc is not None and fc.population is not None else [],
+        }
+
     @app.post("/v1/events", response_model=EventsOut, tags=["events"])
     def post_events(body: EventsIn, _: str = write) -> EventsOut:  # noqa: B008
         if len(body.events) > settings.max_events_per_request:
@@ -212,6 +225,13 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
         if s is None:
             raise HTTPException(404, "unknown user (no events stored)")
         return {"user_id": user_id, **s}
+
+    @app.get("/v1/users/{user_id}/events", tags=["users"])
+    def get_user_events(user_id: str, _: str = read, limit: int = Query(1000, ge=1, le=10_000, description="the latest N events")) -> dict[str, Any]:
+        events = state.user_events(uid(user_id), limit)
+        if not events:
+            raise HTTPException(404, "unknown user (no events stored)")
+        return {"user_id": user_id, "limit": limit, "events": events}
 
     @app.get("/v1/users/{user_id}/recommendations", response_model=RecommendationsOut, tags=["recommendations"])
     def recommendations(
@@ -293,6 +313,10 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
             }
         return out
 
+    @app.get("/v1/population", tags=["interests"])
+    def population(_: str = read, top: int = Query(10, ge=1, le=200, description="categories")) -> dict[str, Any]:
+        return forecast_or_503().interests(top)
+
     @app.get("/v1/audiences", tags=["interests"])
     def audiences(
         _: str = read,
@@ -343,4 +367,5 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
         set_model_gauge()
         return {"model_version": m.version, "run": m.run}
 
+    add_dashboard(app)
     return app

@@ -220,6 +220,11 @@ class ModelState:
             "model_version": self.version,
         }
 
+    def category_of(self, item_id: str) -> str | None:
+        """The item's category in the model's vocabulary (None for an item the model does not know)."""
+        i = self.item_index.get(item_id)
+        return self._cat(i) if i else None
+
     def _cat(self, i: int) -> str | None:
         c = int(self.item_category[i]) if i < len(self.item_category) else 0
         return self.categories[c] if c else None
@@ -244,6 +249,16 @@ class ForecastState:
     run: str
     population: Any = None  # UserForecasts of the training users at the data's end
     _segments: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)  # exported segments per (horizon, k)
+    _interests: dict[int, dict[str, Any]] = field(default_factory=dict)  # population interests per top
+
+    def interests(self, top: int) -> dict[str, Any]:
+        """The population's mean category shares now and per horizon (aggregates only; see
+        evorec.forecasting.audience.population_interests), computed once per ``top``."""
+        from evorec.forecasting.audience import population_interests
+
+        if int(top) not in self._interests:
+            self._interests[int(top)] = population_interests(self.population, int(top))
+        return self._interests[int(top)]
 
     def segments(self, horizon: str, k: int) -> dict[str, Any]:
         """k-anonymous segments of the population (clustered once per (horizon, k), not per request)."""
@@ -259,7 +274,8 @@ class ForecastState:
         if self.population is None or user_key not in set(self.population.users):
             return False
         self.population = self.population.without([user_key])
-        self._segments.clear()  # segments were computed with the user in them
+        self._segments.clear()  # segments and aggregates were computed with the user in them
+        self._interests.clear()
         return True
 
     @classmethod
@@ -289,6 +305,16 @@ class ServiceState:
     @property
     def model(self) -> ModelState | None:
         return self._model
+
+    def user_events(self, user_key: str, limit: int) -> list[dict[str, Any]]:
+        """The (pseudonymised) user's latest ``limit`` events, oldest first; an event stored
+        without a category gets the one the served model knows for its item (else None)."""
+        m = self._model
+        return [
+            {"item_id": e.item_id, "category_id": e.category_id or (m.category_of(e.item_id) if m is not None else None),
+             "behavior": e.behavior, "ts": int(e.ts)}
+            for e in self.store.recent(user_key, limit)
+        ]
 
     def watch(self, every_s: float, on_swap=None) -> threading.Event:  # noqa: ANN001
         """Poll the served run's ``best.pt`` every ``every_s`` seconds and hot-swap it when a new
