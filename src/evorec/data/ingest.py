@@ -27,7 +27,7 @@ from evorec.data import store as store_mod
 from evorec.data.readers import get_reader
 from evorec.data.readers.base import CHECK_BAD_FRACTION, CHECK_MIN_ROWS, FormatMismatch, Reader, sql_str
 from evorec.types import BEHAVIORS, ITEM_SCHEMA, REJECT_SCHEMA, TS_MAX, TS_MIN, TimeKind
-from evorec.utils.privacy import PSEUDONYM_HEX_CHARS, Pseudonymizer
+from evorec.utils.privacy import Pseudonymizer
 
 log = logging.getLogger(__name__)
 
@@ -247,11 +247,7 @@ class _BlockLoader:
         # Raw text is only built for the rows that go to quarantine.
         self.select_bad = f"SELECT source_row, raw, reason FROM ({stage_raw}) WHERE reason IS NOT NULL"
         if pseudo is not None:
-            outer, inner = (p.hex() for p in pseudo.sql_pads())
-            pid = (
-                f"substr(sha256(unhex('{outer}') || unhex(sha256(unhex('{inner}') || user_id::BLOB))), "
-                f"1, {PSEUDONYM_HEX_CHARS})"
-            )
+            pid = pseudo.duckdb_sql("user_id")
             # Hash each distinct user of the block once, not once per event.
             users = f"WITH p AS (SELECT user_id, {pid} AS pid FROM (SELECT DISTINCT user_id FROM s WHERE reason IS NULL)) "
             src, uid = "s JOIN p ON p.user_id = s.user_id", "p.pid"

@@ -58,6 +58,14 @@ class Pseudonymizer:
         k = k.ljust(64, b"\0")
         return bytes(b ^ 0x5C for b in k), bytes(b ^ 0x36 for b in k)
 
+    def duckdb_sql(self, expr: str) -> str:
+        """A DuckDB expression giving ``self(expr)`` for a VARCHAR expression ``expr``."""
+        outer, inner = (p.hex() for p in self.sql_pads())
+        return (
+            f"substr(sha256(unhex('{outer}') || unhex(sha256(unhex('{inner}') || ({expr})::BLOB))), "
+            f"1, {PSEUDONYM_HEX_CHARS})"
+        )
+
 
 def load_or_create_key(path: Path) -> bytes:
     """Read the key file, creating it (0600, 32 random bytes) if it does not exist."""
