@@ -120,7 +120,7 @@ def load_forecast_run(run_dir: str | Path) -> tuple[dict[str, Any], SequenceData
     state = read_forecaster(run_dir)
     cfg = ForecastExperimentConfig.model_validate(state["experiment"])
     seq = forecast_data(cfg)
-    if seq.fingerprint != state.get("sequence_fingerprint"):
+    if not seq.derived_from(state.get("sequence_fingerprint")):
         raise ValueError(f"{run_dir}: the data now prepares to other sequences than the forecaster was trained on")
     return state, seq
 

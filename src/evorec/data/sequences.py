@@ -438,6 +438,14 @@ class SequenceData:
     def fingerprint(self) -> str:
         return self.meta["fingerprint"]
 
+    def derived_from(self, fingerprint: str | None) -> bool:
+        """Whether these are the sequences with ``fingerprint``, or were made from them by
+        forgetting users (``evorec data forget``): same item and category vocabularies, the
+        other users' events unchanged, so a model trained on those still fits these."""
+        if not fingerprint:
+            return False
+        return fingerprint == self.fingerprint or fingerprint in self.meta.get("forgotten", {}).get("previous_fingerprints", [])
+
     @property
     def lengths(self) -> np.ndarray:
         """Events per user row (int64)."""

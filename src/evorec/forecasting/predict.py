@@ -139,7 +139,7 @@ def open_forecaster(run_dir: str | Path) -> tuple[dict[str, Any], SequenceData]:
             f"{run_dir}: the prepared sequences of this forecaster ({where}) are gone; run `evorec forecast backtest` again"
         )
     seq = SequenceData(where)
-    if seq.fingerprint != state.get("sequence_fingerprint"):
+    if not seq.derived_from(state.get("sequence_fingerprint")):
         raise ValueError(f"{run_dir}: the sequences at {where} are not the ones the forecaster was trained on")
     return state, seq
 
@@ -156,7 +156,7 @@ def forecast_at(
 ) -> UserForecasts:
     """Forecast every user (or ``users``) with history before ``cutoff``; ``state`` is the
     content of a run's ``forecaster.pt``."""
-    if state.get("sequence_fingerprint") != seq.fingerprint:
+    if not seq.derived_from(state.get("sequence_fingerprint")):
         raise ValueError("the forecaster was trained on other sequences than these (the data changed since)")
     model = Forecaster.from_state(state["forecaster"])
     unit = horizon_unit(seq)
