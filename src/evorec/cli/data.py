@@ -161,3 +161,45 @@ def prepare(
         f"prepared {dataset!r} -> {out}: {data.get('users', 0):,} users, {data.get('items', 0):,} items, "
         f"{data.get('events', 0):,} events after cleaning; split {data.get('split', '')}"
     )
+
+
+@app.command("forget")
+def forget(
+    user_ids: list[str] = typer.Argument(..., help="User ids as in the source files (raw; pseudonymised like at ingest)."),
+    store: Path = typer.Option(..., "--store", "-s", help="DuckDB store file."),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="Only this dataset (default: every dataset of the store)."),
+    prepared: list[Path] = typer.Option(
+        None, "--prepared", help="Prepared sequence directory, or a folder of them (e.g. .evorec-cache/prepared); repeatable."
+    ),
+    runs: list[Path] = typer.Option(None, "--runs", help="Run directory, or a folder of them; repeatable."),
+    pseudonymized: bool = typer.Option(False, "--pseudonymized", help="The ids are already pseudonymised (as stored)."),
+    missing_ok: bool = typer.Option(False, "--missing-ok", help="Exit 0 even when none of the users is found."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Remove users from the store (events, quarantine), prepared sequences and run outputs.
+
+    Exit code 1 when none of the users was found anywhere (unless --missing-ok): a typo must not
+    look like success. Users found nowhere are always listed. Forgetting twice is harmless."""
+    from evorec.data.forget import forget_users
+
+    with user_errors():
+        report = forget_users(
+            user_ids, store, dataset=dataset, prepared=list(prepared or []), runs=list(runs or []), pseudonymized=pseudonymized
+        )
+    missing = report["not_found"]
+    if as_json:
+        emit_json(report)
+    else:
+        for w in report["warnings"]:
+            err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+        tables = ", ".join(f"{t} {n:,}" for t, n in sorted(report["tables"].items())) or "no rows"
+        dirs = sum(1 for d in report["sequence_dirs"] if d["rewritten"])
+        files = sum(1 for f in report["files"] if f["rewritten"])
+        typer.echo(
+            f"forgot {len(report['users']) - len(missing)} of {len(report['users'])} users: store {tables}; "
+            f"{dirs} of {len(report['sequence_dirs'])} sequence directories and {files} of {len(report['files'])} files rewritten"
+        )
+        if missing:
+            err.print(f"not found (never ingested, already forgotten, or another dataset): {', '.join(missing)}", highlight=False)
+    if missing and len(missing) == len(report["users"]) and not missing_ok:
+        raise typer.Exit(1)
