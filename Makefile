@@ -28,7 +28,8 @@ venv: $(VENV)/.installed
 venv-test: $(VENV)/.installed-test
 
 # The main job, end to end: simulated data and (when ../shared/data is there) a real Taobao log
-# through ingest -> clean -> sequences -> splits, then 60 s of SASRec on Amazon Beauty + its test metrics.
+# through ingest -> clean -> sequences -> splits, then 60 s of SASRec on Amazon Beauty + its test metrics,
+# an interest-forecast backtest on the simulator, and an HTML report of both (demo_out/report/index.html).
 demo: venv
 	@mkdir -p $(DEMO)
 	rm -rf $(DEMO)/store.duckdb $(DEMO)/runs $(DEMO)/sim_prepared $(DEMO)/taobao_prepared
@@ -45,7 +46,9 @@ demo: venv
 	  $(BIN)/evorec train --config configs/beauty/sasrec.yaml --out $(DEMO)/runs/sasrec --time-budget 60 && \
 	  $(BIN)/evorec evaluate $(DEMO)/runs/sasrec; \
 	else echo "$(SHARED) not found: skipping the training part of the demo"; fi
-	@echo "demo outputs in $(DEMO)/"
+	$(BIN)/evorec forecast backtest --config configs/forecast/simulated.yaml --set simulate.users=800 --set forecast.model.epochs=8 --out $(DEMO)/runs/forecast-sim
+	$(BIN)/evorec report $$(ls -d $(DEMO)/runs/sasrec 2>/dev/null) $(DEMO)/runs/forecast-sim --out $(DEMO)/report --users-sample 6
+	@echo "demo outputs in $(DEMO)/; open the report: $(DEMO)/report/index.html"
 
 test: venv-test
 	$(BIN)/lint-imports

@@ -157,7 +157,7 @@ def test_report_files(report):
 def test_every_chart_kind_renders_with_both_libraries(tmp_path):
     charts = [
         F.Lines([F.Series("a", [1, 2, 3], [1.0, 2.0, 1.5], [0.5, 1.5, 1.0], [1.5, 2.5, 2.0])], hlines=[(1.0, "ref")], vline=(2, "cut")),
-        F.Bars(["x", "y"], [F.BarGroup("g", [1.0, 2.0], [0.5, 1.5], [1.5, 2.5])], [F.BarGroup("pub", [1.2, float("nan")])]),
+        F.Bars(["x", "y"], [F.BarGroup("g", [1.0, 2.0], [0.5, 1.5], [1.5, 2.5]), F.BarGroup("pub", [1.2, float("nan")], hatched=True)]),
         F.Bars(["x", "y"], [F.BarGroup("g", [1.0, -2.0])], horizontal=True),
         F.Areas(["2024-01-01", "2024-01-08"], ["a", "other"], np.array([[1.0, 2.0], [3.0, 1.0]]), x_dates=True, centered=True,
                 cutoff="2024-01-08", forecast_x=["2024-01-08", "2024-01-15"], forecast=np.array([[1.0, 1.0], [2.0, 2.0]]),

@@ -73,16 +73,15 @@ class BarGroup:
     lower: Sequence[float] | None = None  # interval ends (absolute values, not offsets)
     upper: Sequence[float] | None = None
     colour: str | None = None
+    hatched: bool = False  # reference values (e.g. published numbers) beside measured ones
 
 
 @dataclass
 class Bars:
-    """Grouped bars over ``labels``; ``refs`` are reference values drawn as markers (e.g. the
-    published numbers), NaN where a label has none."""
+    """Grouped bars over ``labels``, one bar per group; NaN values leave a gap."""
 
     labels: list[str]
     groups: list[BarGroup]
-    refs: list[BarGroup] = field(default_factory=list)
     x_title: str = ""
     y_title: str = ""
     horizontal: bool = False
@@ -200,12 +199,10 @@ def to_plotly(fig: Figure):  # noqa: ANN201 - plotly.graph_objects.Figure
                        "arrayminus": list(v - np.asarray(grp.lower, dtype=float)), "visible": True}
             kw = {"y": c.labels, "x": list(grp.values), "orientation": "h", "error_x": err} if c.horizontal else \
                  {"x": c.labels, "y": list(grp.values), "error_y": err}
-            g.add_trace(go.Bar(name=grp.name, marker_color=grp.colour or colour(i, grp.name), **kw))
-        for j, ref in enumerate(c.refs):
-            vals = [None if (v is None or (isinstance(v, float) and math.isnan(v))) else v for v in ref.values]
-            kw = {"y": c.labels, "x": vals} if c.horizontal else {"x": c.labels, "y": vals}
-            g.add_trace(go.Scatter(name=ref.name, mode="markers", marker={"symbol": "diamond", "size": 11, "color": ref.colour or "#222",
-                                                                          "line": {"width": 1, "color": "white"}}, **kw))
+            col = grp.colour or colour(i, grp.name)
+            marker = {"color": _rgba(col, 0.35), "line": {"color": col, "width": 1.5}, "pattern": {"shape": "/", "fgcolor": col}} \
+                if grp.hatched else {"color": col}
+            g.add_trace(go.Bar(name=grp.name, marker=marker, **kw))
         layout.update(barmode="group", xaxis={"title": c.x_title}, yaxis={"title": c.y_title, "type": "log" if c.log_y else "-"})
     elif isinstance(c, Areas):
         _plotly_areas(g, c)
@@ -350,16 +347,11 @@ def to_matplotlib(fig: Figure):  # noqa: ANN201 - matplotlib.figure.Figure
                 err = np.vstack([v - np.asarray(grp.lower, float), np.asarray(grp.upper, float) - v])
             p = pos - 0.4 + width * (i + 0.5)
             col = grp.colour or colour(i, grp.name)
+            style = {"facecolor": "none", "edgecolor": col, "hatch": "///"} if grp.hatched else {"color": col}
             if c.horizontal:
-                ax.barh(p, v, height=width, xerr=err, label=grp.name, color=col, capsize=2)
+                ax.barh(p, v, height=width, xerr=err, label=grp.name, capsize=2, **style)
             else:
-                ax.bar(p, v, width=width, yerr=err, label=grp.name, color=col, capsize=2)
-        for ref in c.refs:
-            v = np.asarray([np.nan if x is None else x for x in ref.values], dtype=float)
-            if c.horizontal:
-                ax.scatter(v, pos, marker="D", color=ref.colour or "#222", label=ref.name, zorder=3)
-            else:
-                ax.scatter(pos, v, marker="D", color=ref.colour or "#222", label=ref.name, zorder=3)
+                ax.bar(p, v, width=width, yerr=err, label=grp.name, capsize=2, **style)
         if c.horizontal:
             ax.set_yticks(pos, c.labels, fontsize=8)
             ax.invert_yaxis()

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from evorec.data.sequences import SequenceData
-from evorec.report.figures import Areas, BarGroup, Bars, Figure, Flows, Grid, Lines, Points, Series
+from evorec.report.figures import PALETTE, Areas, BarGroup, Bars, Figure, Flows, Grid, Lines, Points, Series
 from evorec.types import BEHAVIORS, TimeKind
 
 logger = logging.getLogger(__name__)
@@ -206,20 +206,17 @@ def model_comparison(runs: list[ModelRun], fid: str, metrics: Sequence[str] = ("
     sec.intro = "Test metrics with 95% bootstrap confidence intervals over users. Protocol: " + "; ".join(sorted(protos))
     labels = [f"{r.name} ({r.model})" if r.name != r.model else r.name for r in runs]
     groups = []
-    for m in metrics:
+    for i, m in enumerate(metrics):
         vals = [float(r.metrics.get("metrics", {}).get(m, math.nan)) for r in runs]
         lo = [float((r.metrics.get("ci", {}).get(m) or [math.nan, math.nan])[0]) for r in runs]
         hi = [float((r.metrics.get("ci", {}).get(m) or [math.nan, math.nan])[1]) for r in runs]
-        groups.append(BarGroup(m, vals, lo, hi))
-    refs = []
-    if pub:
-        for m in metrics:
-            vals = [pub.get(r.model, {}).get(m, math.nan) for r in runs]
-            if any(not math.isnan(v) for v in vals):
-                refs.append(BarGroup(f"published {m}", vals, colour="#000000" if m.startswith("NDCG") else "#666666"))
-    sec.figures.append(Figure(f"{fid}-metrics", "Test metrics with 95% confidence intervals", Bars(labels, groups, refs, y_title="value"),
-                              "Bars: evorec on this data; diamonds: the published number for the same model"
-                              + (f" ({source})." if source else "."), height=440))
+        groups.append(BarGroup(m, vals, lo, hi, colour=PALETTE[i]))
+        published = [pub.get(r.model, {}).get(m, math.nan) for r in runs]
+        if any(not math.isnan(v) for v in published):
+            groups.append(BarGroup(f"published {m}", published, colour=PALETTE[i], hatched=True))
+    sec.figures.append(Figure(f"{fid}-metrics", "Test metrics with 95% confidence intervals", Bars(labels, groups, y_title="value"),
+                              "Solid bars: evorec on this data, with 95% intervals; hatched: the published number for the same model"
+                              + (f" ({source})." if source else " (none known for this dataset)."), height=440))
     if source:
         sec.notes.append(f"Published numbers: {source}.")
 
