@@ -6,7 +6,13 @@ p99 <= 30 ms, zero errors, zero events lost (events in the store == events the A
 
 What the script does:
 
-1. makes a fresh SQLite store in ``benchmarks/scratch/serve_load/`` with a read and a write key;
+0. with ``--wait-quiet L``, first waits (polling every 20 s, at most ``--wait-max`` s) until the
+   1-minute load average is below ``L``, and runs anyway when it never gets there;
+1. makes a fresh store with a read and a write key: ``--db sqlite`` (default) a SQLite file in
+   ``benchmarks/scratch/serve_load/``; ``--db postgres`` a throwaway PostgreSQL cluster on loopback
+   (``benchmarks/_pg.py``: ``initdb`` in a temp dir as the ``postgres`` user, a free port,
+   ``pg_ctl start``; stopped and removed at the end, also on an error or Ctrl-C), served through
+   ``postgresql+psycopg://``;
 2. starts ``evorec serve --run RUN --host 127.0.0.1 --port P --db URL`` (one worker) as a child
    process with its own pseudonymisation secret and waits for ``/readyz`` == 200;
 3. pre-loads ``--users`` histories through the API (``POST /v1/events`` in batches): each user's
@@ -18,8 +24,11 @@ What the script does:
    a pool of ``--connections`` connections. **Latency is measured from the planned send time to
    the end of the response**, so time spent queued (in the client's pool, the server's accept
    queue or its thread pool) is counted; the send-to-response "service" time is reported too;
+   With ``--burn N``, N CPU burners (``python -c "while True: pass"``, children of this script)
+   run from 2 s before the schedule starts until it ends: a deliberate noisy neighbour;
 5. counts every non-2xx answer, timeout or exception as an error; afterwards compares the rows
-   in the SQLite file with the sum of ``accepted`` of all responses (preload + run);
+   in the store (``sqlite3`` on the file, or SQLAlchemy on PostgreSQL) with the sum of
+   ``accepted`` of all responses (preload + run);
 6. reads the server's own ``/metrics`` histogram before and after the run (server-side mean);
 7. stops the server (SIGINT, then SIGTERM) and, with the machine otherwise idle, times the parts
    of one recommendation in-process (key lookup, history query, model forward + top-k) so the
@@ -29,8 +38,11 @@ Run from the project root::
 
     .venv/bin/python benchmarks/serve_load.py                         # 200 req/s for 60 s
     .venv/bin/python benchmarks/serve_load.py --rate 400 --duration 30
+    .venv/bin/python benchmarks/serve_load.py --db postgres --wait-quiet 0.8   # PostgreSQL store
+    .venv/bin/python benchmarks/serve_load.py --burn 1 --out benchmarks/results/serve_load_contention.json
 
-Prints a markdown table and writes ``benchmarks/results/serve_load.json``. The client runs on the
+Prints a markdown table and writes ``benchmarks/results/serve_load.json`` (``serve_load_postgres.json``
+with ``--db postgres``). The client runs on the
 same machine as the server and takes CPU from it: the numbers are for client and server sharing
 the cores (the load average before the run is reported).
 """
@@ -59,6 +71,8 @@ from typing import Any
 
 import httpx
 import numpy as np
+
+from _pg import Cluster, throwaway_postgres, tree_cpu_seconds  # benchmarks/_pg.py (the script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RUN = ROOT / "benchmarks" / "scratch" / "reproduce" / "sasrec"
@@ -328,16 +342,93 @@ def breakdown(run: Path, db_url: str, secret: str | None, users: list[str], read
 # -- main -------------------------------------------------------------------------------------
 
 
-async def bench(args: argparse.Namespace, secret: str) -> dict[str, Any]:
+def store_info(db_url: str) -> dict[str, Any]:
+    """The store's kind and the database server's version (SQLite: the library the server links)."""
+    if db_url.startswith("sqlite"):
+        return {"kind": "sqlite", "version": f"SQLite {sqlite3.sqlite_version}", "mode": "WAL, synchronous=NORMAL",
+                "url": "sqlite:///" + rel(Path(db_url.removeprefix("sqlite:///")))}
+    import sqlalchemy as sa
+
+    eng = sa.create_engine(db_url)
+    try:
+        with eng.connect() as con:
+            version = con.execute(sa.text("select version()")).scalar_one()
+            settings = {k: con.execute(sa.text(f"show {k}")).scalar_one()
+                        for k in ("fsync", "synchronous_commit", "shared_buffers", "max_connections")}
+    finally:
+        eng.dispose()
+    return {"kind": "postgres", "version": version, "settings": settings,
+            "url": db_url, "note": "throwaway cluster on loopback (benchmarks/_pg.py), trust auth, started with -F (fsync off)"}
+
+
+def count_events(db_url: str) -> tuple[int, int]:
+    """(all rows of the events table, rows posted during the run) in the store."""
+    if db_url.startswith("sqlite"):
+        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as con:
+            return (con.execute("select count(*) from events").fetchone()[0],
+                    con.execute("select count(*) from events where event_id like 'load-%'").fetchone()[0])
+    import sqlalchemy as sa
+
+    eng = sa.create_engine(db_url)
+    try:
+        with eng.connect() as con:
+            return (con.execute(sa.text("select count(*) from events")).scalar_one(),
+                    con.execute(sa.text("select count(*) from events where event_id like 'load-%'")).scalar_one())
+    finally:
+        eng.dispose()
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("evorec", "uvicorn", "fastapi", "starlette", "pydantic", "sqlalchemy", "psycopg", "torch", "httpx"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "-"
+    return out
+
+
+def start_burners(n: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def burners_cpu(procs: list[subprocess.Popen]) -> float:
+    """CPU seconds the burners have used so far."""
+    used = 0.0
+    for p in procs:
+        st = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        used += (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
+def stop_burners(procs: list[subprocess.Popen]) -> None:
+    for p in procs:  # each by its own pid
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+def rel(p: Path) -> str:
+    p = Path(p).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+
+async def bench(args: argparse.Namespace, secret: str, pg: Cluster | None = None) -> dict[str, Any]:
     from evorec.serving.store import EventStore
 
     run = ensure_run(Path(args.run).resolve())
     SCRATCH.mkdir(parents=True, exist_ok=True)
-    db_path = SCRATCH / "serve_load.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
-    db_url = f"sqlite:///{db_path}"
+    if pg is None:
+        db_path = SCRATCH / "serve_load.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+        db_url = f"sqlite:///{db_path}"
+    else:
+        db_url = pg.url  # a fresh, empty cluster
     store = EventStore(db_url)
+    info = store_info(db_url)
     read_key, write_key = store.create_key("read", "serve-load"), store.create_key("write", "serve-load")
     store.engine.dispose()
 
@@ -375,20 +466,26 @@ async def bench(args: argparse.Namespace, secret: str) -> dict[str, Any]:
                 (await c.get(f"/v1/users/{u}/recommendations", params={"k": 10}, headers=rh)).raise_for_status()
             m_before = server_hist((await c.get("/metrics")).text)
 
-            load_at_start = os.getloadavg()
-            cpu0 = cpu_seconds(proc.pid)
-            lg = Load(c, users, items, read_key, write_key, k=10)
-            sched = await lg.run(args.rate, args.duration, 0.8, args.arrivals, args.seed, args.drain)
-            cpu1 = cpu_seconds(proc.pid)
+            burners = start_burners(args.burn)
+            try:
+                if burners:
+                    await asyncio.sleep(2.0)  # the burners are on the cores before the first request
+                load_at_start = os.getloadavg()
+                cpu0, b0 = cpu_seconds(proc.pid), burners_cpu(burners)
+                pg0 = tree_cpu_seconds(pg.pid) if pg else 0.0
+                lg = Load(c, users, items, read_key, write_key, k=10)
+                sched = await lg.run(args.rate, args.duration, 0.8, args.arrivals, args.seed, args.drain)
+                cpu1, burner_cpu = cpu_seconds(proc.pid), burners_cpu(burners) - b0
+                pg_cpu = tree_cpu_seconds(pg.pid) - pg0 if pg else 0.0
+            finally:
+                stop_burners(burners)
             load_after = os.getloadavg()
             m_after = server_hist((await c.get("/metrics")).text)
     finally:
         stop_msg = stop_server(proc)
     server_log = (SCRATCH / "server.log").read_text(errors="replace")[-2000:]
 
-    with sqlite3.connect(db_path) as con:
-        stored_total = con.execute("select count(*) from events").fetchone()[0]
-        stored_run = con.execute("select count(*) from events where event_id like 'load-%'").fetchone()[0]
+    stored_total, stored_run = count_events(db_url)
     accepted_total = preload_accepted + lg.accepted
 
     server_side = {}
@@ -404,10 +501,17 @@ async def bench(args: argparse.Namespace, secret: str) -> dict[str, Any]:
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_at_start": [round(x, 2) for x in load_at_start],
         "load_average_after": [round(x, 2) for x in load_after],
-        "run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT) else run),
+        "waited_for_quiet": getattr(args, "_waited", None),
+        "load_condition": (f"{args.burn} CPU burner(s) (python -c 'while True: pass') running for the whole schedule"
+                           if args.burn else "no deliberate load"),
+        "run": rel(run),
         "n_items": len(items),
+        "store": info,
+        "versions": versions(),
         "protocol": {
-            "server": "evorec serve, 1 uvicorn worker, 127.0.0.1, SQLite (WAL) store, pseudonymisation on",
+            "server": (f"evorec serve, 1 uvicorn worker, 127.0.0.1, {info['kind']} store ({info['version'].split(' on ')[0].split(',')[0]}), "
+                       f"pseudonymisation on, torch threads {os.environ.get('EVOREC_SERVE_TORCH_THREADS', '1 (default)')}"),
+            "load_condition": (f"{args.burn} CPU burner process(es) busy for the whole schedule" if args.burn else "no deliberate load"),
             "client": f"httpx.AsyncClient in one asyncio loop on the same machine, HTTP/1.1 keep-alive, pool {args.connections}, timeout {args.timeout} s",
             "arrivals": f"open loop, {args.arrivals} at {args.rate:g} req/s for {args.duration:g} s; 80% GET recommendations (k=10) for a random preloaded user, 20% POST /v1/events with 1 new event (unique event_id) for a random preloaded user",
             "latency": "from the planned send time to the end of the response (queueing counted); 'service' = from the actual send",
@@ -416,7 +520,7 @@ async def bench(args: argparse.Namespace, secret: str) -> dict[str, Any]:
             "warmup": f"{min(args.warmup, len(users))} sequential recommendation requests, not measured",
             "drain_s": args.drain,
         },
-        "args": vars(args),
+        "args": {k: v for k, v in vars(args).items() if not k.startswith("_")} | {"run": rel(Path(args.run))},
         "server_ready_s": ready_s,
         "preload": {"users": len(users), "events": preload_events, "accepted": preload_accepted, "seconds": preload_s},
         "schedule": sched,
@@ -426,7 +530,8 @@ async def bench(args: argparse.Namespace, secret: str) -> dict[str, Any]:
                                       "max": max(r["lag"] for r in lg.records) * 1000},
         "cpu_cores_used_during_run": {
             k: round((cpu1[i] - cpu0[i]) / sched["wall_s"], 2) for i, k in enumerate(("machine", "server", "client"))
-        } | {"others": round(((cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1]) - (cpu1[2] - cpu0[2])) / sched["wall_s"], 2)},
+        } | ({"postgres": round(pg_cpu / sched["wall_s"], 2)} if pg else {}) | {"burners": round(burner_cpu / sched["wall_s"], 2),
+             "others": round(((cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1]) - (cpu1[2] - cpu0[2]) - burner_cpu - pg_cpu) / sched["wall_s"], 2)},
         "slow_requests": slow_analysis(lg.records),
         "overall": summarise(lg.records, None),
         "per_route": {r: summarise(lg.records, r) for r in ROUTES},
@@ -474,6 +579,10 @@ def report(res: dict[str, Any]) -> str:
     p = res["protocol"]
     lines = [
         f"serve load benchmark, {res['when']}, {res['machine']}, load average before {res['load_average_before']} (at start {res['load_average_at_start']}, after {res['load_average_after']})",
+        (f"store {res['store']['kind']}: {res['store']['version']}; " + ", ".join(f"{k} {v}" for k, v in res["versions"].items())),
+        f"load condition: {res['load_condition']}" + (
+            f"; waited {res['waited_for_quiet']['waited_s']:.0f} s for load < {res['waited_for_quiet']['threshold']:g} "
+            f"({'reached' if res['waited_for_quiet']['reached'] else 'NOT reached, ran anyway'})" if res.get("waited_for_quiet") else ""),
         f"run {res['run']} ({res['n_items']:,} items); server ready in {res['server_ready_s']:.1f} s; preload {res['preload']['events']:,} events / {res['preload']['users']:,} users in {res['preload']['seconds']:.1f} s",
         "protocol: " + "; ".join(f"{k}: {v}" for k, v in p.items()),
         "",
@@ -528,16 +637,45 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-breakdown", dest="breakdown", action="store_false", help="skip the in-process timing of a recommendation's parts")
-    ap.add_argument("--out", default=str((RESULTS / "serve_load.json").relative_to(Path.cwd())) if RESULTS.is_relative_to(Path.cwd()) else str(RESULTS / "serve_load.json"))
+    ap.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite",
+                    help="event store: a fresh SQLite file, or a throwaway PostgreSQL cluster on loopback")
+    ap.add_argument("--burn", type=int, default=0, help="CPU burner processes kept busy during the schedule (a noisy neighbour)")
+    ap.add_argument("--wait-quiet", type=float, default=None, metavar="LOAD",
+                    help="first wait until the 1-minute load average is below LOAD (poll every 20 s)")
+    ap.add_argument("--wait-max", type=float, default=600.0, help="seconds to wait for --wait-quiet at most; then run anyway")
+    ap.add_argument("--out", default=None, help="JSON result (default benchmarks/results/serve_load.json, serve_load_postgres.json with --db postgres)")
     args = ap.parse_args()
+    out = Path(args.out) if args.out else RESULTS / ("serve_load.json" if args.db == "sqlite" else "serve_load_postgres.json")
+    args.out = rel(out)  # recorded relative to the project root
+    # a SIGTERM unwinds like Ctrl-C: the server, the burners and the PostgreSQL cluster are stopped
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if args.wait_quiet is not None:
+        args._waited = wait_quiet(args.wait_quiet, args.wait_max)
 
-    res = asyncio.run(bench(args, secret="serve-load-benchmark-" + uuid.uuid4().hex))
+    secret = "serve-load-benchmark-" + uuid.uuid4().hex
+    if args.db == "postgres":
+        with throwaway_postgres() as cluster:
+            res = asyncio.run(bench(args, secret, cluster))
+    else:
+        res = asyncio.run(bench(args, secret))
     text = report(res)
     print(text)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2, default=str) + "\n")
+    body = json.dumps(res, indent=2, default=str) + "\n"
+    body = body.replace(str(ROOT) + "/", "").replace(str(ROOT.parent) + "/", "../")  # relative paths only (a traceback may name files)
+    out.write_text(body)
     print(f"\nwrote {out}")
+
+
+def wait_quiet(threshold: float, max_s: float, every: float = 20.0) -> dict[str, Any]:
+    t0 = time.monotonic()
+    while True:
+        load1 = os.getloadavg()[0]
+        waited = time.monotonic() - t0
+        if load1 < threshold or waited >= max_s:
+            return {"threshold": threshold, "waited_s": round(waited, 1), "reached": load1 < threshold, "load1": round(load1, 2)}
+        print(f"load average {load1:.2f} >= {threshold:g}: waiting ({waited:.0f} s of {max_s:.0f})", flush=True)
+        time.sleep(min(every, max(max_s - waited, 0.1)))
 
 
 if __name__ == "__main__":
