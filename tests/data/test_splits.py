@@ -357,8 +357,14 @@ def test_resolve_time_and_horizon():
     assert resolve_horizon("7d", "seconds") == 7 * DAY
     assert resolve_horizon("12h", "seconds") == 12 * 3600
     assert resolve_horizon(5, "events") == 5
+    # the label evorec itself prints for event horizons reads back
+    assert resolve_horizon("5ev", "events") == resolve_horizon("5 events", "events") == 5
+    with pytest.raises(SplitError, match="counts events"):
+        resolve_horizon("5ev", "seconds")
     with pytest.raises(SplitError):
         resolve_horizon(0, "events")
+    with pytest.raises(SplitError):
+        resolve_horizon("0ev", "events")
 
 
 def test_split_save_load_round_trip(taobao_seq, tmp_path):

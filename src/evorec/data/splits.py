@@ -146,6 +146,9 @@ _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
+_EVENTS = re.compile(r"^\s*([0-9]+)\s*(?:ev|events?)\s*$")
+
+
 def resolve_horizon(value: Horizon, unit: str) -> int:
     """A horizon as int seconds (unit ``seconds``) or int events (unit ``events``)."""
     if isinstance(value, bool):
@@ -154,6 +157,10 @@ def resolve_horizon(value: Horizon, unit: str) -> int:
         raise SplitError(f"horizon {value[:20]!r}...: too long to be a horizon")
     if isinstance(value, (int, np.integer)) or isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         out = int(value)
+    elif isinstance(value, str) and (m := _EVENTS.match(value)):  # "5ev": how horizons in events are labelled
+        if unit != "events":
+            raise SplitError(f"horizon {value!r} counts events, but this data has timestamps; give a duration like '7d'")
+        out = int(m.group(1))
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         if unit == "events":
             raise SplitError(f"horizon {value!r} is a duration, but horizons count events here; give an integer")

@@ -226,7 +226,8 @@ def to_plotly(fig: Figure):  # noqa: ANN201 - plotly.graph_objects.Figure
         for i, name in enumerate(groups):
             m = gl == name
             hover = None if c.hover is None else list(np.asarray(c.hover, dtype=object)[m])
-            g.add_trace(go.Scattergl(x=list(np.asarray(c.x)[m]), y=list(np.asarray(c.y)[m]), mode="markers", name=str(name),
+            trace = go.Scattergl if len(gl) > 5000 else go.Scatter  # WebGL only where SVG would be slow
+            g.add_trace(trace(x=list(np.asarray(c.x)[m]), y=list(np.asarray(c.y)[m]), mode="markers", name=str(name),
                                      text=hover, hoverinfo="text" if hover else None,
                                      marker={"size": 6, "opacity": 0.7, "color": colour(i, name)}))
         layout.update(xaxis={"title": c.x_title}, yaxis={"title": c.y_title})
