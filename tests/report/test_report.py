@@ -270,3 +270,16 @@ def test_report_in_chromium(report, page, artifacts):
     page.click("#user-form button")
     assert "not in this report" in page.inner_text("#user-message")
     assert page.errors == []
+
+
+def test_time_axis_buckets_dates_and_event_positions():
+    from evorec.report.sections import _Clock
+
+    day = _Clock(True)
+    t0 = int(np.datetime64("2024-01-01", "s").astype(np.int64))
+    x, inv, name = day.buckets(np.array([t0, t0 + 3 * DAY, t0 + 3 * DAY + 5]), t0, t0 + 10 * DAY)
+    assert name == "day" and len(x) == 10 and x[0] == "2024-01-01" and inv.tolist() == [0, 3, 3]  # empty days kept
+    pos = _Clock(False)
+    x, inv, name = pos.buckets(np.array([1, 2, 130, 299]), 1, 300)  # order-only: ts are event positions
+    assert name == "5 events" and x[0] == 0 and inv.tolist() == [0, 0, 26, 59] and len(x) == 60
+    assert pos.label(15) == 15 and pos.span(5) == "5 events" and day.span(30 * DAY) == "30 days"

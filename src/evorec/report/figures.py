@@ -272,7 +272,8 @@ def _plotly_areas(g, c: Areas) -> None:  # noqa: ANN001
         fbase = _stack_base(f, c.centered)
         g.add_trace(go.Scatter(x=fx, y=fbase.tolist(), mode="lines", line={"width": 0}, showlegend=False, hoverinfo="skip"))
         ftop = fbase.copy()
-        for i, name in enumerate(c.names):
+        bands = []
+        for i, name in enumerate(c.names):  # the layers first: "tonexty" fills down to the trace added just before
             below = ftop.copy()
             ftop = ftop + f[i]
             g.add_trace(go.Scatter(x=fx, y=ftop.tolist(), mode="lines+markers", name=f"{name} (forecast)", legendgroup=name,
@@ -282,9 +283,11 @@ def _plotly_areas(g, c: Areas) -> None:  # noqa: ANN001
             if c.forecast_lower is not None and c.forecast_upper is not None:
                 lo = below + np.asarray(c.forecast_lower[i], dtype=float)
                 hi = below + np.asarray(c.forecast_upper[i], dtype=float)
-                g.add_trace(go.Scatter(x=fx + fx[::-1], y=hi.tolist() + lo.tolist()[::-1], fill="toself", mode="lines",
-                                       line={"width": 0}, fillcolor=_rgba(colour(i, name), 0.2), showlegend=False,
-                                       hoverinfo="skip", legendgroup=name))
+                bands.append(go.Scatter(x=fx + fx[::-1], y=hi.tolist() + lo.tolist()[::-1], fill="toself", mode="lines",
+                                        line={"width": 0}, fillcolor=_rgba(colour(i, name), 0.2), showlegend=False,
+                                        hoverinfo="skip", legendgroup=name))
+        for band in bands:  # then each layer's band around its top edge
+            g.add_trace(band)
     if c.realised is not None and c.realised_x is not None:
         r = np.asarray(c.realised, dtype=float)
         rx = list(c.realised_x)

@@ -115,6 +115,33 @@ def _collapse(codes: np.ndarray, top: list[int]) -> np.ndarray:
     return lut[codes] if len(codes) else codes.astype(np.int64)
 
 
+@dataclass
+class _Clock:
+    """Time on the x axes: dates on dated data; event positions on order-only data (where ``ts``
+    is each user's position and horizons count events)."""
+
+    unix: bool
+
+    def label(self, t: int) -> str | int:
+        return _iso(t)[:10] if self.unix else int(t)
+
+    def span(self, n: int) -> str:
+        return (f"{n // DAY} days" if n % DAY == 0 else f"{n / DAY:.1f} days") if self.unix else f"{n} events"
+
+    def buckets(self, ts: np.ndarray, start: int, end: int) -> tuple[list[Any], np.ndarray, str]:
+        """(x of every bucket in [start, end), bucket of each of ``ts``, bucket name); empty
+        buckets are kept so that inactivity shows."""
+        if self.unix:
+            unit, name = _period(float(max(end - start, DAY)))
+            first = _floor(np.int64(start), unit)
+            keys = np.arange(first, _floor(np.int64(max(end - 1, start)), unit) + 1)
+            return [str(k) for k in keys.astype("datetime64[D]")], (_floor(ts, unit) - first).astype(np.int64), name
+        size = max(1, math.ceil((end - start) / 60))
+        first = start // size
+        keys = np.arange(first, (max(end - 1, start)) // size + 1)
+        return (keys * size).tolist(), (np.asarray(ts) // size - first).astype(np.int64), f"{size} events" if size > 1 else "event"
+
+
 # -- dataset overview ---------------------------------------------------------------------------
 
 
@@ -331,9 +358,11 @@ def interest_evolution(run: ForecastRun, fid: str, cutoff: Any | None = None, uf
     T = _cutoff(run, cutoff)
     uf = uf if uf is not None else forecast_users(run, T)
     sec = Section(id=f"{fid}-evolution", title=f"Interest evolution: {run.dataset}")
-    unix = seq.time_kind == TimeKind.UNIX and uf.unit == "seconds"
-    sec.intro = (f"Forecast run {run.name}: {len(uf.users):,} users with history before the cutoff {_iso(T) if unix else T}; "
-                 f"horizons {', '.join(uf.labels)}.")
+    clock = _Clock(seq.time_kind == TimeKind.UNIX and uf.unit == "seconds")
+    sec.intro = (f"Forecast run {run.name}: {len(uf.users):,} users with history before the cutoff "
+                 f"{_iso(T) if clock.unix else f'(event position {T})'}; horizons {', '.join(uf.labels)}.")
+    if not clock.unix:
+        sec.notes.append("Order-only data: time is each user's event position and horizons count events.")
     ts, cat = np.asarray(seq.ts), np.asarray(seq.category)
     before = ts < T
     top, names = _top_categories(seq, cat[before])
@@ -351,48 +380,36 @@ def interest_evolution(run: ForecastRun, fid: str, cutoff: Any | None = None, uf
     dist = uf.dist @ collapse  # (U, H, K)
     dist = dist / np.maximum(dist.sum(2, keepdims=True), 1e-12)
 
-    if unix:
-        horizons_s = [int(h) for h in uf.horizons]
-        span_start = int(ts.min())
-        unit, label = _period(float(T - span_start))
-        hist = before
-        b = _floor(ts[hist], unit)
-        keys, inv = np.unique(b, return_inverse=True)
-        codes = _collapse(cat[hist], top)
-        counts = np.zeros((K, len(keys)))
-        np.add.at(counts, (codes, inv), 1.0)
-        shares = counts / np.maximum(counts.sum(0, keepdims=True), 1.0)
-        # forecast: users weighted by their events in the window of the same length before the cutoff
-        fx, fm, flo, fhi, rx, real = [], [], [], [], [], []
-        starts = np.asarray(seq.offsets)[:-1][uf.user_rows]
-        ends = np.asarray(seq.offsets)[1:][uf.user_rows]
-        for j, h in enumerate(horizons_s):
-            lo_t = T - h
-            w = np.array([int(((ts[s:e] >= lo_t) & (ts[s:e] < T)).sum()) for s, e in zip(starts, ends)], dtype=np.float64)
-            m, lo, hi = _bootstrap_shares(dist[:, j], w, seed=j)
-            fx.append(_iso(T + h)[:10])
-            fm.append(m)
-            flo.append(lo)
-            fhi.append(hi)
-            win = (ts >= T) & (ts < T + h)
-            if win.any() and int(ts.max()) >= T + h - 1:
-                rc = np.bincount(_collapse(cat[win], top), minlength=K).astype(float)
-                rx.append(_iso(T + h)[:10])
-                real.append(rc / max(rc.sum(), 1.0))
-        x = [str(k) for k in keys.astype("datetime64[D]")]
-        fx, fm, flo, fhi = [_iso(T)[:10], *fx], [fm[0], *fm], [flo[0], *flo], [fhi[0], *fhi]  # the first window's mix from T on
-        area = Areas(x, names, shares, x_title=label, y_title="share of events", x_dates=True, cutoff=_iso(T)[:10],
-                     forecast_x=fx, forecast=np.array(fm).T, forecast_lower=np.array(flo).T, forecast_upper=np.array(fhi).T,
-                     realised_x=rx or None, realised=np.array(real).T if real else None)
-        sec.figures.append(Figure(f"{fid}-shares", "Population category shares over time, with the forecast after the cutoff", area,
-                                  f"Left of the cutoff: each {label}'s share of events per category (top {K - 1} + other). Right: the "
-                                  "forecast share of each horizon's window (T, T+h], users weighted by their events in the window of the "
-                                  "same length before T; the band is a 95% interval over users (bootstrap)"
-                                  + ("; dotted: what happened." if rx else "."), height=480))
-        sec.figures.append(_sankey(run, uf, T, top, names, dist, fid))
-    else:
-        sec.notes.append("Order-only data or an event-count forecaster: population shares over calendar time are not shown; "
-                         "horizons count events.")
+    x, inv, label = clock.buckets(ts[before], int(ts[before].min()) if before.any() else T, T)
+    counts = np.zeros((K, len(x)))
+    np.add.at(counts, (_collapse(cat[before], top), inv), 1.0)
+    shares = counts / np.maximum(counts.sum(0, keepdims=True), 1.0)
+    # forecast: users weighted by their events in the window of the same length before the cutoff
+    fx, fm, flo, fhi, rx, real = [], [], [], [], [], []
+    starts = np.asarray(seq.offsets)[:-1][uf.user_rows]
+    ends = np.asarray(seq.offsets)[1:][uf.user_rows]
+    for j, h in enumerate(int(h) for h in uf.horizons):
+        w = np.array([int(((ts[s:e] >= T - h) & (ts[s:e] < T)).sum()) for s, e in zip(starts, ends)], dtype=np.float64)
+        m, lo, hi = _bootstrap_shares(dist[:, j], w, seed=j)
+        fx.append(clock.label(T + h))
+        fm.append(m)
+        flo.append(lo)
+        fhi.append(hi)
+        win = (ts >= T) & (ts < T + h)
+        if win.any() and int(ts.max()) >= T + h - 1:
+            rc = np.bincount(_collapse(cat[win], top), minlength=K).astype(float)
+            rx.append(clock.label(T + h))
+            real.append(rc / max(rc.sum(), 1.0))
+    fx, fm, flo, fhi = [clock.label(T), *fx], [fm[0], *fm], [flo[0], *flo], [fhi[0], *fhi]  # the first window's mix from T on
+    area = Areas(x, names, shares, x_title=label, y_title="share of events", x_dates=clock.unix, cutoff=clock.label(T),
+                 forecast_x=fx, forecast=np.array(fm).T, forecast_lower=np.array(flo).T, forecast_upper=np.array(fhi).T,
+                 realised_x=rx or None, realised=np.array(real).T if real else None)
+    sec.figures.append(Figure(f"{fid}-shares", "Population category shares over time, with the forecast after the cutoff", area,
+                              f"Left of the cutoff: each {label}'s share of events per category (top {K - 1} + other). Right: the "
+                              "forecast share of each horizon's window [T, T+h), users weighted by their events in the window of the "
+                              "same length before T; the band is a 95% interval over users (bootstrap)"
+                              + ("; dotted: what happened." if rx else "."), height=480))
+    sec.figures.append(_sankey(run, uf, T, top, names, dist, fid, clock))
     for metric in ("NDCG@10", "JSD"):
         f = _metric_by_horizon(run.backtest, metric, f"{fid}-h-{metric.lower().replace('@', '')}")
         if f is not None:
@@ -400,7 +417,7 @@ def interest_evolution(run: ForecastRun, fid: str, cutoff: Any | None = None, uf
     return sec, uf
 
 
-def _sankey(run: ForecastRun, uf: Any, T: int, top: list[int], names: list[str], dist: np.ndarray, fid: str) -> Figure:
+def _sankey(run: ForecastRun, uf: Any, T: int, top: list[int], names: list[str], dist: np.ndarray, fid: str, clock: _Clock) -> Figure:
     seq = run.seq
     ts, cat = np.asarray(seq.ts), np.asarray(seq.category)
     H = int(max(uf.horizons))
@@ -413,7 +430,7 @@ def _sankey(run: ForecastRun, uf: Any, T: int, top: list[int], names: list[str],
     dom = []
     for k in (3, 2, 1):
         a, b = T - k * L, T - (k - 1) * L
-        stage_names.append(f"{_iso(a)[:10]}..{_iso(b)[:10]}")
+        stage_names.append(f"{clock.label(a)}..{clock.label(b)}")
         d = []
         for s, e in zip(starts, ends):
             m = (ts[s:e] >= a) & (ts[s:e] < b)
@@ -442,7 +459,7 @@ def _sankey(run: ForecastRun, uf: Any, T: int, top: list[int], names: list[str],
     acc = f" The forecast dominant interest matched the realised one for {hit / n:.1%} of the {n:,} users active in the window." if n else ""
     return Figure(f"{fid}-sankey", "How users' dominant interest moves between periods", Flows(stage_names, [*names, "inactive"],
                   [(s, a, b, v) for (s, a, b), v in sorted(links.items())]),
-                  f"Each user's most frequent category per period of {L // DAY} days before the cutoff, then the forecast's most likely "
+                  f"Each user's most frequent category per period of {clock.span(L)} before the cutoff, then the forecast's most likely "
                   f"category for {uf.labels[j]}.{acc}", height=480)
 
 
@@ -572,29 +589,19 @@ def _stream(seq, ts, cat, top, names, forecast, user_id, unix, fig_id) -> Figure
     T = forecast[2] if forecast is not None else None
     hist = ts < T if T is not None else np.ones(len(ts), dtype=bool)
     uf_i = None
-    if forecast is not None and unix:
+    if forecast is not None:
         try:
             uf_i = forecast[1].users.index(user_id)
         except ValueError:
             uf_i = None
-    if unix and hist.any():
-        end = T + int(max(forecast[1].horizons)) if uf_i is not None else int(ts[hist].max())
-        unit, label = _period(float(end - ts[hist].min()) or DAY)
-        first = _floor(ts[hist].min(), unit)
-        last = _floor(np.int64(T - 1 if T is not None else ts[hist].max()), unit)
-        keys = np.arange(first, last + 1)  # every bucket, empty ones included: inactivity is visible
-        inv = (_floor(ts[hist], unit) - first).astype(np.int64)
-        x = [str(k) for k in keys.astype("datetime64[D]")]
-    else:
-        label = "events"
-        n = int(hist.sum())
-        size = max(1, math.ceil(n / 40))
-        inv = np.arange(n) // size
-        keys = np.unique(inv)
-        x = (keys * size).tolist()
+    clock = _Clock(unix)
+    start = int(ts[hist].min()) if hist.any() else (T or 0)
+    end = T if T is not None else (int(ts.max()) + 1 if len(ts) else 1)
+    x, inv, label = clock.buckets(ts[hist], start, end)
+    keys = x
     vals = np.zeros((K, len(keys)))
     np.add.at(vals, (codes[hist], inv), 1.0)
-    area = Areas(x, names, vals, x_title=label, y_title="events", x_dates=unix, centered=True)
+    area = Areas(x, names, vals, x_title=label if unix else "event position", y_title="events", x_dates=unix, centered=True)
     caption = f"The user's events per {label} by category (top {K - 1} + other), as a stream graph."
     if uf_i is not None:
         run, uf, T = forecast
@@ -608,11 +615,11 @@ def _stream(seq, ts, cat, top, names, forecast, user_id, unix, fig_id) -> Figure
             np.add.at(f[:, j], lut[1:], uf.dist[uf_i, j, 1:])
         tot = vals.sum(0)
         volume = float(tot[tot > 0].mean()) if (tot > 0).any() else 1.0  # mean events per active bucket
-        area.forecast_x = [_iso(T)[:10], *[_iso(T + int(h))[:10] for h in uf.horizons]]
+        area.forecast_x = [clock.label(T), *[clock.label(T + int(h)) for h in uf.horizons]]
         area.forecast = np.concatenate([f[:, :1], f], axis=1) * volume
-        area.cutoff = _iso(T)[:10]
+        area.cutoff = clock.label(T)
         p_active = float(uf.engage[uf_i, -1, 1:].max()) if uf.engage.shape[2] > 1 else float("nan")
-        caption += (f" After the cutoff: the forecast category mix of each window (T, T+h] ({', '.join(uf.labels)}), drawn at the "
+        caption += (f" After the cutoff: the forecast category mix of each window [T, T+h) ({', '.join(uf.labels)}), drawn at the "
                     f"user's mean volume per active {label} ({volume:.1f} events); the forecaster gives the user's likeliest "
                     f"category a {p_active:.0%} chance of engagement within {uf.labels[-1]}.")
     return Figure(fig_id, "Interest timeline", area, caption, height=380)
