@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import os
@@ -247,6 +248,37 @@ class Load:
             self.records.append({"route": "unfinished", "ok": False, "status": "cancelled", "latency": math.nan, "service": math.nan, "lag": 0.0})
         return {"scheduled": len(offsets), "send_window_s": sent_until, "wall_s": time.perf_counter() - loop_t0,
                 "unfinished": len(pending)}
+
+
+class ClientGC:
+    """Records this (client) process's garbage collections while active: a full collection stalls
+    the client's event loop, and that stall is counted in the latency of the requests due then."""
+
+    def __init__(self) -> None:
+        self.pauses: list[dict[str, float]] = []
+        self._start = 0.0
+        self.t0 = time.perf_counter()
+
+    def _cb(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.pauses.append({"generation": info["generation"], "at_s": self._start - self.t0,
+                                "ms": (time.perf_counter() - self._start) * 1000})
+
+    def __enter__(self) -> ClientGC:
+        self.t0 = time.perf_counter()
+        gc.callbacks.append(self._cb)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._cb)
+
+    def summary(self) -> dict[str, Any]:
+        full = [p for p in self.pauses if p["generation"] == 2]
+        return {"collections": len(self.pauses), "total_ms": sum(p["ms"] for p in self.pauses),
+                "max_ms": max((p["ms"] for p in self.pauses), default=0.0),
+                "full_collections": [{"at_s": round(p["at_s"], 2), "ms": round(p["ms"], 1)} for p in full]}
 
 
 def cpu_seconds(pid: int) -> tuple[float, float, float]:
@@ -474,7 +506,11 @@ async def bench(args: argparse.Namespace, secret: str, pg: Cluster | None = None
                 cpu0, b0 = cpu_seconds(proc.pid), burners_cpu(burners)
                 pg0 = tree_cpu_seconds(pg.pid) if pg else 0.0
                 lg = Load(c, users, items, read_key, write_key, k=10)
-                sched = await lg.run(args.rate, args.duration, 0.8, args.arrivals, args.seed, args.drain)
+                if args.gc_freeze:  # setup objects (torch, histories) out of the client's full collections
+                    gc.collect()
+                    gc.freeze()
+                with ClientGC() as client_gc:
+                    sched = await lg.run(args.rate, args.duration, 0.8, args.arrivals, args.seed, args.drain)
                 cpu1, burner_cpu = cpu_seconds(proc.pid), burners_cpu(burners) - b0
                 pg_cpu = tree_cpu_seconds(pg.pid) - pg0 if pg else 0.0
             finally:
@@ -518,6 +554,8 @@ async def bench(args: argparse.Namespace, secret: str, pg: Cluster | None = None
             "errors": "non-2xx, a recommendation with no items, a post not accepting its event, any exception/timeout, or unfinished after the drain",
             "preload": f"{len(users)} users x up to {args.history} events ({hist_source}), POSTed in batches of 1000 before the run",
             "warmup": f"{min(args.warmup, len(users))} sequential recommendation requests, not measured",
+            "client_gc": ("gc.collect() + gc.freeze() in the client before the schedule (its setup objects are not rescanned by full collections)"
+                          if args.gc_freeze else "client GC as is (no freeze)"),
             "drain_s": args.drain,
         },
         "args": {k: v for k, v in vars(args).items() if not k.startswith("_")} | {"run": rel(Path(args.run))},
@@ -526,6 +564,7 @@ async def bench(args: argparse.Namespace, secret: str, pg: Cluster | None = None
         "schedule": sched,
         "requests_sent": len(lg.records),
         "achieved_rate": achieved,
+        "client_gc": client_gc.summary(),
         "client_scheduling_lag_ms": {"p50": pct([r["lag"] for r in lg.records], 50), "p99": pct([r["lag"] for r in lg.records], 99),
                                       "max": max(r["lag"] for r in lg.records) * 1000},
         "cpu_cores_used_during_run": {
@@ -602,6 +641,8 @@ def report(res: dict[str, Any]) -> str:
         (f"events: accepted {e['accepted_total']:,} (preload {res['preload']['accepted']:,} + run {e['accepted_in_run']:,} of {e['posted_in_run']:,} posted), "
         f"stored {e['stored_total']:,} -> lost {e['lost']} ({'match' if e['match'] else 'MISMATCH'})"),
         f"errors: {res['errors']} {res['error_statuses'] or ''}",
+        (f"client GC during the run: {res['client_gc']['collections']} collections, {res['client_gc']['total_ms']:.0f} ms in all, "
+         f"longest {res['client_gc']['max_ms']:.1f} ms; full: {res['client_gc']['full_collections']}"),
         f"CPU cores used during the run: {res['cpu_cores_used_during_run']} (of {os.cpu_count()})",
         (f"requests over 30 ms: {res['slow_requests']['slow']} in {res['slow_requests']['seconds_with_slow']} distinct seconds, "
          f"{res['slow_requests']['slow_in_worst_5_seconds']} of them in the worst 5 seconds "
@@ -637,6 +678,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-breakdown", dest="breakdown", action="store_false", help="skip the in-process timing of a recommendation's parts")
+    ap.add_argument("--no-gc-freeze", dest="gc_freeze", action="store_false",
+                    help="do not gc.freeze() the client before the schedule (its one full collection then stalls it ~75 ms)")
     ap.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite",
                     help="event store: a fresh SQLite file, or a throwaway PostgreSQL cluster on loopback")
     ap.add_argument("--burn", type=int, default=0, help="CPU burner processes kept busy during the schedule (a noisy neighbour)")
