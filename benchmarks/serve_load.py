@@ -707,7 +707,7 @@ def main() -> None:
     body = json.dumps(res, indent=2, default=str) + "\n"
     body = body.replace(str(ROOT) + "/", "").replace(str(ROOT.parent) + "/", "../")  # relative paths only (a traceback may name files)
     out.write_text(body)
-    print(f"\nwrote {out}")
+    print(f"\nwrote {args.out}")
 
 
 def wait_quiet(threshold: float, max_s: float, every: float = 20.0) -> dict[str, Any]:
