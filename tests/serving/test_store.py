@@ -61,3 +61,31 @@ def test_api_on_postgres(postgres_url, trained_run, monkeypatch):
     with state.store.engine.connect() as conn:
         assert conn.execute(text("select count(*) from events")).scalar_one() == 0
     assert client.get("/readyz").status_code == 200
+
+
+def test_concurrent_retries_of_one_batch_store_it_once(store):
+    """Two writers (e.g. a client's retry landing on another replica) post the same batch at the
+    same moment: one stores it, the other reports duplicates; no error, nothing stored twice."""
+    import threading
+
+    rows = [{"event_id": f"c{i}", "user_id": f"u{i % 7}", "item_id": f"i{i}", "category_id": None, "behavior": "view", "ts": i}
+            for i in range(3000)]
+    go = threading.Barrier(4)
+    out: list = []
+
+    def post():
+        go.wait()
+        try:
+            out.append(store.add_events(rows))
+        except Exception as exc:  # noqa: BLE001 - recorded and asserted below
+            out.append(exc)
+
+    threads = [threading.Thread(target=post) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not [r for r in out if isinstance(r, Exception)], out
+    assert sorted(n for n, _ in out) == [0, 0, 0, 3000]
+    assert sorted(len(d) for _, d in out) == [0, 3000, 3000, 3000]
+    assert store.count() == 3000

@@ -18,6 +18,7 @@ from sqlalchemy import (
     BigInteger, Column, Index, Integer, MetaData, String, Table, create_engine, delete, event, func, select,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 ROLES = ("read", "write", "admin")  # each role can do everything the ones before it can
 
@@ -74,9 +75,22 @@ class EventStore:
 
     # -- events -----------------------------------------------------------------------------
 
-    def add_events(self, rows: list[dict[str, Any]]) -> tuple[int, list[int]]:
+    def add_events(self, rows: list[dict[str, Any]], *, attempts: int = 3) -> tuple[int, list[int]]:
         """Insert ``rows`` in one transaction. Returns (inserted, indices of duplicate rows):
-        a row whose ``event_id`` is already stored, or repeats an earlier row of the batch."""
+        a row whose ``event_id`` is already stored, or repeats an earlier row of the batch.
+
+        A concurrent writer (another request or replica retrying the same batch) can commit the
+        same ``event_id`` between our check and our insert; the unique index then rolls our whole
+        transaction back and we run it again, now seeing those rows as duplicates."""
+        for attempt in range(attempts):
+            try:
+                return self._add_events_once(rows)
+            except IntegrityError:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _add_events_once(self, rows: list[dict[str, Any]]) -> tuple[int, list[int]]:
         now = int(time.time())
         dup: list[int] = []
         seen: set[str] = set()
