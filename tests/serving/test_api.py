@@ -270,3 +270,55 @@ def test_forgetting_reaches_the_forecasts_behind_audiences(forecast_service):
     after = client.get(f"/v1/audiences?category={cat}&horizon=30d&top=100000", headers=h(key)).json()
     assert victim not in {u["user_id"] for u in after["users"]}
     assert client.delete(f"/v1/users/{victim}", headers=h(admin)).status_code == 404
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_forgetting_through_one_replica_reaches_every_replica_and_restarts(db, forecast_run, tmp_path, request):
+    """Two replicas share one event store. DELETE on replica A: replica B stops listing the user
+    in audiences and recounts segments and population without them, and so does a replica started
+    afterwards; the store keeps only a one-way tombstone, never the raw or pseudonymised id."""
+    from sqlalchemy import text
+
+    from evorec.serving.store import tombstone
+
+    if db == "sqlite":
+        url = f"sqlite:///{tmp_path / 'shared.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+        with EventStore(url).engine.begin() as conn:
+            conn.execute(text("TRUNCATE events, api_keys, forgotten"))
+
+    def replica():
+        settings = ServeSettings(forecast_run=str(forecast_run), db_url=url, pseudonymize=False)
+        state = ServiceState(EventStore(url), None, forecast_run=settings.forecast_run)
+        return TestClient(create_app(settings, state)), state
+
+    a, sa = replica()
+    b, sb = replica()
+    admin, read = sa.store.create_key("admin"), sa.store.create_key("read")
+    pop = sa.forecast.population
+    cat = pop.categories[int(pop.engage[:, pop.horizon_index("30d")].sum(0)[1:].argmax()) + 1]
+
+    def audience(client):
+        r = client.get(f"/v1/audiences?category={cat}&horizon=30d&top=100000", headers=h(read))
+        assert r.status_code == 200, r.text
+        return [u["user_id"] for u in r.json()["users"]]
+
+    before = audience(b)
+    n_before = b.get("/v1/segments?horizon=30d&k=3", headers=h(read)).json()["n_users"]
+    victim = before[0]
+    assert a.delete(f"/v1/users/{victim}", headers=h(admin)).status_code == 200
+    assert victim not in audience(b) and len(audience(b)) == len(before) - 1
+    assert b.get("/v1/segments?horizon=30d&k=3", headers=h(read)).json()["n_users"] == n_before - 1
+    assert b.get("/v1/population?top=5", headers=h(read)).status_code == 200
+    c, _ = replica()  # started after the DELETE
+    assert victim not in audience(c)
+    assert a.delete(f"/v1/users/{victim}", headers=h(admin)).status_code == 404  # nothing left to forget
+    with sa.store.engine.connect() as conn:
+        stones = [t for (t,) in conn.execute(text("SELECT tombstone FROM forgotten"))]
+    assert stones == [tombstone(victim)] and victim not in stones[0]
+    if db == "sqlite":
+        with sa.store.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        raw = b"".join(p.read_bytes() for p in tmp_path.glob("shared.db*"))
+        assert victim.encode() not in raw

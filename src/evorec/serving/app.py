@@ -273,7 +273,7 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
     def forecast_or_503():  # noqa: ANN202
         if state.forecast is None:
             raise HTTPException(503, "no interest forecaster loaded (start with EVOREC_SERVE_FORECAST_RUN=RUN_DIR)")
-        return state.forecast
+        return state.forecast_synced()  # users forgotten through any replica are gone from it
 
     @app.get("/v1/users/{user_id}/interests", tags=["interests"])
     def interests(
@@ -356,6 +356,7 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
         in_forecasts = int(state.forecast.forget(key)) if state.forecast is not None else 0
         if n == 0 and not in_forecasts:
             raise HTTPException(404, "unknown user (no events stored, not in any forecast)")
+        state.store.record_forgotten(key)  # the other replicas drop the user from their forecasts too
         return {"user_id": user_id, "events_deleted": n, "forecasts_deleted": in_forecasts}
 
     @app.post("/v1/admin/reload", tags=["admin"])

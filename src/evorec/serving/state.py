@@ -23,7 +23,7 @@ import torch
 from evorec.models.base import SequentialModel
 from evorec.models.checkpoint import load_checkpoint, load_model
 from evorec.serving.retrieval import ItemIndex
-from evorec.serving.store import EventStore, StoredEvent
+from evorec.serving.store import EventStore, StoredEvent, tombstone
 from evorec.types import BEHAVIOR_INDEX, SequenceBatch
 
 logger = logging.getLogger(__name__)
@@ -250,6 +250,9 @@ class ForecastState:
     population: Any = None  # UserForecasts of the training users at the data's end
     _segments: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)  # exported segments per (horizon, k)
     _interests: dict[int, dict[str, Any]] = field(default_factory=dict)  # population interests per top
+    _tombstones: dict[str, str] | None = None  # tombstone -> user id of the population (built on first use)
+    _forgotten_seen: int = 0  # the last entry of the store's forgotten table applied
+    _sync: Any = field(default_factory=threading.Lock)
 
     def interests(self, top: int) -> dict[str, Any]:
         """The population's mean category shares now and per horizon (aggregates only; see
@@ -269,11 +272,31 @@ class ForecastState:
             self._segments[key] = segments(self.population, SegmentConfig(horizon=horizon, k=k)).export(users=False)
         return self._segments[key]
 
+    def apply_forgotten(self, store: EventStore) -> int:
+        """Drop the users forgotten in the shared ``store`` since the last call (by this or any
+        other replica, before or after this process started); returns how many were dropped."""
+        with self._sync:
+            rows = store.forgotten_after(self._forgotten_seen)
+            if not rows:
+                return 0
+            if self._tombstones is None and self.population is not None:
+                self._tombstones = {tombstone(u): u for u in self.population.users}
+            gone = [self._tombstones.pop(t) for _, t in rows if self._tombstones and t in self._tombstones]
+            self._forgotten_seen = rows[-1][0]
+            if gone and self.population is not None:
+                self.population = self.population.without(gone)
+                self._segments.clear()
+                self._interests.clear()
+            return len(gone)
+
     def forget(self, user_key: str) -> bool:
         """Drop a (pseudonymised) user from the population forecasts; True if they were there."""
         if self.population is None or user_key not in set(self.population.users):
             return False
-        self.population = self.population.without([user_key])
+        with self._sync:
+            self.population = self.population.without([user_key])
+            if self._tombstones is not None:
+                self._tombstones.pop(tombstone(user_key), None)
         self._segments.clear()  # segments and aggregates were computed with the user in them
         self._interests.clear()
         return True
@@ -305,6 +328,14 @@ class ServiceState:
     @property
     def model(self) -> ModelState | None:
         return self._model
+
+    def forecast_synced(self) -> ForecastState | None:
+        """The forecaster, first brought up to date with the users forgotten in the shared store
+        (one indexed query when nothing changed)."""
+        fc = self.forecast
+        if fc is not None:
+            fc.apply_forgotten(self.store)
+        return fc
 
     def user_events(self, user_key: str, limit: int) -> list[dict[str, Any]]:
         """The (pseudonymised) user's latest ``limit`` events, oldest first; an event stored

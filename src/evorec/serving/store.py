@@ -35,6 +35,15 @@ events = Table(
     Column("received_at", BigInteger, nullable=False),
     Index("ix_events_user_ts", "user_id", "ts"),
 )
+# Users forgotten through the API, as a one-way hash of their pseudonymised id (neither the raw
+# nor the pseudonymised id is kept): every replica sharing the store drops them from the
+# forecasts it holds in memory, also after a restart (see ServiceState.forecast_synced).
+forgotten = Table(
+    "forgotten", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tombstone", String(64), nullable=False, unique=True),
+    Column("at", BigInteger, nullable=False),
+)
 api_keys = Table(
     "api_keys", metadata,
     Column("key_hash", String(64), primary_key=True),
@@ -50,6 +59,11 @@ class StoredEvent:
     category_id: str | None
     behavior: str
     ts: int
+
+
+def tombstone(user_key: str) -> str:
+    """The forgotten-users entry of a pseudonymised user id: a salted SHA-256 (one-way)."""
+    return hashlib.sha256(b"evorec-forgotten\0" + user_key.encode("utf-8")).hexdigest()
 
 
 def hash_key(key: str) -> str:
@@ -132,6 +146,22 @@ class EventStore:
     def delete_user(self, user_id: str) -> int:
         with self.engine.begin() as conn:
             return int(conn.execute(delete(events).where(events.c.user_id == user_id)).rowcount or 0)
+
+    def record_forgotten(self, user_id: str) -> None:
+        """Note that ``user_id`` (pseudonymised) was forgotten, once; see ``forgotten``."""
+        t = tombstone(user_id)
+        try:
+            with self.engine.begin() as conn:
+                if conn.execute(select(forgotten.c.id).where(forgotten.c.tombstone == t)).first() is None:
+                    conn.execute(forgotten.insert(), [{"tombstone": t, "at": int(time.time())}])
+        except IntegrityError:  # another replica recorded it at the same moment
+            pass
+
+    def forgotten_after(self, after_id: int) -> list[tuple[int, str]]:
+        """(id, tombstone) of the users forgotten since entry ``after_id``, oldest first."""
+        q = select(forgotten.c.id, forgotten.c.tombstone).where(forgotten.c.id > after_id).order_by(forgotten.c.id)
+        with self.engine.connect() as conn:
+            return [(int(i), str(t)) for i, t in conn.execute(q).all()]
 
     def count(self) -> int:
         with self.engine.connect() as conn:
