@@ -335,10 +335,6 @@ def to_matplotlib(fig: Figure):  # noqa: ANN201 - matplotlib.figure.Figure
             ax.axvline(_mpl_x([c.vline[0]], c.x_dates)[0], linestyle="--", color="#444")
         if c.log_x:
             ax.set_xscale("log")
-        if c.log_y:
-            ax.set_yscale("log")
-        ax.set_xlabel(c.x_title)
-        ax.set_ylabel(c.y_title)
         ax.legend(fontsize=8)
     elif isinstance(c, Bars):
         n = max(len(c.groups), 1)
@@ -361,10 +357,6 @@ def to_matplotlib(fig: Figure):  # noqa: ANN201 - matplotlib.figure.Figure
             ax.invert_yaxis()
         else:
             ax.set_xticks(pos, c.labels, rotation=30 if len(c.labels) > 6 else 0, ha="right" if len(c.labels) > 6 else "center", fontsize=8)
-        if c.log_y:
-            ax.set_yscale("log")
-        ax.set_xlabel(c.x_title)
-        ax.set_ylabel(c.y_title)
         ax.legend(fontsize=8)
     elif isinstance(c, Areas):
         _mpl_areas(ax, c)
@@ -376,21 +368,22 @@ def to_matplotlib(fig: Figure):  # noqa: ANN201 - matplotlib.figure.Figure
         for i, name in enumerate(groups):
             msk = gl == name
             ax.scatter(np.asarray(c.x, float)[msk], np.asarray(c.y, float)[msk], s=8, alpha=0.7, color=colour(i, name), label=str(name))
-        ax.set_xlabel(c.x_title)
-        ax.set_ylabel(c.y_title)
         ax.legend(fontsize=8, markerscale=2)
     elif isinstance(c, Grid):
         z = np.asarray(c.z, dtype=float)
         im = ax.imshow(z, cmap="Blues", aspect="auto")
         ax.set_xticks(range(len(c.cols)), c.cols, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(len(c.rows)), c.rows, fontsize=7)
-        ax.set_xlabel(c.x_title)
-        ax.set_ylabel(c.y_title)
         if c.text is not None and z.size <= 400:
             for r in range(z.shape[0]):
                 for k in range(z.shape[1]):
                     ax.text(k, r, str(c.text[r][k]), ha="center", va="center", fontsize=6)
         m.colorbar(im, ax=ax)
+    if isinstance(c, (Lines, Bars, Points, Grid)):  # Areas and Flows label their own axes
+        ax.set_xlabel(c.x_title)
+        ax.set_ylabel(c.y_title)
+        if getattr(c, "log_y", False):
+            ax.set_yscale("log")
     return m
 
 
