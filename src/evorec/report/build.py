@@ -26,13 +26,13 @@ from evorec.report.sections import (
     Section,
     UserPage,
     dataset_overview,
+    forecast_cutoff,
     interest_evolution,
     model_comparison,
     sample_users,
     segments_section,
     user_page,
     user_row,
-    _cutoff,
 )
 from evorec.utils.io import json_default
 
@@ -170,7 +170,7 @@ def build_report(
         for i, fr in enumerate(forecasts):
             ffid = fid if i == 0 else f"{fid}-{i}"
             try:
-                T = _cutoff(fr, cutoff)
+                T = forecast_cutoff(fr, cutoff)
                 sec, uf = interest_evolution(fr, ffid, T)
             except ValueError as exc:
                 raise ReportError(f"{fr.path}: {exc}") from None

@@ -316,7 +316,7 @@ def confusion_figure(run: ModelRun, fig_id: str, n: int = 12) -> Figure | None:
 # -- interest evolution -------------------------------------------------------------------------
 
 
-def _cutoff(run: ForecastRun, cutoff: Any | None) -> int:
+def forecast_cutoff(run: ForecastRun, cutoff: Any | None) -> int:
     from evorec.data.splits import resolve_time
 
     if cutoff is not None:
@@ -355,7 +355,7 @@ def interest_evolution(run: ForecastRun, fid: str, cutoff: Any | None = None, uf
     """The population section of a forecast run; also returns the forecasts it made (for the
     segment and user sections)."""
     seq = run.seq
-    T = _cutoff(run, cutoff)
+    T = forecast_cutoff(run, cutoff)
     uf = uf if uf is not None else forecast_users(run, T)
     sec = Section(id=f"{fid}-evolution", title=f"Interest evolution: {run.dataset}")
     clock = _Clock(seq.time_kind == TimeKind.UNIX and uf.unit == "seconds")
