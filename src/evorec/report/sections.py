@@ -317,6 +317,8 @@ def confusion_figure(run: ModelRun, fig_id: str, n: int = 12) -> Figure | None:
 
 
 def forecast_cutoff(run: ForecastRun, cutoff: Any | None) -> int:
+    """The report's forecast cutoff: ``cutoff`` when given, else the run's last test cutoff (so
+    what happened after it can be shown beside the forecast), else the end of the data."""
     from evorec.data.splits import resolve_time
 
     if cutoff is not None:
