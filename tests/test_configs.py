@@ -19,7 +19,7 @@ def test_config_validates(path):
         load_config(PrepareConfig, path)
     elif path.parent.name in ("beauty", "grocery"):
         cfg = load_experiment(path)
-        assert cfg.model.name == path.stem
+        assert cfg.model.name == path.stem.split("-", 1)[0]  # MODEL.yaml, or MODEL-VARIANT.yaml
     elif path.parent.name == "forecast":
         from evorec.data.splits import resolve_horizon
         from evorec.forecast_pipeline import _experiment, load_forecast_experiment
