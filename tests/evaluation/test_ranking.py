@@ -304,3 +304,36 @@ def test_real_fold_pop_and_itemknn(tiny):
     assert pop_lists["Coverage@10"] < knn_lists["Coverage@10"]
     assert pop_lists["PopBias@10"] > 0.9
     assert pop_lists["Novelty@10"] < knn_lists["Novelty@10"]
+
+
+def test_length_sorted_batches_rank_like_the_plain_loop(tiny):
+    """rank_targets scores histories grouped by length (few padded columns); a Transformer's
+    ranks, top-k lists and the hook's rows must equal the plain loop over the fold in its order."""
+    from evorec.data.batches import eval_batches_by_length
+
+    seq, split = tiny
+    es = eval_set(seq, split, "test")
+    L = 120
+    lengths = np.minimum(es.hist_end - es.hist_start, L)
+    assert len(np.unique(lengths)) > 3  # the fold mixes short and long histories
+    seen_rows = np.concatenate([rows for rows, _ in eval_batches_by_length(seq, es, L, 16)])
+    np.testing.assert_array_equal(np.sort(seen_rows), np.arange(len(es.users)))  # every row once
+    assert (np.diff(lengths[seen_rows]) >= 0).all()  # ascending length
+    torch.manual_seed(0)
+    model = build_model("sasrec", {"hidden": 16, "heads": 2, "max_len": L, "dropout": 0.0, "attn_dropout": 0.0}, DataSizes(seq.items.size, seq.categories.size))
+    model.eval()
+    hooked = np.full(len(es.users), -1.0)
+
+    def hook(rows, scores):  # noqa: ANN001
+        hooked[rows] = scores.gather(1, torch.from_numpy(es.target_item[rows]).unsqueeze(1)).squeeze(1).numpy()
+
+    res = rank_targets(model, seq, es, max_len=L, batch_size=16, exclude_seen=True, ks=(10,), score_hook=hook)
+    ref_rank, ref_top = reference_ranks(model, seq, es, L)
+    np.testing.assert_array_equal(res.rank, ref_rank)
+    np.testing.assert_array_equal(res.topk[:, :10], np.array(ref_top))
+    with torch.no_grad():  # the hook saw each row's own target score
+        from evorec.data.batches import eval_batches
+
+        plain = np.concatenate([model.score(b).gather(1, torch.from_numpy(es.target_item[sl]).unsqueeze(1)).squeeze(1).numpy()
+                                for sl, b in eval_batches(seq, es, L, 64)])
+    np.testing.assert_allclose(hooked, plain, rtol=1e-5, atol=1e-6)

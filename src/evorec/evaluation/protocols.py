@@ -156,14 +156,15 @@ def _fold_rows(
     imp_neg = np.zeros((N, cfg.auc_negatives), np.float64)
     pred_cat = np.zeros(N, np.int64)
 
-    def hook(sl: slice, scores: torch.Tensor) -> None:
+    def hook(rows: np.ndarray, scores: torch.Tensor) -> None:
         s = scores.float()
-        imp_pos[sl] = s.gather(1, tgt_t[sl].unsqueeze(1)).squeeze(1).cpu().numpy()
-        imp_neg[sl] = s.gather(1, neg_t[sl]).cpu().numpy()
+        r = torch.from_numpy(rows)
+        imp_pos[rows] = s.gather(1, tgt_t[r].unsqueeze(1).to(s.device)).squeeze(1).cpu().numpy()
+        imp_neg[rows] = s.gather(1, neg_t[r].to(s.device)).cpu().numpy()
         if item_category is not None:
             probs = category_scores(s, item_category, n_categories)  # (B, n_categories)
             probs[:, 0] = -1.0  # "unknown category" is never a prediction
-            pred_cat[sl] = probs.argmax(1).cpu().numpy()
+            pred_cat[rows] = probs.argmax(1).cpu().numpy()
 
     batch = max(1, min(cfg.batch_size, SCORES_PER_BATCH // max(n_items, 1)))
     res = rank_targets(

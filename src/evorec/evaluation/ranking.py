@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from evorec.data.batches import EvalSet, eval_batches, history_items
+from evorec.data.batches import EvalSet, eval_batches_by_length, history_items
 from evorec.evaluation import metrics as M
 
 logger = logging.getLogger(__name__)
@@ -246,6 +246,16 @@ def sample_negatives(
 # ---------------------------------------------------------------------------------------------
 
 
+def _segments(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For CSR ``offsets`` and chosen ``rows``: (position in ``rows``, index into the CSR values)
+    of every value of every chosen row, in order."""
+    lo, hi = offsets[rows], offsets[rows + 1]
+    n = hi - lo
+    which = np.repeat(np.arange(len(rows), dtype=np.int64), n)
+    idx = np.repeat(lo - np.cumsum(n) + n, n) + np.arange(int(n.sum()), dtype=np.int64)
+    return which, idx
+
+
 def rank_targets(
     model,  # noqa: ANN001 - evorec.models.base.Recommender
     seq,  # noqa: ANN001 - evorec.data.sequences.SequenceData
@@ -262,7 +272,7 @@ def rank_targets(
     item_counts: np.ndarray | None = None,
     return_topk: bool = True,
     exclude_items: np.ndarray | None = None,
-    score_hook: Callable[[slice, torch.Tensor], None] | None = None,
+    score_hook: Callable[[np.ndarray, torch.Tensor], None] | None = None,
 ) -> RankingResult:
     """Rank each fold user's target with ``model.score`` (see the module docstring for the protocol).
 
@@ -275,7 +285,9 @@ def rank_targets(
     ``exclude_items`` (n_items,) bool removes items from every user's candidates (e.g. items that
     did not exist yet at a time cut); a target among them is an error. ``score_hook(rows, scores)``
     sees each batch's raw (B, n_items) scores before any exclusion (read-only; used to derive
-    category predictions and AUC impressions from the same forward pass).
+    category predictions and AUC impressions from the same forward pass); ``rows`` (B,) int64 are
+    the EvalSet rows of the batch. Batches group histories of similar length
+    (:func:`~evorec.data.batches.eval_batches_by_length`), so ``rows`` are not contiguous.
     """
     t0 = time.perf_counter()
     n_items = int(model.n_items)
@@ -339,7 +351,7 @@ def rank_targets(
     rank = np.zeros(N, dtype=np.int64)
     topk = np.zeros((N, kmax), dtype=np.int64) if return_topk and not sampled else None
     ge_buf = None if sampled else torch.empty((min(batch_size, max(N, 1)), n_items), dtype=torch.bool, device=device)
-    ex_rows_t = torch.from_numpy(ex_rows).to(device)
+    ex_off = np.searchsorted(ex_rows, np.arange(N + 1))  # rows are sorted: row r's pairs are ex_off[r]:ex_off[r+1]
     ex_items_t = torch.from_numpy(ex_items).to(device)
     target_t = torch.from_numpy(target).to(device)
     neg_t = torch.from_numpy(neg).to(device) if sampled else None
@@ -348,7 +360,7 @@ def rank_targets(
     model.eval()
     try:
         with torch.inference_mode():
-            for sl, batch in eval_batches(seq, es, max_len, batch_size, device):
+            for sl, batch in eval_batches_by_length(seq, es, max_len, batch_size, device):  # sl: (B,) EvalSet rows
                 scores = model.score(batch)  # (B, n_items)
                 if scores.shape != (batch.size, n_items):
                     raise ValueError(
@@ -366,16 +378,17 @@ def rank_targets(
                 scores[:, 0] = NEG_INF  # padding is never a candidate, whatever the model says
                 if gone_t is not None:
                     scores[:, gone_t] = NEG_INF
-                tgt = target_t[sl].unsqueeze(1)  # (B, 1)
+                sl_t = torch.from_numpy(sl).to(device)
+                tgt = target_t[sl_t].unsqueeze(1)  # (B, 1)
                 t = scores.gather(1, tgt)  # (B, 1) target scores, taken before any exclusion
                 if sampled:
-                    cand = scores.gather(1, neg_t[sl])  # (B, negatives)
+                    cand = scores.gather(1, neg_t[sl_t])  # (B, negatives)
                     r = (cand >= t).sum(1)  # (B,) pessimistic: ties count against the target
                     # (the target is never a negative, so nothing to subtract)
                 else:
                     if exclude_seen:
-                        lo, hi = np.searchsorted(ex_rows, [sl.start, sl.stop])  # rows are sorted
-                        scores[ex_rows_t[lo:hi] - sl.start, ex_items_t[lo:hi]] = NEG_INF  # target never listed
+                        b_rows, pairs = _segments(ex_off, sl)  # (P,) batch row, (P,) index into ex_items
+                        scores[torch.from_numpy(b_rows).to(device), ex_items_t[torch.from_numpy(pairs).to(device)]] = NEG_INF  # target never listed
                     ge = torch.ge(scores, t, out=ge_buf[: batch.size])  # (B, n_items), reused buffer
                     r = ge.view(torch.uint8).sum(1, dtype=torch.int32).long() - 1  # (B,) minus the target
                     if topk is not None:

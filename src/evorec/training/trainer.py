@@ -47,7 +47,7 @@ class TrainConfig(BaseModel):
     windows: Literal["last", "all"] = "last"
     loss: LossConfig = Field(default_factory=LossConfig)
     eval_every_epochs: int = Field(1, ge=1)
-    eval_batch_size: int = Field(2048, ge=1)
+    eval_batch_size: int = Field(256, ge=1, description="users per validation batch (256 keeps a batch x items block in cache on a CPU)")
     eval_users: int | None = Field(None, description="validate on a fixed random subset of users (speed)")
     metric: str = "NDCG@10"
     patience: int = Field(10, ge=1, description="evaluations without improvement before stopping")
@@ -148,7 +148,7 @@ class Trainer:
         with torch.no_grad():
             res = rank_targets(
                 self.model, self.train_view.seq, es, max_len=self.cfg.max_len, batch_size=self.cfg.eval_batch_size,
-                exclude_seen=self.cfg.exclude_seen, ks=(5, 10, 20), device=device,
+                exclude_seen=self.cfg.exclude_seen, ks=(5, 10, 20), device=device, return_topk=False,  # ranks suffice
             )
         self.model.train(was)
         return res.aggregate((5, 10, 20))
