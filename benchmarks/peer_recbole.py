@@ -1,7 +1,7 @@
 """evorec SASRec vs RecBole 1.2.1 SASRec on S3-Rec Amazon Beauty: time to the same validation NDCG@10.
 
-Both train SASRec with the hyperparameters of ``configs/beauty/sasrec.yaml`` (read from it, not
-copied: hidden, layers, heads, dropout, attention dropout, FFN width, activation, max length 50,
+Both train SASRec with the hyperparameters of ``configs/beauty/sasrec.yaml`` (or ``--config``; read
+from it, not copied: hidden, layers, heads, dropout, attention dropout, FFN width, activation, max length 50,
 CE loss over all items, batch size, learning rate, weight decay, gradient clipping, seed) on the
 same leave-one-out split, and are validated after every epoch by full ranking over all items with
 each user's history items excluded. Each runs in its own child process, one after the other
@@ -10,6 +10,7 @@ project root:
 
     .venv/bin/python benchmarks/peer_recbole.py                                  # 300 s evorec, 1200 s RecBole
     .venv/bin/python benchmarks/peer_recbole.py --evorec-budget 60 --only evorec  # quick check of one side
+    .venv/bin/python benchmarks/peer_recbole.py --config configs/beauty/sasrec-best.yaml --results peer_recbole_best.json
 
 RecBole lives in its own virtual environment, ``.peers/recbole`` (git-ignored); when
 ``.peers/recbole/bin/python`` is missing the script creates it (see ``shared/peers/recbole.md``;
@@ -25,8 +26,9 @@ peer's interpreter): a subclassed ``recbole.trainer.Trainer`` that
   history index when ``MODEL_TYPE`` is sequential; only the padding item is masked), so the stock
   numbers (no exclusion) are recorded beside them as ``valid_stock/...``.
 
-Writes benchmarks/results/peer_recbole.json (with ``--only``: benchmarks/scratch/peer_recbole/partial.json)
-and prints the protocol and a markdown table. Intermediate files: benchmarks/scratch/ (git-ignored).
+Writes benchmarks/results/peer_recbole.json (or ``--results``; with ``--only``: benchmarks/scratch/peer_recbole/partial.json)
+and prints the protocol, a markdown table and, for every quality RecBole reached (each new best
+validation), the seconds each side took to first reach it and their ratio. Intermediate files: benchmarks/scratch/ (git-ignored).
 """
 
 from __future__ import annotations
@@ -166,12 +168,12 @@ def write_atomic_files() -> dict:
     return {"users": users, "items": len(items), "events": events, "path": str((out_dir / "beauty.inter").relative_to(ROOT))}
 
 
-def shared_hyperparameters() -> dict:
-    """The effective SASRec + training settings of configs/beauty/sasrec.yaml (defaults resolved)."""
+def shared_hyperparameters(config: Path = CONFIG) -> dict:
+    """The effective SASRec + training settings of ``config`` (defaults resolved)."""
     from evorec.models.sasrec import SASRecConfig
     from evorec.pipeline import load_experiment
 
-    cfg = load_experiment(CONFIG, [])
+    cfg = load_experiment(config, [])
     m = SASRecConfig(**cfg.model.config)
     t = cfg.train
     assert cfg.model.name == "sasrec" and t.loss.kind == "ce", "the peer run mirrors SASRec with full CE loss"
@@ -181,7 +183,8 @@ def shared_hyperparameters() -> dict:
         "ffn": m.ffn_mult * m.hidden, "activation": m.activation, "norm": m.norm, "max_len": m.max_len,
         "train_max_len": t.max_len, "batch_size": t.batch_size, "lr": t.lr, "weight_decay": t.weight_decay,
         "grad_clip": t.grad_clip, "betas": list(t.betas), "schedule": t.schedule, "epochs": t.epochs,
-        "patience": t.patience, "seed": t.seed, "exclude_seen": t.exclude_seen, "loss": "ce",
+        "patience": t.patience, "seed": t.seed, "exclude_seen": t.exclude_seen, "loss": "ce", "windows": t.windows,
+        "config": str(Path(config).resolve().relative_to(ROOT)),
     }
 
 
@@ -389,12 +392,12 @@ def recbole_runner(config_path: str) -> None:  # pragma: no cover - needs the pe
 # The two sides
 
 
-def run_evorec(budget: float) -> dict:
+def run_evorec(budget: float, config: Path = CONFIG) -> dict:
     evorec = str(Path(sys.executable).with_name("evorec"))
     out = RUN_WORK / "evorec_run"
     if out.exists():
         shutil.rmtree(out)
-    argv = [evorec, "train", "--config", str(CONFIG), "--out", str(out), "--time-budget", str(budget),
+    argv = [evorec, "train", "--config", str(config), "--out", str(out), "--time-budget", str(budget),
             "--set", f"train.threads={THREADS}", "--json"]
     print(f"[{datetime.now():%H:%M:%S}] evorec train ({budget:g}s budget) ...", flush=True)
     r = run_child("evorec SASRec", argv, RUN_WORK / "evorec_train.log", cwd=ROOT)
@@ -481,10 +484,33 @@ def compare(ev: dict, rb: dict) -> dict:
         "recbole_seconds_to_evorec_best_note": "RecBole validates once per epoch: an upper bound on when it got there",
         "throughput_ratio_evorec_over_recbole": ev["targets_per_s"] / max(rb["targets_per_s"], 1e-9),
     }
+    # Every quality RecBole reached (each new best validation): seconds for each side to first get there.
+    levels, best = [], -1.0
+    for h in rb["history"]:
+        if h["valid/NDCG@10"] > best:
+            best = h["valid/NDCG@10"]
+            e = first_reaching(ev["history"], best)
+            levels.append({"valid_NDCG@10": best, "recbole_seconds": h["wall_seconds"], "recbole_epoch": h["epoch"],
+                           "evorec_seconds": e["wall_seconds"] if e else None,
+                           "ratio_recbole_over_evorec_seconds": h["wall_seconds"] / e["wall_seconds"] if e else None})
+    out["levels"] = levels
     if ev_hit is None:
         out["note"] = (f"evorec did not reach {target:.4f} within its {ev['budget_s']:g}s budget "
                        f"(best {ev_best:.4f}); no ratio")
     return out
+
+
+def protocol(hp: dict) -> dict:
+    """What both sides did, with the shared hyperparameters filled in from ``hp``."""
+    return {**PROTOCOL, "evorec_training": (
+        "one window per user (the last max_len training events)" if hp.get("windows", "last") == "last"
+        else "every consecutive window of max_len events of each user's training history"
+    ) + ", next-item CE at every position", "differences_that_remain": PROTOCOL["differences_that_remain"] + (
+        f" Shared: hidden {hp['hidden']}, FFN {hp['ffn']}, {hp['layers']} layers, {hp['heads']} heads, {hp['activation']}, "
+        f"dropout {hp['dropout']}, attention dropout {hp['attn_dropout']}, max length {hp['max_len']}, full CE, batch "
+        f"{hp['batch_size']}, lr {hp['lr']:g}, weight decay {hp['weight_decay']:g}, gradient norm clipped at {hp['grad_clip']}, "
+        f"seed {hp['seed']} (from {hp.get('config', 'configs/beauty/sasrec.yaml')})"
+    )}
 
 
 PROTOCOL = {
@@ -497,7 +523,6 @@ PROTOCOL = {
         "passes no history index; only padding item 0 is masked): the runner adds it in a Trainer subclass; "
         "stock RecBole numbers (no exclusion) are in valid_stock/ and test.stock_*"
     ),
-    "evorec_training": "one window per user (the last max_len training events), next-item CE at every position",
     "recbole_training": "one sample per training prefix (data augmentation), CE on its last position only",
     "timing": (
         "seconds since training start (data loading/preparation excluded), validation passes included, "
@@ -512,8 +537,7 @@ PROTOCOL = {
         "evorec: pre-LayerNorm blocks + final LayerNorm, right-aligned positions, AdamW betas (0.9, 0.98) with a "
         "cosine schedule over 200 epochs (about constant within the budget); RecBole: post-LayerNorm (LayerNorm "
         "after the embedding and each sub-layer, eps 1e-12), left-aligned positions (input padded to 50), Adam "
-        "betas (0.9, 0.999), constant lr. Shared: hidden/FFN 64, 2 layers, 2 heads, relu, dropout 0.5, attention "
-        "dropout 0.2, max length 50, full CE, batch 256, lr 1e-3, weight decay 0, gradient norm clipped at 1.0, seed 42"
+        "betas (0.9, 0.999), constant lr."
     ),
 }
 
@@ -527,7 +551,8 @@ def print_report(result: dict) -> None:
     print("\nprotocol:")
     for k, v in result["protocol"].items():
         print(f"  {k}: {v}")
-    print("\nhyperparameters (configs/beauty/sasrec.yaml resolved; RecBole gets every one it has a setting for):", json.dumps(result["hyperparameters"]))
+    print(f"\nhyperparameters ({result['hyperparameters'].get('config', 'configs/beauty/sasrec.yaml')} resolved; "
+          "RecBole gets every one it has a setting for):", json.dumps(result["hyperparameters"]))
     for name, side in (("evorec", ev), ("RecBole", rb)):
         curve = ", ".join(f"{h['wall_seconds']:.0f}s: {h['valid/NDCG@10']:.4f}{'*' if h.get('partial_epoch') else ''}" for h in side["history"])
         print(f"\n{name} validation NDCG@10 curve (seconds since training start: value; * = partial last epoch): {curve}")
@@ -565,7 +590,15 @@ def print_report(result: dict) -> None:
                if cmp["recbole_reached_evorec_best"] else "did not reach it within its budget")
     print(f"evorec's best valid NDCG@10 {cmp['evorec_best_valid_NDCG@10']:.4f}: RecBole {reverse}; evorec's training throughput is "
           f"{cmp['throughput_ratio_evorec_over_recbole']:.2f}x RecBole's (next-item targets per training second)")
-    print(f"\n{RESULTS.relative_to(ROOT) / 'peer_recbole.json'}" if result.get("complete") else "")
+    if cmp.get("levels"):
+        print("\nseconds to first reach each quality RecBole reached (its new bests; both wall seconds since training start):")
+        print("| valid NDCG@10 | RecBole s (epoch) | evorec s | RecBole s / evorec s |")
+        print("|---:|---:|---:|---:|")
+        for lv in cmp["levels"]:
+            print(f"| {lv['valid_NDCG@10']:.4f} | {lv['recbole_seconds']:.0f} ({lv['recbole_epoch']}) | "
+                  f"{fmt(lv['evorec_seconds'], '.0f') if lv['evorec_seconds'] is not None else 'not reached'} | "
+                  f"{fmt(lv['ratio_recbole_over_evorec_seconds'], '.1f')}{'x' if lv['ratio_recbole_over_evorec_seconds'] else ''} |")
+    print(f"\n{RESULTS.relative_to(ROOT) / result.get('results_file', 'peer_recbole.json')}" if result.get("complete") else "")
 
 
 def main() -> None:
@@ -573,15 +606,17 @@ def main() -> None:
     ap.add_argument("--evorec-budget", type=float, default=300.0, help="evorec --time-budget in seconds (default 300)")
     ap.add_argument("--peer-budget", type=float, default=1200.0, help="RecBole wall-clock training budget in seconds (default 1200)")
     ap.add_argument("--only", choices=("evorec", "recbole"), help="run one side only (debugging; writes work/peer_recbole/partial.json)")
+    ap.add_argument("--config", type=Path, default=CONFIG, help="evorec SASRec config both sides mirror (default configs/beauty/sasrec.yaml)")
+    ap.add_argument("--results", default="peer_recbole.json", help="results file name in benchmarks/results (default peer_recbole.json)")
     ap.add_argument("--report", action="store_true",
-                    help="run nothing: recompute the comparison from benchmarks/results/peer_recbole.json and print the report")
+                    help="run nothing: recompute the comparison from benchmarks/results/<--results> and print the report")
     ap.add_argument("--recbole-runner", metavar="CONFIG_JSON", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.recbole_runner:
         recbole_runner(args.recbole_runner)
         return
     if args.report:
-        path = RESULTS / "peer_recbole.json"
+        path = RESULTS / args.results
         result = json.loads(path.read_text())
         result["comparison"] = compare(result["evorec"], result["recbole"])
         path.write_text(json.dumps(result, indent=2) + "\n")
@@ -592,7 +627,7 @@ def main() -> None:
     RUN_WORK.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
-    hp = shared_hyperparameters()
+    hp = shared_hyperparameters(args.config)
     versions = ensure_peer() if args.only != "evorec" else None
     data = write_atomic_files()
     print(f"RecBole atomic file: {data}", flush=True)
@@ -601,10 +636,10 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "shared": True, "torch_threads": THREADS, "python": platform.python_version(),
                     "platform": platform.platform(), "loadavg_before": [round(x, 2) for x in load_before]},
         "command": " ".join([".venv/bin/python", "benchmarks/peer_recbole.py", *sys.argv[1:]]),
-        "protocol": PROTOCOL, "hyperparameters": hp, "recbole_data": data, "recbole_versions": versions,
+        "protocol": protocol(hp), "hyperparameters": hp, "results_file": args.results, "recbole_data": data, "recbole_versions": versions,
     }
     if args.only != "recbole":
-        ev = run_evorec(args.evorec_budget)
+        ev = run_evorec(args.evorec_budget, args.config)
         ev["budget_s"] = args.evorec_budget
         result["evorec"] = ev
         print(f"[{datetime.now():%H:%M:%S}] evorec: " + ", ".join(f"{h['wall_seconds']:.0f}s {h['valid/NDCG@10']:.4f}" for h in ev["history"])
@@ -623,7 +658,7 @@ def main() -> None:
         return
     result["comparison"] = compare(result["evorec"], result["recbole"])
     result["complete"] = True
-    (RESULTS / "peer_recbole.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / args.results).write_text(json.dumps(result, indent=2) + "\n")
     print_report(result)
 
 
