@@ -102,14 +102,33 @@ def to_batch(arrays: dict[str, np.ndarray], query_ts: np.ndarray, users: np.ndar
     ).to(device)
 
 
-def training_windows(view: TrainView, max_len: int, mode: Literal["last", "all"] = "last") -> tuple[np.ndarray, np.ndarray]:
-    """(users, window ends): one window per user (its latest max_len+1 events), or, with ``all``,
-    consecutive windows covering the whole training history (long histories fully used)."""
+WindowMode = Literal["last", "all", "prefixes"]
+
+
+def training_windows(view: TrainView, max_len: int, mode: WindowMode = "last") -> tuple[np.ndarray, np.ndarray]:
+    """(users, window ends) of the training samples.
+
+    - ``last``: one window per user, its latest max_len+1 events (targets at every position);
+    - ``all``: consecutive windows covering the whole training history (long histories fully used);
+    - ``prefixes``: one sample per training target: the max_len events before it and the target,
+      whose loss is taken at the last position only (RecBole's and the S3-Rec code's sampling). Each
+      batch then mixes as many users as it has rows, and an epoch takes ~(targets / windows) times
+      more optimizer steps. With ``view.target_behaviors`` only prefixes ending in such a target.
+    """
     lengths = view.lengths
     users = np.flatnonzero(lengths >= 2)
     ends = view.end[users]
     if mode == "last":
         return users.astype(np.int64), ends.astype(np.int64)
+    if mode == "prefixes":
+        n_t = lengths[users] - 1  # targets of each user: events 2..n
+        rep_users = np.repeat(users, n_t)
+        k = np.arange(n_t.sum()) - np.repeat(np.cumsum(n_t) - n_t, n_t)
+        rep_ends = np.repeat(view.start[users], n_t) + 2 + k  # the window ends just after its target
+        if view.target_behaviors is not None and len(rep_ends):
+            keep = np.isin(np.asarray(view.seq.behavior)[rep_ends - 1], view.target_behaviors)
+            rep_users, rep_ends = rep_users[keep], rep_ends[keep]
+        return rep_users.astype(np.int64), rep_ends.astype(np.int64)
     # Windows of max_len targets each, stepping back from the end; they overlap by one event.
     n_win = np.ceil((lengths[users] - 1) / max_len).astype(np.int64)
     rep_users = np.repeat(users, n_win)
@@ -133,11 +152,12 @@ def training_batches(
     batch_size: int,
     rng: np.random.Generator,
     *,
-    mode: Literal["last", "all"] = "last",
+    mode: WindowMode = "last",
     device="cpu",
     bucket: int = 50,
 ) -> Iterator[SequenceBatch]:
-    """Shuffled training batches of (B, <= max_len) inputs with next-item targets at every position.
+    """Shuffled training batches of (B, <= max_len) inputs with next-item targets at every position
+    (with ``mode="prefixes"`` at the last position only).
 
     With ``bucket`` > 1, windows are shuffled, then sorted by length within groups of ``bucket``
     batches, and the batches are shuffled again: each batch holds windows of similar length,
@@ -163,6 +183,8 @@ def training_batches(
         full = gather(view.seq, s, e, max_len + 1)  # (B, T+1)
         arrays = {k: v[:, :-1] for k, v in full.items()}
         targets = np.where(full["mask"][:, 1:] & full["mask"][:, :-1], full["items"][:, 1:], 0)
+        if mode == "prefixes":
+            targets[:, :-1] = 0  # one target per sample: the event that ends its window
         tb = full["behaviors"][:, 1:]
         if view.target_behaviors is not None:
             targets = np.where(np.isin(tb, view.target_behaviors), targets, 0)

@@ -44,7 +44,7 @@ class TrainConfig(BaseModel):
     min_lr_ratio: float = Field(0.05, ge=0, le=1)
     grad_clip: float | None = 1.0
     max_len: int = Field(50, ge=1)
-    windows: Literal["last", "all"] = "last"
+    windows: Literal["last", "all", "prefixes"] = "last"  # see evorec.data.batches.training_windows
     loss: LossConfig = Field(default_factory=LossConfig)
     eval_every_epochs: int = Field(1, ge=1)
     eval_batch_size: int = Field(256, ge=1, description="users per validation batch (256 keeps a batch x items block in cache on a CPU)")
