@@ -501,16 +501,32 @@ def compare(ev: dict, rb: dict) -> dict:
 
 
 def protocol(hp: dict) -> dict:
-    """What both sides did, with the shared hyperparameters filled in from ``hp``."""
-    return {**PROTOCOL, "evorec_training": (
-        "one window per user (the last max_len training events)" if hp.get("windows", "last") == "last"
-        else "every consecutive window of max_len events of each user's training history"
-    ) + ", next-item CE at every position", "differences_that_remain": PROTOCOL["differences_that_remain"] + (
-        f" Shared: hidden {hp['hidden']}, FFN {hp['ffn']}, {hp['layers']} layers, {hp['heads']} heads, {hp['activation']}, "
+    """What both sides did, with the shared hyperparameters and the remaining differences from ``hp``."""
+    windows = hp.get("windows", "last")
+    training = {
+        "last": "one window per user (the last max_len training events), next-item CE at every position",
+        "all": "every consecutive window of max_len events of each user's training history, next-item CE at every position",
+        "prefixes": "one sample per training prefix (the max_len events before each training target), CE on its last position only",
+    }[windows]
+    ours = []
+    if hp.get("norm", "pre") == "pre":
+        ours.append("pre-LayerNorm blocks + final LayerNorm (RecBole: post-LayerNorm, LayerNorm after the embedding)")
+    if tuple(hp.get("betas", (0.9, 0.98))) != (0.9, 0.999):
+        ours.append(f"AdamW betas {tuple(hp['betas'])} (RecBole: Adam (0.9, 0.999))")
+    if hp.get("schedule", "cosine") != "constant":
+        ours.append(f"{hp['schedule']} lr schedule over {hp['epochs']} epochs (RecBole: constant lr)")
+    differences = "; ".join(ours + [
+        "positions right-aligned in evorec, left-aligned in RecBole (input padded to max_len)",
+        "weights: evorec item table N(0, 1/hidden) and PyTorch's default Linear init; RecBole N(0, 0.02) everywhere, LayerNorm eps 1e-12",
+        "evorec trains with bf16 autocast matmuls (validation and test in fp32); RecBole in fp32",
+    ])
+    shared = (
+        f"hidden {hp['hidden']}, FFN {hp['ffn']}, {hp['layers']} layers, {hp['heads']} heads, {hp['activation']}, "
         f"dropout {hp['dropout']}, attention dropout {hp['attn_dropout']}, max length {hp['max_len']}, full CE, batch "
         f"{hp['batch_size']}, lr {hp['lr']:g}, weight decay {hp['weight_decay']:g}, gradient norm clipped at {hp['grad_clip']}, "
         f"seed {hp['seed']} (from {hp.get('config', 'configs/beauty/sasrec.yaml')})"
-    )}
+    )
+    return {**PROTOCOL, "evorec_training": training, "shared_hyperparameters": shared, "differences_that_remain": differences}
 
 
 PROTOCOL = {
@@ -532,12 +548,6 @@ PROTOCOL = {
         "evorec --time-budget counts training seconds (validation excluded) and validates the last, partial epoch; "
         "RecBole's budget counts wall seconds since training start (validations included), checked before each "
         "batch, then the partial epoch is validated and the best checkpoint tested"
-    ),
-    "differences_that_remain": (
-        "evorec: pre-LayerNorm blocks + final LayerNorm, right-aligned positions, AdamW betas (0.9, 0.98) with a "
-        "cosine schedule over 200 epochs (about constant within the budget); RecBole: post-LayerNorm (LayerNorm "
-        "after the embedding and each sub-layer, eps 1e-12), left-aligned positions (input padded to 50), Adam "
-        "betas (0.9, 0.999), constant lr."
     ),
 }
 
