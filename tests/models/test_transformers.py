@@ -72,6 +72,36 @@ def test_fused_and_reference_attention_give_the_same_scores(name, norm):
             torch.testing.assert_close(p2.grad, p1.grad, atol=1e-5, rtol=1e-4, msg=n)
 
 
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_sasrec_last_position_path_equals_the_full_forward(norm):
+    """Scoring and prefix training query only the latest position in the last block; the plain
+    reference is the full forward's last row (scores, and the loss with its gradients)."""
+    side = {"use_category": True, "time": "gap_buckets"}
+    m = model("sasrec", norm=norm, side=side).eval()
+    batch = make_batch([10, 6, 1, 0], targets=False)
+    with torch.no_grad():
+        full = m.query_state(batch, m(batch))  # (B, D) reference
+        torch.testing.assert_close(m.encode(batch), full, atol=1e-5, rtol=1e-5)
+        ref_scores = full @ m.output_embeddings().T
+        ref_scores[:, 0] = float("-inf")
+        torch.testing.assert_close(m.score(batch), ref_scores, atol=1e-5, rtol=1e-5)
+    # Prefix samples: one target per row, in the last column -> the last-position path is taken.
+    tb = make_batch([10, 6, 3, 2])
+    tb.targets = torch.cat([torch.zeros_like(tb.targets[:, :-1]), tb.targets[:, -1:]], dim=1)
+    loss_fast = m.training_loss(tb, FullSoftmaxCE())
+    g_fast = torch.autograd.grad(loss_fast, list(m.parameters()), allow_unused=True)
+    hidden = m(tb) + m.query_time(next_gap_buckets(tb, m.config.side.time_buckets))  # (B, T, D) full reference
+    sel = tb.targets > 0
+    loss_ref = FullSoftmaxCE()(hidden[sel], tb.targets[sel], m.output_embeddings(), m.output_bias())
+    g_ref = torch.autograd.grad(loss_ref, list(m.parameters()), allow_unused=True)
+    torch.testing.assert_close(loss_fast, loss_ref, atol=1e-5, rtol=1e-5)
+    for (n, _), a, b in zip(m.named_parameters(), g_fast, g_ref):
+        if b is None or a is None:
+            assert a is None or not a.abs().sum(), n  # unused by the reference -> unused here too
+            continue
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=n)
+
+
 def test_sasrec_uses_the_query_gap_only_when_asked():
     batch = make_batch([10, 5])
     later = make_batch([10, 5])

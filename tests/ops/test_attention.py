@@ -108,6 +108,25 @@ def test_block_paths_agree(norm):
     torch.testing.assert_close(fast(x, mask), ref(x, mask), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("fused", [True, False])
+def test_block_last_only_is_the_last_row_of_the_full_block(norm, fused):
+    """The fast path for callers that read only the latest state: one query row, same numbers
+    (with gradients), padding rows (the empty history) still exactly zero."""
+    torch.manual_seed(0)
+    mask = left_padded_mask(LENGTHS, T)
+    block = TransformerBlock(16, 2, 32, causal=True, fused=fused, norm=norm).eval()
+    x = (torch.randn(len(LENGTHS), T, 16) * mask[..., None]).requires_grad_()
+    full = block(x, mask)  # (B, T, D) reference
+    last = block(x, mask, last_only=True)  # (B, 1, D)
+    assert last.shape == (len(LENGTHS), 1, 16)
+    torch.testing.assert_close(last, full[:, -1:], atol=1e-5, rtol=1e-5)
+    assert (last[torch.tensor(LENGTHS) == 0] == 0).all()
+    g_full, = torch.autograd.grad(full[:, -1].pow(2).sum(), x)
+    g_last, = torch.autograd.grad(last[:, 0].pow(2).sum(), x)
+    torch.testing.assert_close(g_last, g_full, atol=1e-5, rtol=1e-4)
+
+
 def test_attention_dropout_is_applied_in_training_only():
     torch.manual_seed(0)
     mask = left_padded_mask([T, T], T)

@@ -90,7 +90,9 @@ class SASRec(SequentialModel):
         if self.query_time is not None:
             nn.init.zeros_(self.query_time.weight)  # enabling time starts from the time-free model
 
-    def forward(self, batch: SequenceBatch) -> Tensor:
+    def forward(self, batch: SequenceBatch, last_only: bool = False) -> Tensor:
+        """(B, T, D) states after every event; ``last_only``: (B, 1, D), the latest one only (the
+        last block then queries one position: cheaper for scoring and for prefix training)."""
         T = batch.length
         mask = batch.mask  # (B, T)
         x = self.embed(batch)  # (B, T, D), zero at padding
@@ -98,8 +100,10 @@ class SASRec(SequentialModel):
         if self.emb_norm is not None:
             x = self.emb_norm(x)
         x = self.emb_drop(x) * mask[..., None]
-        for block in self.blocks:
-            x = block(x, mask)  # (B, T, D)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, last_only and i == len(self.blocks) - 1)  # (B, T, D); (B, 1, D) after a last_only block
+        if last_only:
+            mask = mask[:, -1:]
         if self.final_norm is not None:
             x = self.final_norm(x) * mask[..., None]
         return x
@@ -109,6 +113,9 @@ class SASRec(SequentialModel):
         # item text, so an item never seen in training but with a title still scores sensibly.
         return self.embed.item_vectors()
 
+    def encode(self, batch: SequenceBatch) -> Tensor:
+        return self.query_state(batch, self(batch, last_only=True))  # (B, D)
+
     def query_state(self, batch: SequenceBatch, hidden: Tensor) -> Tensor:
         state = hidden[:, -1]  # (B, D)
         if self.query_time is not None:
@@ -116,9 +123,14 @@ class SASRec(SequentialModel):
         return state
 
     def training_loss(self, batch: SequenceBatch, loss_fn: LossFn, generator: torch.Generator | None = None) -> Tensor:
-        hidden = self(batch)  # (B, T, D)
+        # Prefix samples (train.windows=prefixes) have their one target in the last column: only
+        # the latest state is needed, so the last block queries one position.
+        last_only = batch.length > 1 and not bool((batch.targets[:, :-1] > 0).any())
+        hidden = self(batch, last_only=last_only)  # (B, T, D) or (B, 1, D)
+        targets = batch.targets[:, -1:] if last_only else batch.targets  # (B, T) or (B, 1)
         if self.query_time is not None:
             # The state at t predicts event t+1: add the gap to it, as query_state does at scoring.
-            hidden = hidden + self.query_time(next_gap_buckets(batch, self.config.side.time_buckets))  # (B, T, D)
-        sel = batch.targets > 0  # (B, T)
-        return loss_fn(hidden[sel], batch.targets[sel], self.output_embeddings(), self.output_bias())
+            gaps = next_gap_buckets(batch, self.config.side.time_buckets)  # (B, T)
+            hidden = hidden + self.query_time(gaps[:, -1:] if last_only else gaps)  # (B, T, D)
+        sel = targets > 0  # (B, T) or (B, 1)
+        return loss_fn(hidden[sel], targets[sel], self.output_embeddings(), self.output_bias())

@@ -73,16 +73,22 @@ class MultiHeadSelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, key_mask: Tensor) -> Tensor:
-        """x: (B, T, D), key_mask: (B, T) bool -> (B, T, D), zero at padded positions."""
+    def forward(self, x: Tensor, key_mask: Tensor, last_only: bool = False) -> Tensor:
+        """x: (B, T, D), key_mask: (B, T) bool -> (B, T, D), zero at padded positions.
+
+        ``last_only``: only the latest position queries (keys and values are still every position):
+        (B, 1, D), equal to the last row of the full output at a fraction of the cost."""
         B, T, D = x.shape
         H = self.heads
         qkv = self.qkv(x).view(B, T, 3, H, D // H)  # (B, T, 3, H, d)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, T, d)
         allowed = attention_mask(key_mask, self.causal)  # (B, 1, T, T)
+        if last_only:
+            q, allowed = q[:, :, -1:], allowed[:, :, -1:]  # (B, H, 1, d), (B, 1, 1, T)
+            key_mask = key_mask[:, -1:]
         attend = fused_attention if self.fused else reference_attention
-        y = attend(q, k, v, allowed, self.dropout, self.training)  # (B, H, T, d)
-        y = y.transpose(1, 2).reshape(B, T, D)  # (B, T, D)
+        y = attend(q, k, v, allowed, self.dropout, self.training)  # (B, H, Tq, d)
+        y = y.transpose(1, 2).reshape(B, q.shape[2], D)  # (B, Tq, D)
         return self.out(y) * key_mask[..., None]
 
 
@@ -118,13 +124,18 @@ class TransformerBlock(nn.Module):
         )
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, key_mask: Tensor) -> Tensor:
-        """x: (B, T, D), key_mask: (B, T) bool -> (B, T, D), zero at padded positions."""
+    def forward(self, x: Tensor, key_mask: Tensor, last_only: bool = False) -> Tensor:
+        """x: (B, T, D), key_mask: (B, T) bool -> (B, T, D), zero at padded positions.
+
+        ``last_only``: (B, 1, D), the latest position only (the last block of a stack whose
+        caller reads only the latest state: scoring, or training on prefixes)."""
         if self.norm == "pre":
-            x = x + self.drop(self.attn(self.ln1(x), key_mask))
+            h = self.attn(self.ln1(x), key_mask, last_only)
+            x = (x[:, -1:] if last_only else x) + self.drop(h)
             x = x + self.drop(self.ffn(self.ln2(x)))
         else:
-            x = self.ln1(x + self.drop(self.attn(x, key_mask)))
+            h = self.attn(x, key_mask, last_only)
+            x = self.ln1((x[:, -1:] if last_only else x) + self.drop(h))
             x = self.ln2(x + self.drop(self.ffn(x)))
         # Keep padding exactly zero: LayerNorm's bias would otherwise write into padded rows.
-        return x * key_mask[..., None]
+        return x * (key_mask[:, -1:] if last_only else key_mask)[..., None]
