@@ -502,18 +502,18 @@ def compare(ev: dict, rb: dict) -> dict:
 
 def protocol(hp: dict) -> dict:
     """What both sides did, with the shared hyperparameters and the remaining differences from ``hp``."""
-    windows = hp.get("windows", "last")
+    windows = hp["windows"]
     training = {
         "last": "one window per user (the last max_len training events), next-item CE at every position",
         "all": "every consecutive window of max_len events of each user's training history, next-item CE at every position",
         "prefixes": "one sample per training prefix (the max_len events before each training target), CE on its last position only",
     }[windows]
     ours = []
-    if hp.get("norm", "pre") == "pre":
+    if hp["norm"] == "pre":
         ours.append("pre-LayerNorm blocks + final LayerNorm (RecBole: post-LayerNorm, LayerNorm after the embedding)")
-    if tuple(hp.get("betas", (0.9, 0.98))) != (0.9, 0.999):
+    if tuple(hp["betas"]) != (0.9, 0.999):
         ours.append(f"AdamW betas {tuple(hp['betas'])} (RecBole: Adam (0.9, 0.999))")
-    if hp.get("schedule", "cosine") != "constant":
+    if hp["schedule"] != "constant":
         ours.append(f"{hp['schedule']} lr schedule over {hp['epochs']} epochs (RecBole: constant lr)")
     differences = "; ".join(ours + [
         "positions right-aligned in evorec, left-aligned in RecBole (input padded to max_len)",
@@ -524,7 +524,7 @@ def protocol(hp: dict) -> dict:
         f"hidden {hp['hidden']}, FFN {hp['ffn']}, {hp['layers']} layers, {hp['heads']} heads, {hp['activation']}, "
         f"dropout {hp['dropout']}, attention dropout {hp['attn_dropout']}, max length {hp['max_len']}, full CE, batch "
         f"{hp['batch_size']}, lr {hp['lr']:g}, weight decay {hp['weight_decay']:g}, gradient norm clipped at {hp['grad_clip']}, "
-        f"seed {hp['seed']} (from {hp.get('config', 'configs/beauty/sasrec.yaml')})"
+        f"seed {hp['seed']} (from {hp['config']})"
     )
     return {**PROTOCOL, "evorec_training": training, "shared_hyperparameters": shared, "differences_that_remain": differences}
 

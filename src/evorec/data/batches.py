@@ -121,19 +121,18 @@ def training_windows(view: TrainView, max_len: int, mode: WindowMode = "last") -
     if mode == "last":
         return users.astype(np.int64), ends.astype(np.int64)
     if mode == "prefixes":
-        n_t = lengths[users] - 1  # targets of each user: events 2..n
-        rep_users = np.repeat(users, n_t)
-        k = np.arange(n_t.sum()) - np.repeat(np.cumsum(n_t) - n_t, n_t)
-        rep_ends = np.repeat(view.start[users], n_t) + 2 + k  # the window ends just after its target
+        # The window of target j ends just after it: ends start+2 .. end (targets are events 2..n).
+        which, rep_ends = expand_ranges(view.start[users] + 2, lengths[users] - 1)
+        rep_users = users[which]
         if view.target_behaviors is not None and len(rep_ends):
             keep = np.isin(np.asarray(view.seq.behavior)[rep_ends - 1], view.target_behaviors)
             rep_users, rep_ends = rep_users[keep], rep_ends[keep]
         return rep_users.astype(np.int64), rep_ends.astype(np.int64)
     # Windows of max_len targets each, stepping back from the end; they overlap by one event.
     n_win = np.ceil((lengths[users] - 1) / max_len).astype(np.int64)
-    rep_users = np.repeat(users, n_win)
-    k = np.arange(n_win.sum()) - np.repeat(np.cumsum(n_win) - n_win, n_win)
-    rep_ends = np.repeat(ends, n_win) - k * max_len
+    which, k = expand_ranges(np.zeros(len(users), np.int64), n_win)  # k: window number from the end
+    rep_users = users[which]
+    rep_ends = ends[which] - k * max_len
     return rep_users.astype(np.int64), rep_ends.astype(np.int64)
 
 
@@ -257,10 +256,16 @@ def eval_batches_by_length(
         yield rows, to_batch(arrays, es.target_ts[rows], es.users[rows], device)
 
 
+def expand_ranges(lo: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten ranges ``lo[i] .. lo[i] + n[i] - 1``: ``(which, value)`` int64 arrays of total length
+    ``n.sum()``, ``which`` the range each value comes from, in order."""
+    lo, n = np.asarray(lo, dtype=np.int64), np.asarray(n, dtype=np.int64)
+    which = np.repeat(np.arange(len(n), dtype=np.int64), n)
+    return which, np.repeat(lo - np.cumsum(n) + n, n) + np.arange(int(n.sum()), dtype=np.int64)
+
+
 def history_items(seq: SequenceData, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row, item) pairs of every item in each row's whole history (for excluding seen items)."""
-    lengths = np.maximum(ends - starts, 0)
-    rows = np.repeat(np.arange(len(starts)), lengths)
-    pos = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+    rows, pos = expand_ranges(starts, np.maximum(ends - starts, 0))
     items = np.asarray(seq.item)[pos] if len(pos) else np.zeros(0, np.int64)
     return rows.astype(np.int64), items.astype(np.int64)

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from evorec.data.batches import EvalSet, eval_batches_by_length, history_items
+from evorec.data.batches import EvalSet, eval_batches_by_length, expand_ranges, history_items
 from evorec.evaluation import metrics as M
 
 logger = logging.getLogger(__name__)
@@ -246,16 +246,6 @@ def sample_negatives(
 # ---------------------------------------------------------------------------------------------
 
 
-def _segments(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For CSR ``offsets`` and chosen ``rows``: (position in ``rows``, index into the CSR values)
-    of every value of every chosen row, in order."""
-    lo, hi = offsets[rows], offsets[rows + 1]
-    n = hi - lo
-    which = np.repeat(np.arange(len(rows), dtype=np.int64), n)
-    idx = np.repeat(lo - np.cumsum(n) + n, n) + np.arange(int(n.sum()), dtype=np.int64)
-    return which, idx
-
-
 def rank_targets(
     model,  # noqa: ANN001 - evorec.models.base.Recommender
     seq,  # noqa: ANN001 - evorec.data.sequences.SequenceData
@@ -387,7 +377,7 @@ def rank_targets(
                     # (the target is never a negative, so nothing to subtract)
                 else:
                     if exclude_seen:
-                        b_rows, pairs = _segments(ex_off, sl)  # (P,) batch row, (P,) index into ex_items
+                        b_rows, pairs = expand_ranges(ex_off[sl], ex_off[sl + 1] - ex_off[sl])  # (P,) batch row, (P,) into ex_items
                         scores[torch.from_numpy(b_rows).to(device), ex_items_t[torch.from_numpy(pairs).to(device)]] = NEG_INF  # target never listed
                     ge = torch.ge(scores, t, out=ge_buf[: batch.size])  # (B, n_items), reused buffer
                     r = ge.view(torch.uint8).sum(1, dtype=torch.int32).long() - 1  # (B,) minus the target
