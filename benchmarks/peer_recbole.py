@@ -181,6 +181,7 @@ def shared_hyperparameters(config: Path = CONFIG) -> dict:
     return {
         "hidden": m.hidden, "layers": m.layers, "heads": m.heads, "dropout": m.dropout, "attn_dropout": m.attn_dropout,
         "ffn": m.ffn_mult * m.hidden, "activation": m.activation, "norm": m.norm, "max_len": m.max_len,
+        "init_std": m.init_std, "ffn_dropout": m.dropout if m.ffn_dropout is None else m.ffn_dropout,
         "train_max_len": t.max_len, "batch_size": t.batch_size, "lr": t.lr, "weight_decay": t.weight_decay,
         "grad_clip": t.grad_clip, "betas": list(t.betas), "schedule": t.schedule, "epochs": t.epochs,
         "patience": t.patience, "seed": t.seed, "exclude_seen": t.exclude_seen, "loss": "ce", "windows": t.windows,
@@ -517,7 +518,10 @@ def protocol(hp: dict) -> dict:
         ours.append(f"{hp['schedule']} lr schedule over {hp['epochs']} epochs (RecBole: constant lr)")
     differences = "; ".join(ours + [
         "positions right-aligned in evorec, left-aligned in RecBole (input padded to max_len)",
-        "weights: evorec item table N(0, 1/hidden) and PyTorch's default Linear init; RecBole N(0, 0.02) everywhere, LayerNorm eps 1e-12",
+        (f"weights: evorec N(0, {hp['init_std']:g}) for items, positions and Linear layers, RecBole N(0, 0.02); LayerNorm eps 1e-5 (RecBole: 1e-12)"
+         if hp.get("init_std") is not None else
+         "weights: evorec item table N(0, 1/hidden) and PyTorch's default Linear init; RecBole N(0, 0.02) everywhere, LayerNorm eps 1e-12"),
+        *([f"evorec also drops out inside the FFN (p={hp['ffn_dropout']:g}; RecBole: none)"] if hp.get("ffn_dropout") else []),
         "evorec trains with bf16 autocast matmuls (validation and test in fp32); RecBole in fp32",
     ])
     shared = (

@@ -232,3 +232,20 @@ def test_longer_history_than_max_len_still_scores(name):
 def test_bad_head_count_fails_loudly(name):
     with pytest.raises(ValueError, match="divisible"):
         model(name, hidden=10, heads=3)
+
+
+def test_sasrec_init_std_and_ffn_dropout_options():
+    torch.manual_seed(0)
+    big = DataSizes(n_items=4000, n_categories=6, item_category=tuple(i % 6 for i in range(4000)))
+    m = build_model("sasrec", {**SMALL, "hidden": 64, "init_std": 0.02, "ffn_dropout": 0.0, "dropout": 0.5}, big)
+    w = m.embed.item.weight.detach()
+    assert torch.count_nonzero(w[0]) == 0  # padding row stays zero
+    assert abs(w[1:].std().item() - 0.02) < 0.002
+    for mod in m.blocks.modules():
+        if isinstance(mod, torch.nn.Linear):
+            assert abs(mod.weight.std().item() - 0.02) < 0.004 and torch.count_nonzero(mod.bias) == 0
+    inner = [mod.p for blk in m.blocks for mod in blk.ffn.modules() if isinstance(mod, torch.nn.Dropout)]
+    assert inner == [0.0, 0.0] and all(blk.drop.p == 0.5 for blk in m.blocks)
+    default = build_model("sasrec", {**SMALL, "hidden": 64, "dropout": 0.5}, big)
+    assert abs(default.embed.item.weight[1:].std().item() - 64**-0.5) < 0.01  # PyTorch / D^-0.5 defaults kept
+    assert [mod.p for blk in default.blocks for mod in blk.ffn.modules() if isinstance(mod, torch.nn.Dropout)] == [0.5, 0.5]

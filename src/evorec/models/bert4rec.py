@@ -30,6 +30,7 @@ from evorec.models.base import DataSizes, LossFn, ModelConfig, SequentialModel, 
 from evorec.models.layers.embeddings import EventEmbedding, init_side_tables
 from evorec.models.registry import register_model
 from evorec.ops.attention import TransformerBlock
+from evorec.ops.dropout import Dropout
 from evorec.types import SequenceBatch
 
 
@@ -66,7 +67,7 @@ class BERT4Rec(SequentialModel):
         self.mask_id = sizes.n_items  # one row past the real items
         self.embed = EventEmbedding(D, c.side, replace(sizes, n_items=sizes.n_items + 1))
         self.position = nn.Embedding(c.max_len, D)
-        self.emb_drop = nn.Dropout(c.dropout)
+        self.emb_drop = Dropout(c.dropout)
         self.emb_norm = nn.LayerNorm(D) if c.norm == "post" else None
         self.blocks = nn.ModuleList(
             TransformerBlock(D, c.heads, c.ffn_mult * D, c.dropout, c.attn_dropout, False, c.fused_attention, c.norm, c.activation)

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from evorec.models.base import DataSizes, ModelConfig, SequentialModel, SideInfoConfig
 from evorec.models.layers.embeddings import EventEmbedding, init_side_tables
 from evorec.models.registry import register_model
+from evorec.ops.dropout import Dropout
 from evorec.types import SequenceBatch
 
 
@@ -64,7 +65,7 @@ class Caser(SequentialModel):
         # Horizontal filter of height h = a 1-D convolution along time with kernel h over D channels.
         self.horizontal = nn.ModuleList(nn.Conv1d(D, c.n_h, kernel_size=h) for h in range(1, L + 1))
         self.vertical = nn.Linear(L, c.n_v)  # vertical filters: weights over the L rows of a window
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         self.fc = nn.Linear(L * c.n_h + c.n_v * D, D)
         self.item_out = nn.Embedding(sizes.n_items, D, padding_idx=0)  # W' (not tied to the input table)
         self.item_bias = nn.Parameter(torch.zeros(sizes.n_items))  # b'

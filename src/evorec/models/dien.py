@@ -53,6 +53,7 @@ from evorec.models.base import NEG_INF, DataSizes, LossFn, ModelConfig, Sequenti
 from evorec.models.gru4rec import left_padded_gru
 from evorec.models.layers.embeddings import EventEmbedding, init_side_tables
 from evorec.models.registry import register_model
+from evorec.ops.dropout import Dropout
 from evorec.types import SequenceBatch
 
 
@@ -91,7 +92,7 @@ class DIEN(SequentialModel):
         D = c.embed_dim
         self.embed = EventEmbedding(D, c.side, sizes)
         init_side_tables(self.embed)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         self.extractor = nn.GRU(D, D, batch_first=True)
         # Stage-1 query: the GRU state is tanh-bounded, so a linear map lets its logits take any scale.
         self.query_proj = nn.Linear(D, D)

@@ -30,6 +30,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from evorec.models.base import DataSizes, ModelConfig, SequentialModel, SideInfoConfig
 from evorec.models.layers.embeddings import EventEmbedding, init_side_tables
 from evorec.models.registry import register_model
+from evorec.ops.dropout import Dropout
 from evorec.types import SequenceBatch
 
 
@@ -103,7 +104,7 @@ class GRU4Rec(SequentialModel):
         c = config
         self.embed = EventEmbedding(c.embed_dim, c.side, sizes)
         init_side_tables(self.embed)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         self.gru = nn.GRU(
             c.embed_dim,
             c.hidden_size,

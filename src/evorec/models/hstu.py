@@ -33,8 +33,9 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from evorec.models.base import DataSizes, LossFn, ModelConfig, SequentialModel, SideInfoConfig
-from evorec.models.layers.embeddings import EventEmbedding, next_gap_buckets, query_gap_bucket, init_side_tables
+from evorec.models.layers.embeddings import EventEmbedding, init_side_tables, next_gap_buckets, query_gap_bucket
 from evorec.models.registry import register_model
+from evorec.ops.dropout import Dropout
 from evorec.types import SequenceBatch
 
 _LOG_BASE = 0.301  # bucket = ln(|dt| seconds) / 0.301, as in Meta's generative-recommenders
@@ -87,8 +88,8 @@ class HSTULayer(nn.Module):
         for emb in (self.pos_bias, self.time_bias):
             if emb is not None:
                 nn.init.normal_(emb.weight, std=0.02)
-        self.attn_drop = nn.Dropout(c.attn_dropout)
-        self.drop = nn.Dropout(c.dropout)
+        self.attn_drop = Dropout(c.attn_dropout)
+        self.drop = Dropout(c.dropout)
 
     def relative_bias(self, timestamps: Tensor) -> Tensor | float:
         """(B, H, T, T) rab from relative positions and relative times (0.0 if both are off)."""
@@ -136,7 +137,7 @@ class HSTU(SequentialModel):
         D = c.hidden
         self.embed = EventEmbedding(D, c.side, sizes)
         self.position = nn.Embedding(c.max_len, D)
-        self.emb_drop = nn.Dropout(c.dropout)
+        self.emb_drop = Dropout(c.dropout)
         self.layers = nn.ModuleList(HSTULayer(c) for _ in range(c.layers))
         self.final_norm = nn.LayerNorm(D)
         self.query_time = nn.Embedding(c.side.time_buckets, D, padding_idx=0) if c.side.time == "gap_buckets" else None

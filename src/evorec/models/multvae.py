@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from evorec.models.base import NEG_INF, DataSizes, LossFn, ModelConfig, SequentialModel
 from evorec.models.registry import register_model
+from evorec.ops.dropout import Dropout
 from evorec.types import SequenceBatch
 
 SECONDS_PER_DAY = 86400.0
@@ -74,7 +75,7 @@ class MultVAE(SequentialModel):
         # weight can serve as the item table of ``output_embeddings``.
         self.decoder_hidden = nn.Sequential(*[m for a, b in pairwise(back) for m in (nn.Linear(a, b), nn.Tanh())])
         self.decoder_out = nn.Linear(back[-1], sizes.n_items)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         # Training steps taken, for the beta annealing; a buffer so that resuming continues the schedule.
         self.register_buffer("anneal_step", torch.zeros((), dtype=torch.long))
         for m in self.modules():

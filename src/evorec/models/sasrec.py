@@ -30,9 +30,10 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from evorec.models.base import DataSizes, LossFn, ModelConfig, SequentialModel, SideInfoConfig
-from evorec.models.layers.embeddings import EventEmbedding, next_gap_buckets, query_gap_bucket, init_side_tables
+from evorec.models.layers.embeddings import EventEmbedding, init_side_tables, next_gap_buckets, query_gap_bucket
 from evorec.models.registry import register_model
 from evorec.ops.attention import TransformerBlock
+from evorec.ops.dropout import Dropout
 from evorec.types import SequenceBatch
 
 
@@ -46,6 +47,10 @@ class SASRecConfig(ModelConfig):
     norm: Literal["pre", "post"] = "pre"
     ffn_mult: int = Field(1, ge=1)  # FFN width = ffn_mult * hidden (the paper: 1)
     activation: Literal["relu", "gelu"] = "relu"
+    ffn_dropout: float | None = Field(None, ge=0.0, lt=1.0)  # between the FFN's two layers; None: as dropout (RecBole: 0)
+    init_std: float | None = Field(
+        None, gt=0.0, description="N(0, init_std) for item, position and linear weights, zero biases (RecBole: 0.02); None: PyTorch's defaults, items D^-0.5"
+    )
     fused_attention: bool = True  # scaled_dot_product_attention; False = the plain reference
     side: SideInfoConfig = Field(default_factory=SideInfoConfig)
 
@@ -71,10 +76,10 @@ class SASRec(SequentialModel):
         D = c.hidden
         self.embed = EventEmbedding(D, c.side, sizes)  # item + side info; positions are ours
         self.position = nn.Embedding(c.max_len, D)
-        self.emb_drop = nn.Dropout(c.dropout)
+        self.emb_drop = Dropout(c.dropout)
         self.emb_norm = nn.LayerNorm(D) if c.norm == "post" else None
         self.blocks = nn.ModuleList(
-            TransformerBlock(D, c.heads, c.ffn_mult * D, c.dropout, c.attn_dropout, True, c.fused_attention, c.norm, c.activation)
+            TransformerBlock(D, c.heads, c.ffn_mult * D, c.dropout, c.attn_dropout, True, c.fused_attention, c.norm, c.activation, c.ffn_dropout)
             for _ in range(c.layers)
         )
         self.final_norm = nn.LayerNorm(D) if c.norm == "pre" else None
@@ -87,6 +92,16 @@ class SASRec(SequentialModel):
         # they start as refinements of the item signal rather than drowning it.
         init_side_tables(self.embed)  # category / behaviour / time tables: std 0.02, padding rows zero
         nn.init.normal_(self.position.weight, std=0.02)
+        if self.config.init_std is not None:
+            std = self.config.init_std
+            nn.init.normal_(self.embed.item.weight, std=std)
+            with torch.no_grad():
+                self.embed.item.weight[0].zero_()
+            nn.init.normal_(self.position.weight, std=std)
+            for m in self.blocks.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.normal_(m.weight, std=std)
+                    nn.init.zeros_(m.bias)
         if self.query_time is not None:
             nn.init.zeros_(self.query_time.weight)  # enabling time starts from the time-free model
 

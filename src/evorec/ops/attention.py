@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from evorec.ops.dropout import Dropout, dropout
+
 
 def attention_mask(key_mask: Tensor, causal: bool) -> Tensor:
     """(B, 1, T, T) bool, True where query i may attend to key j.
@@ -45,7 +47,7 @@ def reference_attention(
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, T)
     scores = scores.masked_fill(~allowed, float("-inf"))
     weights = torch.softmax(scores, dim=-1)  # every row has its diagonal, so no all -inf row
-    weights = F.dropout(weights, p=dropout_p, training=training)
+    weights = dropout(weights, dropout_p, training)  # F.dropout, with a faster mask on a CPU
     return weights @ v  # (B, H, T, d)
 
 
@@ -87,6 +89,10 @@ class MultiHeadSelfAttention(nn.Module):
             q, allowed = q[:, :, -1:], allowed[:, :, -1:]  # (B, H, 1, d), (B, 1, 1, T)
             key_mask = key_mask[:, -1:]
         attend = fused_attention if self.fused else reference_attention
+        if self.training and self.dropout > 0 and x.device.type == "cpu":
+            # SDPA's CPU dropout draws one Bernoulli per weight (slow); the plain formula with the
+            # fast mask of evorec.ops.dropout is ~2x faster per training step at Beauty's sizes.
+            attend = reference_attention
         y = attend(q, k, v, allowed, self.dropout, self.training)  # (B, H, Tq, d)
         y = y.transpose(1, 2).reshape(B, q.shape[2], D)  # (B, Tq, D)
         return self.out(y) * key_mask[..., None]
@@ -110,6 +116,7 @@ class TransformerBlock(nn.Module):
         fused: bool = True,
         norm: Literal["pre", "post"] = "pre",
         activation: Literal["relu", "gelu"] = "relu",
+        ffn_dropout: float | None = None,
     ):
         super().__init__()
         self.norm = norm
@@ -119,10 +126,10 @@ class TransformerBlock(nn.Module):
         self.ffn = nn.Sequential(
             nn.Linear(dim, ffn_dim),
             nn.ReLU() if activation == "relu" else nn.GELU(),
-            nn.Dropout(dropout),
+            Dropout(dropout if ffn_dropout is None else ffn_dropout),  # inside the FFN (None: as ``dropout``)
             nn.Linear(ffn_dim, dim),
         )
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor, key_mask: Tensor, last_only: bool = False) -> Tensor:
         """x: (B, T, D), key_mask: (B, T) bool -> (B, T, D), zero at padded positions.

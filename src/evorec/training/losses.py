@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from evorec.ops.cross_entropy import softmax_cross_entropy
+
 
 class LossConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -34,6 +36,8 @@ class FullSoftmaxCE:
         logits = hidden @ table.T  # (N, n_items)
         if bias is not None:
             logits = logits + bias
+        if not self.label_smoothing:
+            return softmax_cross_entropy(logits, targets)  # fused; column 0 (padding) excluded
         logits[:, 0] = float("-inf")  # padding is never a target
         return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
 
