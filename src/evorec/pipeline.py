@@ -27,6 +27,7 @@ from evorec.evaluation.protocols import EvalConfig, TrainingPart, default_split_
 from evorec.models.base import DataSizes
 from evorec.models.registry import build_model, make_config
 from evorec.models.checkpoint import load_checkpoint, load_model, model_payload
+from evorec.training.distributed import process_group_from_env, rank_zero_first
 from evorec.training.trainer import TrainConfig, Trainer
 from evorec.types import BEHAVIORS
 from evorec.utils.config import load_config
@@ -170,7 +171,15 @@ def vocab_payload(seq: SequenceData) -> dict[str, list]:
 
 
 def train(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = False):
-    """Prepare the data, build the model, train with early stopping; returns (state, run_dir)."""
+    """Prepare the data, build the model, train with early stopping; returns (state, run_dir).
+
+    Under ``torchrun`` each process joins the process group here (DDP, see
+    ``evorec.training.distributed``); process 0 prepares the data cache before the others read it."""
+    with process_group_from_env(cfg.train.device):
+        return _train(cfg, out_dir, resume=resume)
+
+
+def _train(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool):
     import torch
 
     out = Path(out_dir)
@@ -182,8 +191,9 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = False):
         if prev != merged:
             raise ValueError(f"--resume: {saved} holds a different config than the one given; use a new --out")
     atomic_write_text(saved, yaml.safe_dump(merged, sort_keys=False))
-    seq, split, store = _prepared(cfg)
-    text = item_text(cfg, seq, store) if uses_item_text(cfg) else None
+    with rank_zero_first():
+        seq, split, store = _prepared(cfg)
+        text = item_text(cfg, seq, store) if uses_item_text(cfg) else None
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model.name, cfg.model.config, data_sizes(seq, text_dim=0 if text is None else text.shape[1]))
     if text is not None:

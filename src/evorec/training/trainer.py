@@ -19,16 +19,19 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from evorec.data.batches import EvalSet, TrainView, count_training_batches, training_batches
+from evorec.evaluation import metrics as M
 from evorec.evaluation.ranking import rank_targets
 from evorec.models.checkpoint import atomic_save, load_checkpoint
+from evorec.training import distributed as D
 from evorec.training.losses import LossConfig, make_loss
 
 log = logging.getLogger(__name__)
+
+_BUDGET_SYNC_STEPS = 8  # under DDP the time budget is checked (one tiny all-reduce) every this many steps
 
 
 class TrainConfig(BaseModel):
@@ -84,11 +87,13 @@ class TrainState:
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' asked for but no CUDA device is available")
-    return torch.device(name)
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    if D.world_size() > 1:  # one GPU per process under torchrun
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cuda")
 
 
 class _LossModule(nn.Module):
@@ -118,11 +123,11 @@ class Trainer:
     # -- helpers -----------------------------------------------------------------------------
     @property
     def world(self) -> int:
-        return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        return D.world_size()
 
     @property
     def rank(self) -> int:
-        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        return D.rank()
 
     def _lr_lambda(self, total_steps: int):
         cfg = self.cfg
@@ -146,15 +151,22 @@ class Trainer:
         return EvalSet(*(getattr(es, f)[idx] for f in ("users", "hist_start", "hist_end", "target_item", "target_ts", "target_pos")))
 
     def evaluate(self, es: EvalSet, device) -> dict[str, float]:
+        """Full-ranking metrics on ``es``; under DDP each process ranks its share of the users
+        and the ranks are gathered, so every process returns the same numbers."""
         was = self.model.training
         self.model.eval()
+        if self.world > 1:
+            idx = D.shard(len(es.users))
+            es = EvalSet(*(getattr(es, f)[idx] for f in ("users", "hist_start", "hist_end", "target_item", "target_ts", "target_pos")))
         with torch.no_grad():
             res = rank_targets(
                 self.model, self.train_view.seq, es, max_len=self.cfg.max_len, batch_size=self.cfg.eval_batch_size,
                 exclude_seen=self.cfg.exclude_seen, ks=(5, 10, 20), device=device, return_topk=False,  # ranks suffice
             )
         self.model.train(was)
-        return res.aggregate((5, 10, 20))
+        if self.world == 1:
+            return res.aggregate((5, 10, 20))
+        return M.summarize(D.gather_concat(res.rank), (5, 10, 20), res.suffix)
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainState:
@@ -184,7 +196,9 @@ class Trainer:
         loss_fn = make_loss(cfg.loss, model.n_items, counts)
         wrapped = _LossModule(model, loss_fn)
         if self.world > 1:
-            wrapped = nn.parallel.DistributedDataParallel(wrapped, find_unused_parameters=True)
+            # static_graph: the same parameters take part in every step (true of every model here),
+            # so DDP finds unused ones once instead of walking the autograd graph at every step
+            wrapped = nn.parallel.DistributedDataParallel(wrapped, static_graph=True, gradient_as_bucket_view=True)
         forward = torch.compile(wrapped) if cfg.compile else wrapped
         decay, no_decay = [], []
         for n, p in model.named_parameters():
@@ -266,9 +280,12 @@ class Trainer:
                 if writer is not None and state.step % 20 == 0:
                     writer.add_scalar("train/loss", losses[-1], state.step)
                     writer.add_scalar("train/lr", sched.get_last_lr()[0], state.step)
-                if cfg.time_budget_s and (state.train_seconds + time.perf_counter() - t_epoch) >= cfg.time_budget_s:
-                    out_of_time = True
-                    break
+                if cfg.time_budget_s and (self.world == 1 or state.step % _BUDGET_SYNC_STEPS == 0):
+                    # processes of a DDP run agree (every few steps) so that all stop at the same step
+                    spent = state.train_seconds + time.perf_counter() - t_epoch
+                    if D.any_rank(spent >= cfg.time_budget_s, device):
+                        out_of_time = True
+                        break
             bar.close()
             epoch_s = time.perf_counter() - t_epoch
             state.train_seconds += epoch_s
