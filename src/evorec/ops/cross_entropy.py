@@ -27,6 +27,15 @@ def reference_softmax_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(logits.float(), targets)
 
 
+def _row_sums(e: Tensor, rows: int = 64) -> Tensor:
+    """(N, 1) float32 row sums of (N, V) ``e``, a block of rows at a time: summing with
+    ``dtype=float32`` casts its input first, and a whole-block cast is a fresh 12 MB buffer per
+    step on Beauty (1.5 ms in a training step, page faults); blocks of 64 rows reuse the heap."""
+    if e.dtype == torch.float32:
+        return e.sum(dim=1, keepdim=True)
+    return torch.cat([blk.sum(dim=1, keepdim=True, dtype=torch.float32) for blk in e.split(rows)])
+
+
 class _SoftmaxCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: Tensor, targets: Tensor) -> Tensor:  # logits (N, V), targets (N,)
@@ -39,7 +48,7 @@ class _SoftmaxCrossEntropy(torch.autograd.Function):
         target_logit = x.gather(1, targets[:, None]).float()  # (N, 1)
         e = torch.sub(x, m).exp_()  # (N, V) exp(logit - max), our own buffer
         e[:, 0] = 0.0  # padding: no probability
-        s = e.sum(dim=1, keepdim=True, dtype=torch.float32)  # (N, 1)
+        s = _row_sums(e)  # (N, 1) float32
         loss = (m.float() + s.log() - target_logit).sum() / N
         ctx.save_for_backward(e, s, targets)
         ctx.logits_dtype = logits.dtype
