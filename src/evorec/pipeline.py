@@ -118,7 +118,7 @@ def prepared_data(cfg: ExperimentConfig) -> tuple[SequenceData, Split]:
 def _prepared(cfg: ExperimentConfig) -> tuple[SequenceData, Split, Path]:
     """``prepared_data`` plus the store file it came from (hashing the source only once)."""
     src, store, out = _cache_paths(cfg)
-    if not (out / "meta.json").exists() or (uses_item_text(cfg) and not store.exists()):
+    if not (out / "meta.json").exists() or ((uses_item_text(cfg) or uses_item_attributes(cfg)) and not store.exists()):
         _ingest(cfg, src, store)  # item text is read from the store; re-ingesting is a no-op when present
     if not (out / "meta.json").exists():
         prepare(store, cfg.data.dataset, cfg.prepare, out, overwrite=True)
@@ -129,6 +129,35 @@ def uses_item_text(cfg: ExperimentConfig) -> bool:
     """Whether the experiment's model asks for item text (``model.config.side.text``)."""
     side = getattr(make_config(cfg.model.name, cfg.model.config), "side", None)
     return bool(getattr(side, "text", False))
+
+
+def uses_item_attributes(cfg: ExperimentConfig) -> bool:
+    """Whether the experiment's model asks for item attributes (``model.config.side.attributes``)."""
+    side = getattr(make_config(cfg.model.name, cfg.model.config), "side", None)
+    return bool(getattr(side, "attributes", False))
+
+
+def item_attributes(cfg: ExperimentConfig, seq: SequenceData, store: Path | None = None) -> np.ndarray:
+    """(n_items, width) attribute-token matrix of the prepared vocabulary (category path nodes
+    and brand from the store's items table; see ``evorec.data.attributes``)."""
+    from evorec.data.attributes import MAX_PER_ITEM, attribute_matrix, item_attribute_tokens
+
+    if store is None:
+        src, store, _ = _cache_paths(cfg)
+        if not store.exists():
+            _ingest(cfg, src, store)
+    tokens = item_attribute_tokens(store, cfg.data.dataset, seq.items.ids.to_pylist())  # ids[i] has index i + 1
+    m, vocab, cut = attribute_matrix(tokens)
+    n_with = int((m[1:] > 0).any(1).sum())
+    if not vocab:
+        raise ValueError(
+            f"side.attributes is on but no item of {cfg.data.dataset} has a category path or brand: "
+            "turn side.attributes off or ingest item metadata"
+        )
+    if cut:
+        log.warning("%d items have more than %d attribute tokens: the first %d are kept", cut, MAX_PER_ITEM, MAX_PER_ITEM)
+    log.info("item attributes: %d tokens, %d of %d items have some (up to %d each)", len(vocab), n_with, m.shape[0] - 1, m.shape[1])
+    return m
 
 
 def item_text(cfg: ExperimentConfig, seq: SequenceData, store: Path | None = None) -> np.ndarray:
@@ -152,12 +181,14 @@ def item_text(cfg: ExperimentConfig, seq: SequenceData, store: Path | None = Non
     return m
 
 
-def data_sizes(seq: SequenceData, text_dim: int = 0) -> DataSizes:
+def data_sizes(seq: SequenceData, text_dim: int = 0, attributes: np.ndarray | None = None) -> DataSizes:
     cat = np.zeros(seq.items.size, dtype=np.int64)
     if seq.n_events:
         cat[np.asarray(seq.item)] = np.asarray(seq.category)
     return DataSizes(
-        n_items=seq.items.size, n_categories=seq.categories.size, item_category=tuple(int(c) for c in cat), text_dim=text_dim
+        n_items=seq.items.size, n_categories=seq.categories.size, item_category=tuple(int(c) for c in cat), text_dim=text_dim,
+        n_attributes=0 if attributes is None else int(attributes.max()) + 1,
+        attribute_width=0 if attributes is None else attributes.shape[1],
     )
 
 
@@ -194,10 +225,14 @@ def _train(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool):
     with rank_zero_first():
         seq, split, store = _prepared(cfg)
         text = item_text(cfg, seq, store) if uses_item_text(cfg) else None
+        attrs = item_attributes(cfg, seq, store) if uses_item_attributes(cfg) else None
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model.name, cfg.model.config, data_sizes(seq, text_dim=0 if text is None else text.shape[1]))
+    sizes = data_sizes(seq, text_dim=0 if text is None else text.shape[1], attributes=attrs)
+    model = build_model(cfg.model.name, cfg.model.config, sizes)
     if text is not None:
         model.set_item_text(text)  # a persistent buffer: checkpoints carry it (see Recommender.set_item_text)
+    if attrs is not None:
+        model.set_item_attributes(attrs)  # likewise
     view = TrainView.from_split(seq, split, train=train_key(split), target_behaviors=_target_behaviors(cfg))
     valid = eval_set(seq, split, "valid") if "valid" in split.folds else None
     if valid is None:

@@ -33,6 +33,8 @@ class DataSizes:
     n_behaviors: int = len(BEHAVIORS) + 1
     item_category: tuple[int, ...] | None = None  # category index of every item (len n_items), if known
     text_dim: int = 0  # width of the frozen item text vectors (0 = no item text); see set_item_text
+    n_attributes: int = 0  # attribute token vocabulary incl. 0 = none (0 = no attributes); see set_item_attributes
+    attribute_width: int = 0  # tokens per item in the attribute matrix (its columns)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -43,7 +45,8 @@ class DataSizes:
     def from_dict(cls, d: dict) -> DataSizes:
         ic = d.get("item_category")
         return cls(
-            d["n_items"], d["n_categories"], d.get("n_behaviors", len(BEHAVIORS) + 1), tuple(ic) if ic else None, d.get("text_dim", 0)
+            d["n_items"], d["n_categories"], d.get("n_behaviors", len(BEHAVIORS) + 1), tuple(ic) if ic else None, d.get("text_dim", 0),
+            d.get("n_attributes", 0), d.get("attribute_width", 0),
         )
 
 
@@ -66,6 +69,10 @@ class SideInfoConfig(ModelConfig):
     # path, embedded once by evorec.data.text) to the item's input and, where the model says so,
     # output vector. Needs DataSizes.text_dim > 0 and the matrix given through set_item_text.
     text: bool = False
+    # attributes: add the mean of an item's attribute-token embeddings (category path nodes and
+    # brand, evorec.data.attributes) to its input and, where the model says so, output vector.
+    # Needs DataSizes.n_attributes > 0 and the matrix given through set_item_attributes.
+    attributes: bool = False
 
 
 class Recommender(nn.Module):
@@ -111,6 +118,19 @@ class Recommender(nn.Module):
             raise ValueError(f"{type(self).__name__} does not use item text (is side.text on?)")
         for m in takers:
             m.set_item_text(matrix)
+
+    def set_item_attributes(self, matrix) -> None:  # noqa: ANN001 - np.ndarray | Tensor
+        """Give the model the (n_items, width) item attribute-token matrix (row 0 = padding, token
+        0 = none; ``evorec.data.attributes.attribute_matrix``). Kept as a persistent buffer, as
+        ``set_item_text`` explains; every submodule with an ``item_attributes`` buffer takes it."""
+        takers = [
+            m for m in self.modules()
+            if m is not self and getattr(m, "item_attributes", None) is not None and callable(getattr(m, "set_item_attributes", None))
+        ]
+        if not takers:
+            raise ValueError(f"{type(self).__name__} does not use item attributes (is side.attributes on?)")
+        for m in takers:
+            m.set_item_attributes(matrix)
 
     def fit(self, train) -> None:  # noqa: ANN001 - evorec.data.batches.TrainView
         """Count-based models compute their state here; neural models are trained by the trainer."""

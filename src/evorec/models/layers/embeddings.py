@@ -78,6 +78,14 @@ class EventEmbedding(nn.Module):
                 raise ValueError("side.text needs DataSizes.text_dim > 0 (the pipeline sets it from the item text matrix)")
             self.register_buffer("item_text", torch.zeros(sizes.n_items, sizes.text_dim), persistent=True)
             self.text_proj = nn.Linear(sizes.text_dim, dim, bias=False)
+        self.attributes = None
+        self.register_buffer("item_attributes", None)
+        if side.attributes:
+            if sizes.n_attributes <= 1 or sizes.attribute_width <= 0:
+                raise ValueError("side.attributes needs DataSizes.n_attributes > 1 (the pipeline sets it from the items' attributes)")
+            # mean of the item's token vectors; token 0 (none) is left out of the mean
+            self.attributes = nn.EmbeddingBag(sizes.n_attributes, dim, mode="mean", padding_idx=0)
+            self.register_buffer("item_attributes", torch.zeros(sizes.n_items, sizes.attribute_width, dtype=torch.long), persistent=True)
         nn.init.normal_(self.item.weight, std=dim**-0.5)
         with torch.no_grad():
             self.item.weight[0].zero_()
@@ -97,17 +105,41 @@ class EventEmbedding(nn.Module):
             self.item_text.zero_()
             self.item_text[: m.shape[0]].copy_(m)
 
+    def set_item_attributes(self, matrix) -> None:  # noqa: ANN001 - np.ndarray | Tensor
+        """Copy the (rows, width) attribute-token matrix into the buffer (rows <= this table's;
+        the rest, e.g. BERT4Rec's [MASK] row, have no attributes)."""
+        if self.item_attributes is None:
+            raise ValueError("this embedding was built with side.attributes off")
+        m = torch.as_tensor(matrix, dtype=torch.long)
+        n, w = self.item_attributes.shape
+        if m.ndim != 2 or m.shape[1] != w or m.shape[0] > n:
+            raise ValueError(f"item attribute matrix must be (<= {n}, {w}), got {tuple(m.shape)}")
+        if len(m) and (int(m.min()) < 0 or int(m.max()) >= self.attributes.num_embeddings):
+            raise ValueError(f"item attribute tokens must lie in [0, {self.attributes.num_embeddings}), got [{int(m.min())}, {int(m.max())}]")
+        with torch.no_grad():
+            self.item_attributes.zero_()
+            self.item_attributes[: m.shape[0]].copy_(m)
+
+    def attribute_vectors(self, items: Tensor) -> Tensor:
+        """(..., D) mean attribute vector of each item index in ``items`` (zero without attributes)."""
+        tokens = self.item_attributes[items.reshape(-1)]  # (N, width)
+        return self.attributes(tokens).view(*items.shape, -1)  # (N, D) -> (..., D)
+
     def item_vectors(self) -> Tensor:
-        """(n_items, D) every item's vector: its embedding [+ projected text]."""
+        """(n_items, D) every item's vector: its embedding [+ projected text] [+ attributes]."""
         w = self.item.weight
         if self.text_proj is not None:
             w = w + self.text_proj(self.item_text)  # (n_items, D)
+        if self.attributes is not None:
+            w = w + self.attributes(self.item_attributes)  # (n_items, D)
         return w
 
     def forward(self, batch: SequenceBatch) -> Tensor:
         x = self.item(batch.items)  # (B, T, D)
         if self.text_proj is not None:
             x = x + self.text_proj(self.item_text[batch.items])  # (B, T, text_dim) -> (B, T, D)
+        if self.attributes is not None:
+            x = x + self.attribute_vectors(batch.items)  # (B, T, D)
         if self.category is not None:
             x = x + self.category(batch.categories)
         if self.behavior is not None:
@@ -125,7 +157,7 @@ def init_side_tables(embed: EventEmbedding, std: float = 0.02) -> None:
     """Small init for the category / behaviour / time tables (EventEmbedding leaves them at N(0, 1)),
     so side information starts as a refinement of the item signal (std D^-0.5) instead of drowning it.
     Padding rows stay zero."""
-    for emb in (embed.category, embed.behavior, embed.time):
+    for emb in (embed.category, embed.behavior, embed.time, embed.attributes):
         if emb is not None:
             nn.init.normal_(emb.weight, std=std)
             with torch.no_grad():
