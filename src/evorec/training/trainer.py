@@ -147,8 +147,7 @@ class Trainer:
         if es is None or self.cfg.eval_users is None or self.cfg.eval_users >= len(es.users):
             return es
         rng = np.random.default_rng([self.cfg.seed, 991])
-        idx = np.sort(rng.choice(len(es.users), self.cfg.eval_users, replace=False))
-        return EvalSet(*(getattr(es, f)[idx] for f in ("users", "hist_start", "hist_end", "target_item", "target_ts", "target_pos")))
+        return _rows(es, np.sort(rng.choice(len(es.users), self.cfg.eval_users, replace=False)))
 
     def evaluate(self, es: EvalSet, device) -> dict[str, float]:
         """Full-ranking metrics on ``es``; under DDP each process ranks its share of the users
@@ -156,8 +155,7 @@ class Trainer:
         was = self.model.training
         self.model.eval()
         if self.world > 1:
-            idx = D.shard(len(es.users))
-            es = EvalSet(*(getattr(es, f)[idx] for f in ("users", "hist_start", "hist_end", "target_item", "target_ts", "target_pos")))
+            es = _rows(es, D.shard(len(es.users)))
         with torch.no_grad():
             res = rank_targets(
                 self.model, self.train_view.seq, es, max_len=self.cfg.max_len, batch_size=self.cfg.eval_batch_size,
@@ -339,6 +337,11 @@ class Trainer:
         tmp = self.run_dir / f".history.json.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(state.to_dict(), indent=2, default=float))
         os.replace(tmp, self.run_dir / "history.json")
+
+
+def _rows(es: EvalSet, idx: np.ndarray) -> EvalSet:
+    """The evaluation targets at rows ``idx``."""
+    return EvalSet(*(getattr(es, f)[idx] for f in ("users", "hist_start", "hist_end", "target_item", "target_ts", "target_pos")))
 
 
 def _window_count(view: TrainView, cfg: TrainConfig) -> np.ndarray:
