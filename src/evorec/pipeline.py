@@ -125,16 +125,21 @@ def _prepared(cfg: ExperimentConfig) -> tuple[SequenceData, Split, Path]:
     return SequenceData(out), load_split(out / "split"), store
 
 
+def _side_configs(cfg: ExperimentConfig) -> list:
+    """The side-information configs of the experiment's model (of each member, for an ensemble)."""
+    c = make_config(cfg.model.name, cfg.model.config)
+    models = [make_config(m.name, m.config) for m in c.members] if hasattr(c, "members") else [c]
+    return [getattr(m, "side", None) for m in models]
+
+
 def uses_item_text(cfg: ExperimentConfig) -> bool:
     """Whether the experiment's model asks for item text (``model.config.side.text``)."""
-    side = getattr(make_config(cfg.model.name, cfg.model.config), "side", None)
-    return bool(getattr(side, "text", False))
+    return any(getattr(side, "text", False) for side in _side_configs(cfg))
 
 
 def uses_item_attributes(cfg: ExperimentConfig) -> bool:
     """Whether the experiment's model asks for item attributes (``model.config.side.attributes``)."""
-    side = getattr(make_config(cfg.model.name, cfg.model.config), "side", None)
-    return bool(getattr(side, "attributes", False))
+    return any(getattr(side, "attributes", False) for side in _side_configs(cfg))
 
 
 def item_attributes(cfg: ExperimentConfig, seq: SequenceData, store: Path | None = None) -> np.ndarray:
@@ -151,7 +156,7 @@ def item_attributes(cfg: ExperimentConfig, seq: SequenceData, store: Path | None
     n_with = int((m[1:] > 0).any(1).sum())
     if not vocab:
         raise ValueError(
-            f"side.attributes is on but no item of {cfg.data.dataset} has a category path or brand: "
+            f"side.attributes is on but no item of {cfg.data.dataset} has a category path or brand (or a category): "
             "turn side.attributes off or ingest item metadata"
         )
     if cut:

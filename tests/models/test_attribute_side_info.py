@@ -33,6 +33,8 @@ def test_tokens_are_path_prefixes_alternatives_and_brand():
     assert tokens_of("17|4|64|4", None) == ["17", "4", "64"]  # S3-Rec attribute ids; duplicates once
     assert tokens_of("Drama|Comedy", "") == ["Drama", "Comedy"]
     assert tokens_of(None, None) == [] and tokens_of(" | > ", "  ") == []
+    assert tokens_of(None, None, " 7 ") == ["7"]  # a flat category id when there is no path
+    assert tokens_of("Snacks", None, "7") == ["Snacks"]  # the path wins over the id
 
 
 def test_attribute_matrix_numbers_tokens_by_first_appearance_and_cuts_wide_items():
@@ -159,3 +161,16 @@ def test_beauty_attributes_are_the_s3rec_attribute_ids(tmp_path):
         assert tokens[i] == want
         assert (m[i + 1] > 0).sum() == len(want)
     assert int(m.max()) == len({a for v in raw.values() for a in v})  # one token per distinct attribute id
+
+
+def test_pipeline_refuses_attributes_when_no_item_has_any(tmp_path, monkeypatch):
+    from evorec.data import attributes as attr_mod
+    from evorec.pipeline import _prepared, item_attributes, load_experiment
+
+    if not ML100K.exists():
+        pytest.skip(f"real data not found: {ML100K}")
+    cfg = load_experiment(None, base=_experiment(ML100K, "recbole", "ml100k", tmp_path))
+    seq, _, store = _prepared(cfg)
+    monkeypatch.setattr(attr_mod, "item_attribute_tokens", lambda store, dataset, ids: [[] for _ in ids])
+    with pytest.raises(ValueError, match=r"no item of ml100k has a category path or brand \(or a category\)"):
+        item_attributes(cfg, seq, store)

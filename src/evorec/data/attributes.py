@@ -8,6 +8,7 @@ Tokens of one item (the latest ingest wins per field, as for item text):
 - ``category_path``: alternatives separated by ``|`` (MovieLens genres, the S3-Rec attribute
   ids), each a hierarchy separated by `` > `` (Amazon): every prefix of a hierarchy is a token
   ("Beauty", "Beauty > Skin Care", ...), so a leaf name under two parents stays two tokens;
+- ``category_id`` when there is no path (a flat category, e.g. ReChorus' ``i_category``): one token;
 - ``brand``: one token ``brand=<name>``.
 Duplicates are dropped, order is kept; row 0 (padding) and items without attributes are all 0.
 """
@@ -24,13 +25,15 @@ ALT_SEP = "|"
 MAX_PER_ITEM = 32  # tokens kept per item (the first ones); a deeper taxonomy is cut, with a log line by the caller
 
 
-def tokens_of(category_path: str | None, brand: str | None) -> list[str]:
+def tokens_of(category_path: str | None, brand: str | None, category_id: str | None = None) -> list[str]:
     """Attribute tokens of one item (see the module doc)."""
     out: list[str] = []
     for alt in (category_path or "").split(ALT_SEP):
         parts = [p.strip() for p in alt.split(PATH_SEP.strip()) if p.strip()]
         for i in range(len(parts)):
             out.append(PATH_SEP.join(parts[: i + 1]))
+    if not out and category_id is not None and category_id.strip():
+        out.append(category_id.strip())  # a flat category (no path), e.g. ReChorus i_category
     if brand is not None and brand.strip():
         out.append(f"brand={brand.strip()}")
     return list(dict.fromkeys(out))
@@ -44,12 +47,13 @@ def item_attribute_tokens(store_path: str | Path, dataset: str, item_ids: Sequen
     try:
         require_dataset(con, dataset)
         aggs = ", ".join(
-            f"arg_max({f}, ingest_id) FILTER (WHERE {f} IS NOT NULL AND trim({f}) <> '') AS {f}" for f in ("category_path", "brand")
+            f"arg_max({f}, ingest_id) FILTER (WHERE {f} IS NOT NULL AND trim({f}) <> '') AS {f}"
+            for f in ("category_path", "brand", "category_id")
         )
         rows = con.execute(f"SELECT item_id, {aggs} FROM items WHERE dataset = ? GROUP BY item_id", [dataset]).fetchall()
     finally:
         con.close()
-    by_id = {item_id: tokens_of(path, brand) for item_id, path, brand in rows}
+    by_id = {item_id: tokens_of(path, brand, cat) for item_id, path, brand, cat in rows}
     return [by_id.get(i, []) for i in item_ids]
 
 

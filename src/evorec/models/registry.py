@@ -18,7 +18,7 @@ _LOADED = False
 # Built-in model modules (one model per file); each registers itself on import.
 BUILTIN = (
     "pop", "itemknn", "markov",
-    "gru4rec", "caser", "sasrec", "bert4rec", "hstu", "dien", "multvae",
+    "gru4rec", "caser", "sasrec", "bert4rec", "hstu", "dien", "multvae", "ensemble",
 )
 
 
