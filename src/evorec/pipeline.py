@@ -125,6 +125,14 @@ def _prepared(cfg: ExperimentConfig) -> tuple[SequenceData, Split, Path]:
     return SequenceData(out), load_split(out / "split"), store
 
 
+def _ingested_store(cfg: ExperimentConfig) -> Path:
+    """The experiment's cached store, ingested again if it was removed."""
+    src, store, _ = _cache_paths(cfg)
+    if not store.exists():
+        _ingest(cfg, src, store)
+    return store
+
+
 def _side_configs(cfg: ExperimentConfig) -> list:
     """The side-information configs of the experiment's model (of each member, for an ensemble)."""
     c = make_config(cfg.model.name, cfg.model.config)
@@ -147,10 +155,7 @@ def item_attributes(cfg: ExperimentConfig, seq: SequenceData, store: Path | None
     and brand from the store's items table; see ``evorec.data.attributes``)."""
     from evorec.data.attributes import MAX_PER_ITEM, attribute_matrix, item_attribute_tokens
 
-    if store is None:
-        src, store, _ = _cache_paths(cfg)
-        if not store.exists():
-            _ingest(cfg, src, store)
+    store = store or _ingested_store(cfg)
     tokens = item_attribute_tokens(store, cfg.data.dataset, seq.items.ids.to_pylist())  # ids[i] has index i + 1
     m, vocab, cut = attribute_matrix(tokens)
     n_with = int((m[1:] > 0).any(1).sum())
@@ -173,10 +178,7 @@ def item_text(cfg: ExperimentConfig, seq: SequenceData, store: Path | None = Non
     """
     from evorec.data.text import item_text_matrix
 
-    if store is None:
-        src, store, _ = _cache_paths(cfg)
-        if not store.exists():
-            _ingest(cfg, src, store)
+    store = store or _ingested_store(cfg)
     m = item_text_matrix(store, cfg.data.dataset, seq.items.ids.to_pylist(), cache_dir=seq.path)
     n_text = int((np.abs(m).sum(1) > 0).sum())
     if n_text == 0:

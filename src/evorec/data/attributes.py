@@ -41,18 +41,9 @@ def tokens_of(category_path: str | None, brand: str | None, category_id: str | N
 
 def item_attribute_tokens(store_path: str | Path, dataset: str, item_ids: Sequence[str]) -> list[list[str]]:
     """Attribute tokens of each item id, from the store's ``items`` table ([] where none)."""
-    from evorec.data.store import connect, require_dataset
+    from evorec.data.store import latest_item_fields
 
-    con = connect(store_path, read_only=True)
-    try:
-        require_dataset(con, dataset)
-        aggs = ", ".join(
-            f"arg_max({f}, ingest_id) FILTER (WHERE {f} IS NOT NULL AND trim({f}) <> '') AS {f}"
-            for f in ("category_path", "brand", "category_id")
-        )
-        rows = con.execute(f"SELECT item_id, {aggs} FROM items WHERE dataset = ? GROUP BY item_id", [dataset]).fetchall()
-    finally:
-        con.close()
+    rows = latest_item_fields(store_path, dataset, ("category_path", "brand", "category_id"))
     by_id = {item_id: tokens_of(path, brand, cat) for item_id, path, brand, cat in rows}
     return [by_id.get(i, []) for i in item_ids]
 

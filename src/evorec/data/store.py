@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -143,3 +143,15 @@ def require_dataset(con: duckdb.DuckDBPyConnection, dataset: str) -> dict:
         known = dataset_names(con)
         raise StoreError(f"dataset {dataset!r} not in store; known datasets: {known or 'none'}")
     return {"dataset": row[0], "time_kind": row[1], "pseudonymized": bool(row[2])}
+
+
+def latest_item_fields(store_path: str | Path, dataset: str, fields: Sequence[str]) -> list[tuple]:
+    """``(item_id, *fields)`` rows of the dataset's ``items`` table, one per item: per field the
+    value of the latest ingest that has a non-blank one (NULL where none has)."""
+    con = connect(store_path, read_only=True)
+    try:
+        require_dataset(con, dataset)
+        aggs = ", ".join(f"arg_max({f}, ingest_id) FILTER (WHERE {f} IS NOT NULL AND trim({f}) <> '') AS {f}" for f in fields)
+        return con.execute(f"SELECT item_id, {aggs} FROM items WHERE dataset = ? GROUP BY item_id", [dataset]).fetchall()
+    finally:
+        con.close()

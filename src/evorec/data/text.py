@@ -98,17 +98,9 @@ def embed_texts(texts: Sequence[str | None], batch_size: int = 256) -> np.ndarra
 def item_texts(store_path: str | Path, dataset: str, item_ids: Sequence[str]) -> list[str | None]:
     """Text of each item id from the store's ``items`` table: "title | brand | category path"
     (the parts that exist; the latest ingest wins per field); ``None`` where an item has none."""
-    from evorec.data.store import connect, require_dataset
+    from evorec.data.store import latest_item_fields
 
-    con = connect(store_path, read_only=True)
-    try:
-        require_dataset(con, dataset)
-        aggs = ", ".join(
-            f"arg_max({f}, ingest_id) FILTER (WHERE {f} IS NOT NULL AND trim({f}) <> '') AS {f}" for f in TEXT_FIELDS
-        )
-        rows = con.execute(f"SELECT item_id, {aggs} FROM items WHERE dataset = ? GROUP BY item_id", [dataset]).fetchall()
-    finally:
-        con.close()
+    rows = latest_item_fields(store_path, dataset, TEXT_FIELDS)
     by_id = {}
     for item_id, *parts in rows:
         text = SEPARATOR.join(p.strip() for p in parts if p is not None and p.strip())

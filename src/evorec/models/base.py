@@ -110,27 +110,25 @@ class Recommender(nn.Module):
         the matrix from the file alone. Every submodule holding an ``item_text`` buffer (the shared
         ``EventEmbedding`` with ``side.text`` on) takes it; a model with none says so.
         """
-        takers = [
-            m for m in self.modules()
-            if m is not self and getattr(m, "item_text", None) is not None and callable(getattr(m, "set_item_text", None))
-        ]
-        if not takers:
-            raise ValueError(f"{type(self).__name__} does not use item text (is side.text on?)")
-        for m in takers:
-            m.set_item_text(matrix)
+        self._hand_to_submodules("item_text", matrix, "item text (is side.text on?)")
 
     def set_item_attributes(self, matrix) -> None:  # noqa: ANN001 - np.ndarray | Tensor
         """Give the model the (n_items, width) item attribute-token matrix (row 0 = padding, token
         0 = none; ``evorec.data.attributes.attribute_matrix``). Kept as a persistent buffer, as
         ``set_item_text`` explains; every submodule with an ``item_attributes`` buffer takes it."""
+        self._hand_to_submodules("item_attributes", matrix, "item attributes (is side.attributes on?)")
+
+    def _hand_to_submodules(self, buffer: str, matrix, what: str) -> None:  # noqa: ANN001
+        """Call ``set_<buffer>(matrix)`` on every submodule holding that buffer; none is an error."""
+        setter = f"set_{buffer}"
         takers = [
             m for m in self.modules()
-            if m is not self and getattr(m, "item_attributes", None) is not None and callable(getattr(m, "set_item_attributes", None))
+            if m is not self and getattr(m, buffer, None) is not None and callable(getattr(m, setter, None))
         ]
         if not takers:
-            raise ValueError(f"{type(self).__name__} does not use item attributes (is side.attributes on?)")
+            raise ValueError(f"{type(self).__name__} does not use {what}")
         for m in takers:
-            m.set_item_attributes(matrix)
+            getattr(m, setter)(matrix)
 
     def fit(self, train) -> None:  # noqa: ANN001 - evorec.data.batches.TrainView
         """Count-based models compute their state here; neural models are trained by the trainer."""

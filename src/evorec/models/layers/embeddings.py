@@ -97,13 +97,7 @@ class EventEmbedding(nn.Module):
         """
         if self.item_text is None:
             raise ValueError("this embedding was built with side.text off")
-        m = torch.as_tensor(matrix, dtype=torch.float32)
-        n, d = self.item_text.shape
-        if m.ndim != 2 or m.shape[1] != d or m.shape[0] > n:
-            raise ValueError(f"item text matrix must be (<= {n}, {d}), got {tuple(m.shape)}")
-        with torch.no_grad():
-            self.item_text.zero_()
-            self.item_text[: m.shape[0]].copy_(m)
+        _fill_rows(self.item_text, torch.as_tensor(matrix, dtype=torch.float32), "item text matrix")
 
     def set_item_attributes(self, matrix) -> None:  # noqa: ANN001 - np.ndarray | Tensor
         """Copy the (rows, width) attribute-token matrix into the buffer (rows <= this table's;
@@ -111,14 +105,9 @@ class EventEmbedding(nn.Module):
         if self.item_attributes is None:
             raise ValueError("this embedding was built with side.attributes off")
         m = torch.as_tensor(matrix, dtype=torch.long)
-        n, w = self.item_attributes.shape
-        if m.ndim != 2 or m.shape[1] != w or m.shape[0] > n:
-            raise ValueError(f"item attribute matrix must be (<= {n}, {w}), got {tuple(m.shape)}")
         if len(m) and (int(m.min()) < 0 or int(m.max()) >= self.attributes.num_embeddings):
             raise ValueError(f"item attribute tokens must lie in [0, {self.attributes.num_embeddings}), got [{int(m.min())}, {int(m.max())}]")
-        with torch.no_grad():
-            self.item_attributes.zero_()
-            self.item_attributes[: m.shape[0]].copy_(m)
+        _fill_rows(self.item_attributes, m, "item attribute matrix")
 
     def attribute_vectors(self, items: Tensor) -> Tensor:
         """(..., D) mean attribute vector of each item index in ``items`` (zero without attributes)."""
@@ -151,6 +140,17 @@ class EventEmbedding(nn.Module):
             pos = torch.arange(self.position.num_embeddings - T, self.position.num_embeddings, device=x.device)
             x = x + self.position(pos)[None]  # right-aligned positions: the latest event is always the last row
         return x * batch.mask[..., None]
+
+
+def _fill_rows(buffer: Tensor, m: Tensor, what: str) -> None:
+    """Copy (rows, width) ``m`` into the first rows of ``buffer`` (rows <= the buffer's; the rest
+    are zeroed, e.g. BERT4Rec's extra [MASK] row)."""
+    n, w = buffer.shape
+    if m.ndim != 2 or m.shape[1] != w or m.shape[0] > n:
+        raise ValueError(f"{what} must be (<= {n}, {w}), got {tuple(m.shape)}")
+    with torch.no_grad():
+        buffer.zero_()
+        buffer[: m.shape[0]].copy_(m)
 
 
 def init_side_tables(embed: EventEmbedding, std: float = 0.02) -> None:
