@@ -70,11 +70,12 @@ KILL = textwrap.dedent(
 )
 
 
-def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
-    base = experiment(tmp_path, epochs=4, patience=10)
+@pytest.mark.parametrize("ema_decay", [None, 0.99])
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, ema_decay):
+    base = experiment(tmp_path, epochs=4, patience=10, ema_decay=ema_decay)
     cfg_file = tmp_path / "exp.yaml"
     cfg_file.write_text(yaml.safe_dump(base))
-    _, full, full_dir = run(tmp_path, "full", epochs=4, patience=10)
+    _, full, full_dir = run(tmp_path, "full", epochs=4, patience=10, ema_decay=ema_decay)
 
     script = tmp_path / "train_me.py"
     script.write_text(KILL)
@@ -99,6 +100,10 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     assert resumed["train_state"]["epoch"] == 4
     for k, v in uninterrupted["state"].items():
         assert torch.allclose(v, resumed["state"][k], atol=1e-6), k
+    if ema_decay:
+        assert resumed["weight_average"]["updates"] == uninterrupted["weight_average"]["updates"]
+        for k, v in uninterrupted["weight_average"]["state"].items():
+            assert torch.allclose(v, resumed["weight_average"]["state"][k], atol=1e-6), k
     a = [h["valid/NDCG@10"] for h in uninterrupted["train_state"]["history"]]
     b = [h["valid/NDCG@10"] for h in resumed["train_state"]["history"]]
     assert a == pytest.approx(b, abs=1e-9)
@@ -233,3 +238,46 @@ def test_compiled_training_matches_the_plain_path(tmp_path):
     es = eval_set(seq, split, "test")
     _, batch = next(iter(eval_batches(seq, es, 20, 64)))
     torch.testing.assert_close(mcmp.score(batch), mp.score(batch), rtol=1e-3, atol=1e-3)
+
+
+def test_weight_average_matches_a_plain_loop():
+    from evorec.training.trainer import WeightAverage
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    net.register_buffer("table", torch.arange(6).reshape(2, 3))  # an integer buffer: copied, not averaged
+    ema = WeightAverage(net, 0.9)
+    ref = [p.detach().clone() for p in net.parameters()]
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    for n in range(30):
+        opt.zero_grad()
+        (net(torch.randn(8, 4)) - 1).pow(2).mean().backward()
+        opt.step()
+        ema.update()
+        d = min(0.9, (1 + n) / (10 + n))
+        ref = [d * r + (1 - d) * p.detach() for r, p in zip(ref, net.parameters())]
+    net.table += 1
+    avg = ema.averaged()
+    for a, r, p in zip(avg.parameters(), ref, net.parameters()):
+        assert torch.allclose(a, r, atol=1e-6) and not torch.allclose(a, p)
+    assert torch.equal(avg.table, net.table) and not any(p.requires_grad for p in avg.parameters())
+
+
+def test_weight_average_is_what_is_validated_saved_and_resumed(tmp_path):
+    kw = dict(epochs=2, ema_decay=0.9, eval_users=None)
+    cfg, state, out = run(tmp_path, **kw)
+    last, best = load_checkpoint(out / "last.pt"), load_checkpoint(out / "best.pt")
+    avg = last["weight_average"]["state"]
+    assert last["weight_average"]["updates"] == state.step
+    key = next(k for k in avg if k.endswith("weight") and avg[k].ndim == 2)
+    assert not torch.allclose(avg[key], last["state"][key]), "the average should differ from the last weights"
+    if state.best_epoch == 2:
+        assert all(torch.equal(best["state"][k], avg[k]) for k in avg)
+    # the saved best model is the validated one: ranking valid with it gives the recorded metric
+    rec = json.loads((out / "history.json").read_text())["history"][state.best_epoch - 1]
+    assert evaluate_run(out, fold="valid")["metrics"]["NDCG@10"] == pytest.approx(rec["valid/NDCG@10"], abs=1e-9)
+    # a run resumed without its weight average is refused, not silently restarted
+    del last["weight_average"]
+    torch.save(last, out / "last.pt")
+    with pytest.raises(ValueError, match="no weight average"):
+        train(cfg, out, resume=True)

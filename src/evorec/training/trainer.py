@@ -46,6 +46,11 @@ class TrainConfig(BaseModel):
     schedule: Literal["constant", "cosine"] = "cosine"
     min_lr_ratio: float = Field(0.05, ge=0, le=1)
     grad_clip: float | None = 1.0
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1,
+        description="validate, select and save an exponential moving average of the weights "
+        "(per step: avg += (1 - d) * (w - avg), d warming up as min(ema_decay, (1 + step) / (10 + step)))",
+    )
     max_len: int = Field(50, ge=1)
     windows: Literal["last", "all", "prefixes"] = "last"  # see evorec.data.batches.training_windows
     bucket: int = Field(
@@ -109,6 +114,49 @@ class _LossModule(nn.Module):
         return self.model.training_loss(batch, self.loss_fn, self.generator)
 
 
+class WeightAverage:
+    """Exponential moving average of a model's floating-point parameters, in a copy of the model.
+
+    ``update`` after each optimizer step: ``avg += (1 - d) * (w - avg)`` with
+    ``d = min(decay, (1 + n) / (10 + n))`` (n = updates so far), so the first updates follow the
+    weights closely instead of dragging the random initialisation along. Buffers (item attributes,
+    fitted tables, masks) are copied from the trained model by ``averaged()``, which returns the
+    copy that is validated, selected and saved in place of the trained model."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        import copy
+
+        self.decay = decay
+        self.updates = 0
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        pairs = [(a, p) for a, p in zip(self.model.parameters(), model.parameters()) if p.is_floating_point()]
+        self._avg = [a for a, _ in pairs]
+        self._live = [p for _, p in pairs]
+        self._source = model
+
+    @torch.no_grad()
+    def update(self) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(self._avg, self._live, 1.0 - d)
+        self.updates += 1
+
+    @torch.no_grad()
+    def averaged(self) -> nn.Module:
+        """The averaged model, its buffers copied from the trained one (for scoring and saving)."""
+        for a, b in zip(self.model.buffers(), self._source.buffers()):
+            a.copy_(b)
+        return self.model
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates, "state": self.model.state_dict()}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.updates = int(sd["updates"])
+        self.model.load_state_dict(sd["state"])
+
+
 class Trainer:
     """Trains ``model`` on ``train`` and early-stops on ``valid`` (full ranking)."""
 
@@ -149,19 +197,21 @@ class Trainer:
         rng = np.random.default_rng([self.cfg.seed, 991])
         return _rows(es, np.sort(rng.choice(len(es.users), self.cfg.eval_users, replace=False)))
 
-    def evaluate(self, es: EvalSet, device) -> dict[str, float]:
-        """Full-ranking metrics on ``es``; under DDP each process ranks its share of the users
-        and the ranks are gathered, so every process returns the same numbers."""
-        was = self.model.training
-        self.model.eval()
+    def evaluate(self, es: EvalSet, device, model: nn.Module | None = None) -> dict[str, float]:
+        """Full-ranking metrics of ``model`` (default: the trained one) on ``es``; under DDP each
+        process ranks its share of the users and the ranks are gathered, so every process
+        returns the same numbers."""
+        model = self.model if model is None else model
+        was = model.training
+        model.eval()
         if self.world > 1:
             es = _rows(es, D.shard(len(es.users)))
         with torch.no_grad():
             res = rank_targets(
-                self.model, self.train_view.seq, es, max_len=self.cfg.max_len, batch_size=self.cfg.eval_batch_size,
+                model, self.train_view.seq, es, max_len=self.cfg.max_len, batch_size=self.cfg.eval_batch_size,
                 exclude_seen=self.cfg.exclude_seen, ks=(5, 10, 20), device=device, return_topk=False,  # ranks suffice
             )
-        self.model.train(was)
+        model.train(was)
         if self.world == 1:
             return res.aggregate((5, 10, 20))
         return M.summarize(D.gather_concat(res.rank), (5, 10, 20), res.suffix)
@@ -209,6 +259,7 @@ class Trainer:
         n_batches = count_training_batches(windows_per_epoch, cfg.batch_size, cfg.bucket)
         steps_per_epoch = max(1, n_batches // self.world)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_lambda(steps_per_epoch * cfg.epochs))
+        ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
 
         last_path = self.run_dir / "last.pt"
         if resume and last_path.exists():
@@ -216,6 +267,10 @@ class Trainer:
             model.load_state_dict(ck["state"])
             opt.load_state_dict(ck["optimizer"])
             sched.load_state_dict(ck["scheduler"])
+            if ema is not None:
+                if "weight_average" not in ck:
+                    raise ValueError(f"--resume: {last_path} has no weight average but train.ema_decay is set: resume with the run's own config")
+                ema.load_state_dict(ck["weight_average"])
             state = TrainState(**ck["train_state"])
             log.info("resumed from %s after epoch %d (step %d)", last_path, state.epoch, state.step)
             if state.stopped:
@@ -269,6 +324,8 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 opt.step()
                 sched.step()
+                if ema is not None:
+                    ema.update()
                 state.step += 1
                 n = int((batch.targets > 0).sum())
                 n_events += n
@@ -296,9 +353,10 @@ class Trainer:
             if writer is not None:
                 writer.add_scalar("train/events_per_s", record["events_per_s"], state.step)
             do_eval = valid is not None and (state.epoch % cfg.eval_every_epochs == 0 or out_of_time or state.epoch == cfg.epochs)
+            kept = ema.averaged() if ema is not None else model  # what is validated, selected and saved
             if do_eval:
                 t_eval = time.perf_counter()
-                metrics = self.evaluate(valid, device)
+                metrics = self.evaluate(valid, device, kept)
                 record.update({f"valid/{k}": v for k, v in metrics.items()})
                 record["eval_seconds"] = time.perf_counter() - t_eval
                 value = metrics[cfg.metric]
@@ -308,7 +366,7 @@ class Trainer:
                 if value > state.best_metric:
                     state.best_metric, state.best_epoch, state.bad_evals = value, state.epoch, 0
                     if self.rank == 0:
-                        atomic_save(self.payload_fn(model, {"train_state": state.to_dict()}), self.run_dir / "best.pt")
+                        atomic_save(self.payload_fn(kept, {"train_state": state.to_dict()}), self.run_dir / "best.pt")
                 else:
                     state.bad_evals += 1
             state.wall_seconds = time.perf_counter() - wall0
@@ -323,6 +381,8 @@ class Trainer:
                 state.stopped = f"{cfg.epochs} epochs done"
             if self.rank == 0:
                 extra = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "train_state": state.to_dict()}
+                if ema is not None:
+                    extra["weight_average"] = ema.state_dict()
                 atomic_save(self.payload_fn(model, extra), last_path)
                 self._write_history(state)
             if state.stopped:
@@ -330,7 +390,8 @@ class Trainer:
         if writer is not None:
             writer.close()
         if valid is None and self.rank == 0:  # nothing to select on: the last model is the best
-            atomic_save(self.payload_fn(model, {"train_state": state.to_dict()}), self.run_dir / "best.pt")
+            kept = ema.averaged() if ema is not None else model
+            atomic_save(self.payload_fn(kept, {"train_state": state.to_dict()}), self.run_dir / "best.pt")
         return state
 
     def _write_history(self, state: TrainState) -> None:
