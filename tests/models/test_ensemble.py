@@ -23,7 +23,7 @@ GRU = {"name": "gru4rec", "config": {"embed_dim": 32, "hidden_size": 32}}
     ("config", "match"),
     [
         ({"members": []}, "at least 1 item"),
-        ({"members": [{"name": "pop"}]}, r"members\[0\]: 'pop' is count-based"),
+        ({"members": [{"name": "pop"}, {"name": "itemknn"}]}, "at least one neural member"),
         ({"members": [SAS, {"name": "ensemble", "config": {"members": [SAS]}}]}, r"members\[1\]: an ensemble cannot contain an ensemble"),
         ({"members": [{"name": "sasrec", "config": {"hiden": 32}}]}, "(?s)bad config for model 'sasrec'.*hiden"),
         ({"members": [{"name": "nope"}]}, "unknown model 'nope'"),
@@ -66,9 +66,34 @@ def test_ensemble_loss_is_the_mean_of_its_members_losses_and_trains_each(tiny):
         assert all(p.grad is not None for p in m.parameters() if p.requires_grad), "every member gets gradients"
 
 
+def test_count_members_are_fitted_before_training_blended_and_left_out_of_the_loss(tiny):
+    seq, split = tiny
+    torch.manual_seed(0)
+    knn = {"name": "itemknn", "config": {"top_k": 20}}
+    model = build_model("ensemble", {"members": [SAS, knn], "weights": [1.0, 3.0]}, sizes_of(seq))
+    view = TrainView.from_split(seq, split)
+    model.prepare(view)  # what the trainer calls before the first step
+    alone = build_model("itemknn", knn["config"], sizes_of(seq))
+    alone.fit(view)
+    assert all(torch.equal(x, y) for x, y in zip(model.members[1].buffers(), alone.buffers()))
+    batch = next(training_batches(view, MAX_LEN, 32, __import__("numpy").random.default_rng(0)))
+    model.eval()
+    loss_fn = FullSoftmaxCE()
+    torch.testing.assert_close(model.training_loss(batch, loss_fn), model.members[0].training_loss(batch, loss_fn))
+    eb = first_eval_batch(seq, split)
+    with torch.no_grad():
+        got = model.score(eb)
+        expect = 0.25 * torch.log_softmax(model.members[0].score(eb)[:, 1:], -1) + 0.75 * torch.log_softmax(alone.score(eb)[:, 1:], -1)
+    torch.testing.assert_close(got[:, 1:], expect, rtol=1e-5, atol=1e-5)
+    # the log-softmax of a count member only shifts each row: it ranks as 0.75 x its raw scores
+    diff = got[:, 1:] - 0.25 * torch.log_softmax(model.members[0].score(eb)[:, 1:], -1) - 0.75 * alone.score(eb)[:, 1:]
+    torch.testing.assert_close(diff, diff[:, :1].expand_as(diff), rtol=1e-4, atol=1e-4)
+
+
 def test_pipeline_trains_an_ensemble_with_attribute_members(tmp_path):
     """side.attributes inside a member is seen by the pipeline (the matrix is built and handed to
-    the member that asks), and the checkpoint evaluates."""
+    the member that asks), a count-based member is fitted by the trainer, and the checkpoint
+    evaluates."""
     from evorec.models.checkpoint import load_model
     from evorec.pipeline import evaluate_run, load_experiment, train
 
@@ -79,7 +104,7 @@ def test_pipeline_trains_an_ensemble_with_attribute_members(tmp_path):
         None,
         base={
             "data": {"path": str(ML100K), "format": "recbole", "dataset": "ml100k", "pseudonymize": False},
-            "model": {"name": "ensemble", "config": {"members": [attr, SAS]}},
+            "model": {"name": "ensemble", "config": {"members": [attr, SAS, {"name": "markov"}]}},
             "train": {"epochs": 1, "batch_size": 256, "max_len": MAX_LEN, "progress": False, "tensorboard": False, "eval_users": 200},
             "cache_dir": str(tmp_path / "cache"),
         },
@@ -88,4 +113,5 @@ def test_pipeline_trains_an_ensemble_with_attribute_members(tmp_path):
     model = load_model(out / "best.pt")
     assert (model.members[0].embed.item_attributes > 0).any(), "the attribute member got its matrix"
     assert model.members[1].embed.item_attributes is None
+    assert bool(model.members[2].fitted), "the count member was fitted before training and saved so"
     assert 0 < evaluate_run(out)["metrics"]["HR@10"] <= 1

@@ -134,6 +134,10 @@ class Recommender(nn.Module):
         """Count-based models compute their state here; neural models are trained by the trainer."""
         raise NotImplementedError(f"{type(self).__name__} is trained by evorec.training, not fit()")
 
+    def prepare(self, train) -> None:  # noqa: ANN001 - evorec.data.batches.TrainView
+        """Called by the trainer once before gradient training, on the training data (default:
+        nothing; an ensemble fits its count-based members here)."""
+
 
 LossFn = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]
 """(hidden (N, D), targets (N,), item table (n_items, D), item bias (n_items,) | None) -> loss"""

@@ -240,6 +240,7 @@ class Trainer:
                 self._write_history(state)
             return state
 
+        model.prepare(self.train_view)  # before a resume's load_state_dict, which then restores the same state
         counts = torch.from_numpy(np.bincount(np.asarray(self.train_view.seq.item), minlength=model.n_items)).float()
         loss_fn = make_loss(cfg.loss, model.n_items, counts)
         wrapped = _LossModule(model, loss_fn)
