@@ -83,6 +83,7 @@ def run_model(model: str, budget: float, sets: list[str], tag: str | None = None
         "stopped": state["stopped"],
         "best_valid_ndcg10": state["best_metric"],
         "test": {k: test["metrics"][k] for k in ("HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR")},
+        "test_ci95": {k: test["ci"][k] for k in ("HR@10", "NDCG@10") if k in test.get("ci", {})},
         "events_per_s": round(sum(eps) / len(eps)) if eps else None,
         "seconds_per_epoch": round(state["train_seconds"] / max(state["epoch"], 1), 2),
         "peak_rss_mb": round(rss, 0),
@@ -133,14 +134,20 @@ def main() -> None:
     name = args.results or name
     (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nprotocol: {PROTOCOL}\n")
-    print("| model | settings | epochs | train s | s/epoch | events/s | peak RSS MB | test HR@10 | test NDCG@10 | published HR@10 / NDCG@10 |")
+    print("| model | settings | epochs | train s | s/epoch | events/s | peak RSS MB | test HR@10 [95% CI] | test NDCG@10 [95% CI] | published HR@10 / NDCG@10 |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+
+    def with_ci(r: dict, k: str) -> str:
+        ci = r["test_ci95"].get(k)
+        return f"{r['test'][k]:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+
     for r in rows:
         pub = f"{r['published_hr10']} / {r['published_ndcg10']}" if "published_hr10" in r else "-"
         print(
             f"| {r['tag']} | {' '.join(r['settings']) or '-'} | {r['epochs']} | {r['train_seconds']} | {r['seconds_per_epoch']} | "
-            f"{r['events_per_s'] or '-'} | {r['peak_rss_mb']:.0f} | {r['test']['HR@10']:.4f} | {r['test']['NDCG@10']:.4f} | {pub} |"
+            f"{r['events_per_s'] or '-'} | {r['peak_rss_mb']:.0f} | {with_ci(r, 'HR@10')} | {with_ci(r, 'NDCG@10')} | {pub} |"
         )
+    print(f"best published on this file: {BEST_PUBLISHED[0]} HR@10 {BEST_PUBLISHED[1]} / NDCG@10 {BEST_PUBLISHED[2]}")
 
 
 if __name__ == "__main__":
