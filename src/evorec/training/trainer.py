@@ -8,6 +8,7 @@ replays epochs e+1.. exactly as an uninterrupted run would.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -124,8 +125,6 @@ class WeightAverage:
     copy that is validated, selected and saved in place of the trained model."""
 
     def __init__(self, model: nn.Module, decay: float):
-        import copy
-
         self.decay = decay
         self.updates = 0
         self.model = copy.deepcopy(model).eval()
