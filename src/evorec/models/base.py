@@ -134,7 +134,7 @@ class Recommender(nn.Module):
         """Count-based models compute their state here; neural models are trained by the trainer."""
         raise NotImplementedError(f"{type(self).__name__} is trained by evorec.training, not fit()")
 
-    def prepare(self, train) -> None:  # noqa: ANN001 - evorec.data.batches.TrainView
+    def prepare(self, train) -> None:  # train: evorec.data.batches.TrainView
         """Called by the trainer once before gradient training, on the training data (default:
         nothing; an ensemble fits its count-based members here)."""
 

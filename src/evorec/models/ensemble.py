@@ -45,12 +45,13 @@ class EnsembleConfig(ModelConfig):
     def _neural_members(cls, members: list[MemberConfig]) -> list[MemberConfig]:
         from evorec.models.registry import get_model, make_config
 
+        neural = False
         for i, m in enumerate(members):
             if m.name == "ensemble":
                 raise ValueError(f"members[{i}]: an ensemble cannot contain an ensemble")
-            get_model(m.name)
+            neural |= get_model(m.name)[0].trainable
             make_config(m.name, m.config)  # a typo in a member's config fails here, naming the model
-        if not any(get_model(m.name)[0].trainable for m in members):
+        if not neural:
             raise ValueError("an ensemble needs at least one neural member (count-based models alone: use them directly)")
         return members
 
@@ -76,7 +77,7 @@ class Ensemble(Recommender):
         w = config.weights or [1.0] * len(config.members)
         self.register_buffer("weights", torch.tensor(w, dtype=torch.float32) / sum(w), persistent=False)  # (K,)
 
-    def prepare(self, train) -> None:  # noqa: ANN001 - evorec.data.batches.TrainView
+    def prepare(self, train) -> None:  # train: evorec.data.batches.TrainView
         for m in self.members:
             if not m.trainable:
                 m.fit(train)

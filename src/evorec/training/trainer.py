@@ -261,6 +261,9 @@ class Trainer:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_lambda(steps_per_epoch * cfg.epochs))
         ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
 
+        def kept() -> nn.Module:  # what is validated, selected and saved: the weight average if kept
+            return ema.averaged() if ema is not None else model
+
         last_path = self.run_dir / "last.pt"
         if resume and last_path.exists():
             ck = load_checkpoint(last_path)
@@ -353,10 +356,10 @@ class Trainer:
             if writer is not None:
                 writer.add_scalar("train/events_per_s", record["events_per_s"], state.step)
             do_eval = valid is not None and (state.epoch % cfg.eval_every_epochs == 0 or out_of_time or state.epoch == cfg.epochs)
-            kept = ema.averaged() if ema is not None else model  # what is validated, selected and saved
             if do_eval:
                 t_eval = time.perf_counter()
-                metrics = self.evaluate(valid, device, kept)
+                scored = kept()
+                metrics = self.evaluate(valid, device, scored)
                 record.update({f"valid/{k}": v for k, v in metrics.items()})
                 record["eval_seconds"] = time.perf_counter() - t_eval
                 value = metrics[cfg.metric]
@@ -366,7 +369,7 @@ class Trainer:
                 if value > state.best_metric:
                     state.best_metric, state.best_epoch, state.bad_evals = value, state.epoch, 0
                     if self.rank == 0:
-                        atomic_save(self.payload_fn(kept, {"train_state": state.to_dict()}), self.run_dir / "best.pt")
+                        atomic_save(self.payload_fn(scored, {"train_state": state.to_dict()}), self.run_dir / "best.pt")
                 else:
                     state.bad_evals += 1
             state.wall_seconds = time.perf_counter() - wall0
@@ -390,8 +393,7 @@ class Trainer:
         if writer is not None:
             writer.close()
         if valid is None and self.rank == 0:  # nothing to select on: the last model is the best
-            kept = ema.averaged() if ema is not None else model
-            atomic_save(self.payload_fn(kept, {"train_state": state.to_dict()}), self.run_dir / "best.pt")
+            atomic_save(self.payload_fn(kept(), {"train_state": state.to_dict()}), self.run_dir / "best.pt")
         return state
 
     def _write_history(self, state: TrainState) -> None:
