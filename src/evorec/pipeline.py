@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evorec.data.batches import TrainView, eval_set
 from evorec.data.prepare import PrepareConfig, prepare
-from evorec.data.sequences import SequenceData
+from evorec.data.sequences import SequenceData, is_current
 from evorec.data.splits import Split, load_split, make_split
 from evorec.evaluation.protocols import EvalConfig, TrainingPart, default_split_config, evaluate_model
 from evorec.models.base import DataSizes
@@ -81,6 +81,11 @@ def _source_path(cfg: ExperimentConfig) -> Path:
     for base in ([Path(cdir)] + list(Path(cdir).parents)) if cdir else []:
         if (base / p).exists():
             return base / p
+    from evorec.data.readers import get_reader
+
+    located = get_reader(cfg.data.format)(p, cfg.data.options).path  # e.g. an installed data package
+    if located.exists():
+        return located
     raise FileNotFoundError(f"data source not found: {cfg.data.path} (relative to {Path.cwd()})")
 
 
@@ -91,7 +96,7 @@ def _cache_paths(cfg: ExperimentConfig) -> tuple[Path, Path, Path]:
 
     src = _source_path(cfg)
     reader = get_reader(cfg.data.format)(src, cfg.data.options)
-    digest = content_hash([src, *reader.side_files()])
+    digest = content_hash([reader.path, *reader.side_files()])  # a reader may resolve a directory to its file
     key = hashlib.sha256(
         json.dumps(
             {"src": digest, "format": cfg.data.format, "options": cfg.data.options, "pseudo": cfg.data.pseudonymize,
@@ -118,9 +123,10 @@ def prepared_data(cfg: ExperimentConfig) -> tuple[SequenceData, Split]:
 def _prepared(cfg: ExperimentConfig) -> tuple[SequenceData, Split, Path]:
     """``prepared_data`` plus the store file it came from (hashing the source only once)."""
     src, store, out = _cache_paths(cfg)
-    if not (out / "meta.json").exists() or ((uses_item_text(cfg) or uses_item_attributes(cfg)) and not store.exists()):
+    current = is_current(out)  # a cache of an older sequence format (e.g. without baskets) is prepared again
+    if not current or ((uses_item_text(cfg) or uses_item_attributes(cfg)) and not store.exists()):
         _ingest(cfg, src, store)  # item text is read from the store; re-ingesting is a no-op when present
-    if not (out / "meta.json").exists():
+    if not current:
         prepare(store, cfg.data.dataset, cfg.prepare, out, overwrite=True)
     return SequenceData(out), load_split(out / "split"), store
 

@@ -52,6 +52,9 @@ EVENT_SCHEMA = pa.schema(
         pa.field("category_id", pa.string()),
         pa.field("value", pa.float64()),
         pa.field("source_row", pa.int64()),
+        # The source's basket (order, transaction) id where it has one: the lines of one
+        # checkout share it. NULL elsewhere; downstream a basket is then a user's day.
+        pa.field("basket_id", pa.string()),
     ]
 )
 

@@ -54,7 +54,7 @@ def _make_taobao_store_sql(path: Path, csv: Path, dataset: str) -> Path:
         con.execute("SET threads = 1")
         con.execute(
             """
-            INSERT INTO events
+            INSERT INTO events (dataset, user_id, item_id, ts, behavior, category_id, value, ingest_id, source_row)
             SELECT ?, CAST(c0 AS VARCHAR), CAST(c1 AS VARCHAR), make_timestamp(c4 * 1000000),
                    CASE c3 WHEN 'pv' THEN 'view' ELSE c3 END,
                    CAST(c2 AS VARCHAR), NULL, 1, row_number() OVER ()
@@ -79,7 +79,7 @@ def make_grocery_store(path: Path, dataset: str = "grocery") -> Path:
         con.execute("SET threads = 1")
         con.execute(
             """
-            INSERT INTO events
+            INSERT INTO events (dataset, user_id, item_id, ts, behavior, category_id, value, ingest_id, source_row)
             SELECT ?, CAST(user_id AS VARCHAR), CAST(item_id AS VARCHAR), make_timestamp(time * 1000000),
                    'rate', NULL, NULL, 1, row_number() OVER () + 1
             FROM read_csv(?, header = true, delim = '\t',
@@ -103,7 +103,7 @@ def make_beauty_ordinal_store(path: Path, n_users: int = 2000, dataset: str = "b
         con.execute("SET threads = 1")
         con.execute(
             """
-            INSERT INTO events
+            INSERT INTO events (dataset, user_id, item_id, ts, behavior, category_id, value, ingest_id, source_row)
             WITH lines AS (
                 SELECT row_number() OVER () AS line_no, string_split(trim(line), ' ') AS parts
                 FROM read_csv(?, header = false, delim = '\x01', columns = {'line': 'VARCHAR'})
@@ -138,7 +138,7 @@ def make_event_store(path: Path, rows: list[tuple], dataset: str = "toy", time_k
         con.register("toy_rows", table)
         con.execute(
             """
-            INSERT INTO events
+            INSERT INTO events (dataset, user_id, item_id, ts, behavior, category_id, value, ingest_id, source_row)
             SELECT ?, user_id, item_id, make_timestamp(ts_s * 1000000), behavior, category_id, value,
                    ingest_id, source_row
             FROM toy_rows

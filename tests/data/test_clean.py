@@ -47,7 +47,7 @@ def test_dedup_removes_exactly_the_planted_duplicates(tmp_path):
     # with NULL category / value inside ingest 1 (two copies: both NULL, one must go).
     con.execute(
         """
-        INSERT INTO events
+        INSERT INTO events (dataset, user_id, item_id, ts, behavior, category_id, value, ingest_id, source_row)
         SELECT dataset, user_id, item_id, ts, behavior, category_id, value, 2, source_row
         FROM events WHERE source_row % 150 = 0
         """
@@ -55,7 +55,7 @@ def test_dedup_removes_exactly_the_planted_duplicates(tmp_path):
     planted = con.execute("SELECT count(*) FROM events WHERE ingest_id = 2").fetchone()[0]
     con.execute(
         """
-        INSERT INTO events VALUES
+        INSERT INTO events (dataset, user_id, item_id, ts, behavior, category_id, value, ingest_id, source_row) VALUES
           ('taobao', 'dupuser', 'i1', make_timestamp(1511600000000000), 'view', NULL, NULL, 1, 900001),
           ('taobao', 'dupuser', 'i1', make_timestamp(1511600000000000), 'view', NULL, NULL, 1, 900002),
           -- near duplicates that must stay: other behaviour, other value, other second

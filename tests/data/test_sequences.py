@@ -133,7 +133,7 @@ def test_sub_second_times_order_by_time_and_truncate(tmp_path):
     con = duckdb.connect(str(path))
     con.execute(
         """
-        INSERT INTO events VALUES
+        INSERT INTO events (dataset, user_id, item_id, ts, behavior, category_id, value, ingest_id, source_row) VALUES
           ('toy', 'u', 'late',  make_timestamp(100600000), 'view', NULL, NULL, 1, 1),
           ('toy', 'u', 'early', make_timestamp(100200000), 'view', NULL, NULL, 1, 2)
         """

@@ -85,7 +85,7 @@ def stores(tmp_path_factory):
     con = duckdb.connect(str(path))
     con.execute(
         """
-        INSERT INTO events
+        INSERT INTO events (dataset, user_id, item_id, ts, behavior, category_id, value, ingest_id, source_row)
         SELECT dataset, user_id, item_id, ts, behavior, category_id, value, 2, source_row
         FROM events WHERE source_row % 97 = 0
         """
@@ -130,7 +130,7 @@ def test_spark_cleaning_and_sequences_match_duckdb(spark, stores, tmp_path):
         assert sp_rows.column(col).to_pylist() == dk_rows.column(col).to_pylist(), col
 
     # sequences: identical arrays, vocabularies and fingerprints
-    for arr in ("offsets", "item", "category", "behavior", "ts"):
+    for arr in ("offsets", "item", "category", "behavior", "ts", "basket"):
         assert np.array_equal(getattr(sp_seq, arr), getattr(dk_seq, arr)), arr
     for voc in ("users", "items", "categories"):
         assert getattr(sp_seq, voc) == getattr(dk_seq, voc), voc

@@ -53,10 +53,16 @@ def ingest(
         return
     rate = result.rows_read / result.seconds if result.seconds else 0.0
     reasons = ", ".join(f"{k}: {v}" for k, v in sorted(result.quarantine_reasons.items(), key=lambda kv: -kv[1]))
+    no_cat = ""
+    if result.events_without_category:
+        missing = result.events_without_item_metadata
+        no_cat = f"; {result.events_without_category:,} events without a category" + (
+            f" ({missing:,} of products missing from the item metadata)" if missing else ""
+        )
     typer.echo(
         f"ingested {result.rows_ingested:,} events into {result.dataset!r} from {result.rows_read:,} rows "
         f"({result.rows_quarantined:,} quarantined{': ' + reasons if reasons else ''}; "
-        f"{result.items_ingested:,} items) in {result.seconds:.1f}s ({rate:,.0f} rows/s)"
+        f"{result.items_ingested:,} items{no_cat}) in {result.seconds:.1f}s ({rate:,.0f} rows/s)"
     )
 
 
@@ -93,8 +99,10 @@ def describe(
     t = Table(title=f"dataset {dataset} ({d['time_kind']} time{', pseudonymised ids' if d['pseudonymized'] else ''})")
     t.add_column("what")
     t.add_column("value", justify="right")
-    for key in ("rows_read", "events", "quarantined", "users", "items", "categories", "items_metadata"):
-        t.add_row(key, f"{d[key]:,}")
+    for key in ("rows_read", "events", "quarantined", "users", "items", "categories", "items_metadata",
+                "events_without_category", "events_without_item_metadata", "events_with_basket_id"):
+        if d.get(key) is not None:
+            t.add_row(key, f"{d[key]:,}")
     t.add_row("time span", f"{d['time_min']} .. {d['time_max']}")
     for b, n in d["by_behavior"].items():
         t.add_row(f"events: {b}", f"{n:,}")

@@ -7,8 +7,11 @@ embedded DuckDB store and on PySpark (or any other Ibis backend with window func
 Steps, in the order they run (each one switchable in :class:`CleanConfig`):
 
 1. ``behaviors``  keep only the listed behaviours (e.g. drop ``view`` for purchase models);
-2. ``dedup``      drop exact duplicates (same user, item, ts, behaviour, category, value),
-                  keeping the first by ``(ingest_id, source_row)``;
+2. ``dedup``      drop exact duplicates (same user, item, ts, behaviour, category, value and
+                  basket id), keeping the first by ``(ingest_id, source_row)``. Two identical
+                  purchase lines of one basket are one line (the first kept, its value not
+                  summed: re-ingested or split quantity lines of a product say "bought it in
+                  this basket" once); the same line in two baskets is two purchases, both kept;
 3. ``collapse``   drop repeats of the same (user, item, behaviour) that follow the previous
                   one of that triple within ``window_s`` seconds (runs keep their first event);
 4. ``bots``       drop users whose events per active day exceed a quantile of the per-user
@@ -51,10 +54,12 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "value",
     "ingest_id",
     "source_row",
+    "basket_id",
 )
-"""Columns of the store's ``events`` table that cleaning reads (``dataset`` is filtered away)."""
+"""Columns of the store's ``events`` table that cleaning reads (``dataset`` is filtered away).
+A store written before ``basket_id`` existed reads as if it were NULL everywhere."""
 
-DEDUP_KEY: tuple[str, ...] = ("user_id", "item_id", "ts", "behavior", "category_id", "value")
+DEDUP_KEY: tuple[str, ...] = ("user_id", "item_id", "ts", "behavior", "category_id", "value", "basket_id")
 SOURCE_ORDER: tuple[str, ...] = ("ingest_id", "source_row")
 SECONDS_PER_DAY = 86_400
 
@@ -279,6 +284,8 @@ def select_dataset(events: ir.Table, dataset: str | None) -> ir.Table:
     """Filter a raw ``events`` table to one dataset and keep the canonical columns."""
     if dataset is not None and "dataset" in events.columns:
         events = events.filter(events.dataset == dataset)
+    if "basket_id" not in events.columns:  # a store (or export) from before basket ids
+        events = events.mutate(basket_id=ibis.null().cast("string"))
     missing = [c for c in EVENT_COLUMNS if c not in events.columns]
     if missing:
         raise ValueError(f"events table lacks columns {missing}; has {list(events.columns)}")

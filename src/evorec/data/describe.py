@@ -12,7 +12,10 @@ QUANTILES = (0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
 def describe_dataset(store: str | Path, dataset: str) -> dict:
     """Summary of one dataset. Keys: dataset, time_kind, pseudonymized, users, items, categories,
     events, rows_read, quarantined, quarantined_by_reason, time_min, time_max (ISO 8601),
-    by_behavior, sequence_length (quantiles), ingests (one entry per source file), items_metadata."""
+    by_behavior, sequence_length (quantiles), ingests (one entry per source file), items_metadata,
+    events_without_category (kept events that have none), events_without_item_metadata (of them,
+    events whose item the items table lacks; None when the dataset has no item metadata),
+    events_with_basket_id."""
     con = store_mod.connect(store, read_only=True)
     try:
         info = store_mod.require_dataset(con, dataset)
@@ -46,6 +49,13 @@ def describe_dataset(store: str | Path, dataset: str) -> dict:
             ).fetchall()
         ]
         n_items_meta = con.execute("SELECT count(*) FROM items WHERE dataset = ?", [dataset]).fetchall()[0][0]
+        basket = "e.basket_id" if "basket_id" in store_mod.event_columns(con) else "NULL"  # stores from before baskets
+        no_cat, no_meta, with_basket = con.execute(
+            f"SELECT count(*) FILTER (WHERE e.category_id IS NULL), count(*) FILTER (WHERE i.item_id IS NULL), "
+            f"count({basket}) FROM events e LEFT JOIN (SELECT DISTINCT item_id FROM items WHERE dataset = $d) i "
+            "ON i.item_id = e.item_id WHERE e.dataset = $d",
+            {"d": dataset},
+        ).fetchall()[0]
     finally:
         con.close()
     for ing in ingests:
@@ -69,6 +79,9 @@ def describe_dataset(store: str | Path, dataset: str) -> dict:
             {f"q{int(q * 100)}": v for q, v in zip(QUANTILES, lengths[:-1])} | {"mean": lengths[-1]} if events else {}
         ),
         "items_metadata": n_items_meta,
+        "events_without_category": int(no_cat or 0),
+        "events_without_item_metadata": int(no_meta or 0) if n_items_meta else None,
+        "events_with_basket_id": int(with_basket or 0),
         "ingests": ingests,
     }
 

@@ -81,6 +81,7 @@ from evorec.data import store as store_mod
 from evorec.data.readers.base import sql_str
 from evorec.data.sequences import (
     ARRAYS,
+    FORMAT_VERSION,
     NpyAppender,
     SequenceData,
     Vocabularies,
@@ -435,8 +436,10 @@ def _write_without(seq: SequenceData, rows: np.ndarray, out: Path) -> tuple[dict
         "previous_fingerprints": [*before.get("previous_fingerprints", []), seq.fingerprint],
         "last_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    # A directory of format 1 had no basket.npy: it is written now (by day), so say so.
     meta = {**seq.meta, "n_users": len(users), "n_events": n_events, "digests": digests,
-            "fingerprint": _fingerprint(digests, vocabs), "forgotten": forgotten}
+            "fingerprint": _fingerprint(digests, vocabs), "forgotten": forgotten,
+            "baskets": seq.basket_source, "format_version": FORMAT_VERSION}
     atomic_write_text(out / "meta.json", json.dumps(meta, indent=2, sort_keys=True))
 
     split_summary = None

@@ -7,7 +7,9 @@ Guarantees (tested in tests/data/test_ingest.py):
 - a file that is not of the stated format fails before anything is written;
 - the whole file is one transaction: a killed or failed ingest leaves the store as it was;
 - re-ingesting a file whose content is already recorded for the dataset adds nothing;
-- user ids are pseudonymised with a keyed HMAC-SHA256 inside the database, unless turned off.
+- user ids are pseudonymised with a keyed HMAC-SHA256 inside the database, unless turned off;
+- the result counts the events left without a category, and (when the source has item
+  metadata) those whose item is missing from it: they are kept, never dropped.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class IngestResult:
     skipped: bool  # the same content was already ingested into this dataset
     seconds: float
     quarantine_reasons: dict[str, int]
+    events_without_category: int = 0  # ingested events with no category (neither on the row nor from the item)
+    events_without_item_metadata: int | None = None  # ... whose item the item metadata lacks (None: no metadata)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,12 +86,13 @@ def ingest_file(
     called with (bytes done, total bytes or None).
     """
     t0 = time.perf_counter()
-    source = Path(source)
-    reader = get_reader(fmt)(source, options)
+    given = Path(source)
+    reader = get_reader(fmt)(given, options)
+    source = reader.path  # a reader may resolve the name it is given (a directory, an installed package)
     if not source.exists():
         raise FileNotFoundError(f"source file not found: {source}")
     reader.check()  # fail fast, before the store is even opened
-    dataset = dataset or default_dataset_name(source, fmt)
+    dataset = dataset or default_dataset_name(given, fmt)
     digest = content_hash([source, *reader.side_files()])
     pseudo = (pseudonymizer or Pseudonymizer.from_environment()) if pseudonymize else None
 
@@ -191,11 +196,33 @@ def _ingest_in_transaction(
         "INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [ingest_id, dataset, str(reader.path), digest, reader.format, rows_read, rows_in, rows_q, items_in, started, finished],
     )
+    no_cat, no_item = _uncategorised(con, dataset, ingest_id, has_items)
     log.info("ingested %s: %d rows read, %d events, %d quarantined", reader.path, rows_read, rows_in, rows_q)
+    if no_cat:
+        log.info(
+            "%s: %d event(s) without a category%s (kept)", reader.path, no_cat,
+            f", {no_item} of them of items missing from the item metadata" if no_item else "",
+        )
     return IngestResult(
         dataset, str(reader.path), reader.format, digest, ingest_id, rows_read, rows_in, rows_q, items_in, False, 0.0,
-        state.reasons,
+        state.reasons, no_cat, no_item,
     )
+
+
+def _uncategorised(con: duckdb.DuckDBPyConnection, dataset: str, ingest_id: int, has_items: bool) -> tuple[int, int | None]:
+    """(events of this ingest without a category, those whose item has no metadata row or None)."""
+    if not has_items:
+        n = con.execute(
+            "SELECT count(*) FROM events WHERE dataset = ? AND ingest_id = ? AND category_id IS NULL", [dataset, ingest_id]
+        ).fetchall()[0][0]
+        return int(n), None
+    no_cat, no_item = con.execute(
+        "SELECT count(*) FILTER (WHERE e.category_id IS NULL), count(*) FILTER (WHERE i.item_id IS NULL) "
+        "FROM events e LEFT JOIN (SELECT DISTINCT item_id FROM items WHERE dataset = $d) i ON i.item_id = e.item_id "
+        "WHERE e.dataset = $d AND e.ingest_id = $i",
+        {"d": dataset, "i": ingest_id},
+    ).fetchall()[0]
+    return int(no_cat), int(no_item)
 
 
 def _load_items(con: duckdb.DuckDBPyConnection, reader: Reader, dataset: str, ingest_id: int) -> int:
@@ -256,12 +283,12 @@ class _BlockLoader:
         self.good = (
             f"{users}SELECT {sql_str(dataset)} AS dataset, {uid} AS user_id, s.item_id, "
             "make_timestamp(s.ts * 1000000) AS ts, s.behavior, s.category_id, s.value, "
-            f"{int(ingest_id)}::INTEGER AS ingest_id, s.source_row FROM {src} WHERE s.reason IS NULL"
+            f"{int(ingest_id)}::INTEGER AS ingest_id, s.source_row, s.basket_id FROM {src} WHERE s.reason IS NULL"
         )
         # Events without a category take their item's (item metadata was loaded first).
         self.load = (
             "SELECT g.dataset, g.user_id, g.item_id, g.ts, g.behavior, coalesce(g.category_id, i.category_id), "
-            f"g.value, g.ingest_id, g.source_row FROM _g g LEFT JOIN items i ON i.dataset = {sql_str(dataset)} "
+            f"g.value, g.ingest_id, g.source_row, g.basket_id FROM _g g LEFT JOIN items i ON i.dataset = {sql_str(dataset)} "
             "AND i.item_id = g.item_id"
             if has_items
             else None
@@ -346,6 +373,7 @@ def _stage_sql(reader: Reader, with_raw: bool = True) -> str:
                CAST({cols['behavior']} AS VARCHAR) AS behavior,
                CAST({cat} AS VARCHAR) AS category_id,
                CAST({cols.get('value', 'NULL')} AS DOUBLE) AS value,
+               NULLIF(trim(CAST({cols.get('basket_id', 'NULL')} AS VARCHAR)), '') AS basket_id,
                CAST({reader.ts_raw_sql} AS VARCHAR) AS ts_raw,
                CAST({reader.value_raw_sql} AS VARCHAR) AS value_raw,
                CAST({cols.get('reason', 'NULL')} AS VARCHAR) AS reason0,

@@ -3,7 +3,7 @@
 ``prepare(store, dataset, cfg, out_dir)`` writes one directory::
 
     out_dir/
-      meta.json, offsets.npy, item.npy, category.npy, behavior.npy, ts.npy,
+      meta.json, offsets.npy, item.npy, category.npy, behavior.npy, ts.npy, basket.npy,
       users.parquet, items.parquet, categories.parquet      (see evorec.data.sequences)
       prepare.json                                          config, clean report, split summary
       split/                                                (see evorec.data.splits)
@@ -34,6 +34,7 @@ from evorec.data.clean import (
     release_table,
 )
 from evorec.data.sequences import (
+    BASKET_TEXT,
     Progress,
     SequenceConfig,
     SequenceData,
@@ -99,6 +100,7 @@ class PrepareResult(BaseModel):
     n_items: int
     n_categories: int
     fingerprint: str
+    baskets: str = Field("day", description="what a basket is: basket_id | day | event | mixed (see evorec.data.sequences)")
     clean_report: CleanReport
     split: dict[str, Any]
     seconds: dict[str, float]
@@ -118,6 +120,7 @@ class PrepareResult(BaseModel):
             "items": self.n_items,
             "categories": self.n_categories,
             "fingerprint": self.fingerprint,
+            "baskets": self.baskets,
             "split": f"{self.split.get('kind')} ({folds})",
             "split_summary": self.split,
             "clean_report": self.clean_report.model_dump(mode="json"),
@@ -184,6 +187,7 @@ def prepare_events(
                     progress=progress,
                 )
                 seconds["sequences"] = time.perf_counter() - t1
+                logger.info("baskets: %s", BASKET_TEXT[meta["baskets"]])
             finally:
                 if cached is not None:
                     release_table(cached)
@@ -203,6 +207,7 @@ def prepare_events(
             "clean_report": report.model_dump(mode="json"),
             "split": summary,
             "fingerprint": meta["fingerprint"],
+            "baskets": meta["baskets"],
             "seconds": seconds,
         }
         (tmp / "prepare.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
@@ -217,6 +222,7 @@ def prepare_events(
         n_items=meta["n_items"],
         n_categories=meta["n_categories"],
         fingerprint=meta["fingerprint"],
+        baskets=meta["baskets"],
         clean_report=report,
         split=summary,
         seconds=seconds,

@@ -8,11 +8,21 @@ Layout of a sequence directory (all arrays little-endian ``.npy``)::
     category.npy      int32 (n_events): category index (0 = no category)
     behavior.npy      int8  (n_events): evorec.types.BEHAVIOR_INDEX
     ts.npy            int64 (n_events): unix seconds (ordinal datasets: the position)
+    basket.npy        int64 (n_events): the event's basket, numbered per user from 0 in time order
+                      (events of one basket share it); see "Baskets" below
     users.parquet     users vocabulary: row u has user index u + 1
     items.parquet     items vocabulary
     categories.parquet categories vocabulary
 
 Events of one user are ordered by (ts, ingest_id, source_row): ties in time keep source order.
+
+Baskets: where the log has basket ids (``events.basket_id``), the lines of one basket id form a
+basket; elsewhere a basket is a user's events of one calendar day (UTC), or, on ordinal
+datasets (no dates), each event alone. ``meta["baskets"]`` says which: ``"basket_id"``,
+``"day"``, ``"event"``, or ``"mixed"`` (some events with ids, the others by day/event). A user's
+baskets are numbered 0, 1, ... by their first event's time (ties: basket id), so the number
+never decreases along the user's events unless baskets interleave in time. Directories written
+before format 2 have no ``basket.npy``: :attr:`SequenceData.basket` derives it by day on read.
 The arrays are written by streaming the ordered Ibis result in Arrow record batches and
 appending to the ``.npy`` files, so memory stays bounded whatever the number of events (on
 DuckDB; see :func:`write_sequences_from_batches` for other engines). A directory is written
@@ -40,20 +50,30 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from evorec.data.clean import SOURCE_ORDER, with_seconds
+from evorec.data.clean import SECONDS_PER_DAY, SOURCE_ORDER, with_seconds
 from evorec.data.vocab import PAD, Vocab, behavior_indices, vocab_table
 from evorec.types import BEHAVIOR_INDEX, TimeKind
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: basket.npy and meta["baskets"]; a cache of an older version is prepared again
 ARRAYS: dict[str, np.dtype] = {
     "item": np.dtype("<i4"),
     "category": np.dtype("<i4"),
     "behavior": np.dtype("i1"),
     "ts": np.dtype("<i8"),
+    "basket": np.dtype("<i8"),
 }
+OPTIONAL_ARRAYS = ("basket",)  # absent from directories of format 1 (derived on read)
+BASKET_SOURCES = ("basket_id", "day", "event", "mixed")
 VOCAB_FILES = {"users": "users.parquet", "items": "items.parquet", "categories": "categories.parquet"}
+
+BASKET_TEXT = {
+    "basket_id": "the log's basket ids",
+    "day": "the log has no basket ids: a basket is a user's events of one calendar day (UTC)",
+    "event": "the log has no basket ids and no dates (ordinal): every event is its own basket",
+    "mixed": "the log's basket ids where an event has one, else the user's calendar day (UTC)",
+}
 
 Progress = Callable[[int], None]
 """``progress(done)``: called while sequences are written, with the number of events so far."""
@@ -189,20 +209,74 @@ class Vocabularies:
         return dict(BEHAVIOR_INDEX)
 
 
-def indexed_events(events: ir.Table, vocabs: Vocabularies) -> ir.Table:
+def with_basket_id(events: ir.Table) -> ir.Table:
+    """``events`` with a ``basket_id`` column (NULL everywhere when it has none)."""
+    if "basket_id" in events.columns:
+        return events
+    return events.mutate(basket_id=ibis.null().cast("string"))
+
+
+def basket_ordinals(t: ir.Table, time_kind: TimeKind | str = TimeKind.UNIX, user: str = "user_idx") -> ir.Table:
+    """Add ``basket`` (int64): each event's basket, numbered per ``user`` from 0 by the basket's
+    first time (ties: basket id). A basket is the events of one ``basket_id``; events without one
+    group by calendar day (UTC), or stand alone on ordinal datasets. ``t`` needs ``ts_s``."""
+    no_id = t.basket_id.isnull()
+    unit = t.ts_s if TimeKind(time_kind) is TimeKind.ORDINAL else t.ts_s // SECONDS_PER_DAY
+    t = t.mutate(_bgrp=no_id.ifelse(unit, ibis.literal(-1, type="int64")))
+    t = t.mutate(_bstart=t.ts_s.min().over(group_by=[user, "basket_id", "_bgrp"]))
+    # NULLs sort differently on DuckDB and Spark: order by a non-NULL stand-in.
+    rank = ibis.dense_rank().over(group_by=user, order_by=["_bstart", t.basket_id.fill_null(""), "_bgrp"])
+    return t.mutate(basket=rank.cast("int64")).drop("_bgrp", "_bstart")
+
+
+def basket_source(events: ir.Table, time_kind: TimeKind | str = TimeKind.UNIX) -> str:
+    """What the baskets of ``events`` are made of: ``basket_id``, ``day``, ``event`` or ``mixed``."""
+    r = events.aggregate(n=events.count(), with_id=with_basket_id(events).basket_id.count()).to_pyarrow().to_pylist()[0]
+    n, with_id = int(r["n"] or 0), int(r["with_id"] or 0)
+    if n and with_id == n:
+        return "basket_id"
+    if with_id:
+        return "mixed"
+    return "event" if TimeKind(time_kind) is TimeKind.ORDINAL else "day"
+
+
+def baskets_by_time(ts: np.ndarray, offsets: np.ndarray, time_kind: TimeKind | str = TimeKind.UNIX) -> np.ndarray:
+    """Per-user basket numbers without basket ids (what :func:`basket_ordinals` gives then):
+    a user's calendar days (UTC) numbered from 0, or each event alone on ordinal datasets.
+    ``ts`` must be time-ordered within each user."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    n = int(offsets[-1]) if len(offsets) else 0
+    lengths = np.diff(offsets)
+    starts = offsets[:-1][lengths > 0]
+    if TimeKind(time_kind) is TimeKind.ORDINAL:
+        new = np.ones(n, dtype=bool)
+    else:
+        day = np.floor_divide(np.asarray(ts, dtype=np.int64), SECONDS_PER_DAY)
+        new = np.empty(n, dtype=bool)
+        if n:
+            new[0] = True
+            np.not_equal(day[1:], day[:-1], out=new[1:])
+    new[starts] = True
+    count = np.cumsum(new, dtype=np.int64) - 1  # global basket number
+    return (count - np.repeat(count[starts], lengths[lengths > 0])).astype("<i8")
+
+
+def indexed_events(events: ir.Table, vocabs: Vocabularies, time_kind: TimeKind | str = TimeKind.UNIX) -> ir.Table:
     """Events as indices, in sequence order: columns ``user_idx, item_idx, category_idx,
-    behavior, ts_s`` ordered by (user, ts, ingest_id, source_row).
+    behavior, ts_s, basket`` ordered by (user, ts, ingest_id, source_row).
 
     User indices follow the user id order, so ordering by ``user_idx`` is ordering by user.
+    ``basket`` is the per-user basket number (:func:`basket_ordinals`).
     """
-    t = with_seconds(events)
+    t = with_basket_id(with_seconds(events))
     u, i, c = (vocab_table(v) for v in (vocabs.users, vocabs.items, vocabs.categories))
     t = t.join(u, t.user_id == u.id).mutate(user_idx=lambda x: x.idx).drop("id", "idx")
     t = t.join(i, t.item_id == i.id).mutate(item_idx=lambda x: x.idx).drop("id", "idx")
     t = t.left_join(c, t.category_id == c.id)
     t = t.mutate(category_idx=t.idx.fill_null(PAD).cast("int32")).drop("id", "idx")
+    t = basket_ordinals(t, time_kind)
     t = t.order_by(["user_idx", "ts", *SOURCE_ORDER])
-    return t.select("user_idx", "item_idx", "category_idx", "behavior", "ts_s")
+    return t.select("user_idx", "item_idx", "category_idx", "behavior", "ts_s", "basket")
 
 
 def arrow_batches(expr: ir.Table, chunk_size: int) -> pa.RecordBatchReader:
@@ -274,6 +348,7 @@ def write_sequences_from_batches(
             writers["category"].append(batch.column("category_idx").to_numpy(zero_copy_only=False))
             writers["behavior"].append(beh)
             writers["ts"].append(batch.column("ts_s").to_numpy(zero_copy_only=False))
+            writers["basket"].append(batch.column("basket").to_numpy(zero_copy_only=False))
             pos += batch.num_rows
             if progress is not None:
                 progress(pos)
@@ -291,6 +366,7 @@ def write_sequences_from_batches(
 
 
 def _fingerprint(digests: dict[str, str], vocabs: Vocabularies) -> str:
+    """Hash of the arrays' digests and the vocabularies: the identity of a sequence directory."""
     h = hashlib.blake2b(digest_size=16)
     for name in sorted(digests):
         h.update(f"{name}={digests[name]};".encode())
@@ -315,12 +391,13 @@ def build_sequences_into(
     directory = Path(directory)
     config = config or SequenceConfig()
     time_kind = TimeKind(time_kind)
-    events = with_seconds(events)
+    events = with_basket_id(with_seconds(events))
     if config.max_length is not None:
         events = limit_history(events, config.max_length)
     vocabs = Vocabularies.from_events(events)
     vocabs.save(directory)
-    ordered = indexed_events(events, vocabs)
+    baskets = basket_source(events, time_kind)
+    ordered = indexed_events(events, vocabs, time_kind)
     reader = arrow_batches(ordered, config.batch_rows)
     stats = write_sequences_from_batches(reader, directory, n_users=len(vocabs.users), progress=progress)
     meta: dict[str, Any] = {
@@ -337,19 +414,39 @@ def build_sequences_into(
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "digests": stats["digests"],
         "fingerprint": _fingerprint(stats["digests"], vocabs),
+        # The same arrays without basket.npy, as format 1 fingerprinted them: runs trained on
+        # such a directory still fit this one (see SequenceData.derived_from).
+        "compatible_fingerprints": [_fingerprint({k: v for k, v in stats["digests"].items() if k != "basket"}, vocabs)],
+        "baskets": baskets,
     }
     if extra_meta:
         meta.update(extra_meta)
     (directory / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     logger.info(
-        "sequences: %d users, %d events, %d items, %d categories -> %s",
+        "sequences: %d users, %d events, %d items, %d categories; baskets: %s -> %s",
         meta["n_users"],
         meta["n_events"],
         meta["n_items"],
         meta["n_categories"],
+        BASKET_TEXT[baskets],
         directory,
     )
     return meta
+
+
+def is_current(directory: str | Path) -> bool:
+    """Whether ``directory`` holds sequences in this :data:`FORMAT_VERSION` (a cache written by
+    an older evorec, e.g. without ``basket.npy``, is stale and should be prepared again)."""
+    meta_path = Path(directory) / "meta.json"
+    if not meta_path.exists():
+        return False
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return False
+    return meta.get("format_version") == FORMAT_VERSION and all(
+        (Path(directory) / f"{name}.npy").exists() for name in ARRAYS
+    )
 
 
 def write_sequences(
@@ -390,6 +487,7 @@ class UserSequence:
     category: np.ndarray
     behavior: np.ndarray
     ts: np.ndarray
+    basket: np.ndarray | None = None  # per-user basket numbers (SequenceData.basket)
 
     def __len__(self) -> int:
         return len(self.item)
@@ -408,7 +506,12 @@ class SequenceData:
             raise SequenceError(f"not a sequence directory (no meta.json): {self.path}")
         self.meta: dict[str, Any] = json.loads(meta_path.read_text())
         self.offsets: np.ndarray = np.load(self.path / "offsets.npy", mmap_mode="r")
-        arrays = {name: np.load(self.path / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
+        arrays = {
+            name: np.load(self.path / f"{name}.npy", mmap_mode="r")
+            for name in ARRAYS
+            if name not in OPTIONAL_ARRAYS or (self.path / f"{name}.npy").exists()
+        }
+        self._basket: np.ndarray | None = arrays.get("basket")
         self.item: np.ndarray = arrays["item"]
         self.category: np.ndarray = arrays["category"]
         self.behavior: np.ndarray = arrays["behavior"]
@@ -431,6 +534,24 @@ class SequenceData:
         return int(self.offsets[-1])
 
     @property
+    def basket(self) -> np.ndarray:
+        """(n_events,) int64: each event's basket, numbered per user from 0 in time order
+        (events of one basket share it; the module doc says how baskets are made). A
+        directory of format 1 has no ``basket.npy``: baskets are then derived by day (ordinal
+        datasets: per event) once, in memory."""
+        if self._basket is None:
+            self._basket = baskets_by_time(self.ts, self.offsets, self.time_kind)
+        return self._basket
+
+    @property
+    def basket_source(self) -> str:
+        """What :attr:`basket` groups: ``"basket_id"`` (the log's basket ids), ``"day"`` (a user's
+        calendar day, UTC), ``"event"`` (each event; ordinal data) or ``"mixed"``."""
+        if "baskets" in self.meta:
+            return self.meta["baskets"]
+        return "event" if self.time_kind is TimeKind.ORDINAL else "day"
+
+    @property
     def time_kind(self) -> TimeKind:
         return TimeKind(self.meta["time_kind"])
 
@@ -444,7 +565,11 @@ class SequenceData:
         other users' events unchanged, so a model trained on those still fits these."""
         if not fingerprint:
             return False
-        return fingerprint == self.fingerprint or fingerprint in self.meta.get("forgotten", {}).get("previous_fingerprints", [])
+        return (
+            fingerprint == self.fingerprint
+            or fingerprint in self.meta.get("forgotten", {}).get("previous_fingerprints", [])
+            or fingerprint in self.meta.get("compatible_fingerprints", [])
+        )
 
     @property
     def lengths(self) -> np.ndarray:
@@ -465,7 +590,7 @@ class SequenceData:
             raise IndexError(f"user row {row} out of range for {len(self)} users")
         row = row % len(self)
         a, b = int(self.offsets[row]), int(self.offsets[row + 1])
-        return UserSequence(self.item[a:b], self.category[a:b], self.behavior[a:b], self.ts[a:b])
+        return UserSequence(self.item[a:b], self.category[a:b], self.behavior[a:b], self.ts[a:b], self.basket[a:b])
 
     def user_of(self, positions: np.ndarray | int) -> np.ndarray:
         """The user row owning each global event position."""

@@ -504,6 +504,7 @@ def _event_batch(
             world.cat_ids.take(pa.array(ev["cat"])),
             pa.array(value, pa.float64(), mask=~is_buy),
             pa.array(np.arange(row0 + 1, row0 + n + 1, dtype=np.int64), pa.int64()),
+            pa.nulls(n, pa.string()),  # no basket ids: a simulated user's basket is a day
         ],
         schema=EVENT_SCHEMA,
     )

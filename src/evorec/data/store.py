@@ -5,7 +5,10 @@ Tables (all keyed by ``dataset``):
 - ``datasets``   one row per dataset: how to read its time column, whether ids are pseudonymised.
 - ``ingests``    one row per ingested source file (content hash, counts): re-ingesting a file
                  already recorded for a dataset is a no-op, so events are never duplicated.
-- ``events``     the canonical events (see ``evorec.types``), ``ts`` as TIMESTAMP (UTC).
+- ``events``     the canonical events (see ``evorec.types``), ``ts`` as TIMESTAMP (UTC);
+                 ``basket_id`` (nullable, the last column) was added in schema version 2: a
+                 store written before gets it (all NULL) when it is next opened for writing,
+                 and read-only readers treat its absence as NULL (``clean.select_dataset``).
 - ``items``      item metadata (category, path, brand, title, price), all but the id nullable.
 - ``quarantine`` every source row that could not be used: file, line, raw text, reason.
 
@@ -22,7 +25,7 @@ from pathlib import Path
 
 import duckdb
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: events.basket_id
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -55,7 +58,8 @@ CREATE TABLE IF NOT EXISTS events (
     category_id VARCHAR,
     value DOUBLE,
     ingest_id INTEGER NOT NULL,
-    source_row BIGINT NOT NULL
+    source_row BIGINT NOT NULL,
+    basket_id VARCHAR
 );
 CREATE TABLE IF NOT EXISTS items (
     dataset VARCHAR NOT NULL,
@@ -109,8 +113,10 @@ def connect(path: str | Path, *, read_only: bool = False, create: bool = True) -
     con.execute("SET enable_progress_bar = false")  # evorec draws its own progress bars
     if not read_only:
         con.execute(DDL)
+        _migrate(con)
         con.execute(
-            "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING", [str(SCHEMA_VERSION)]
+            "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [str(SCHEMA_VERSION)],
         )
     else:
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
@@ -118,6 +124,24 @@ def connect(path: str | Path, *, read_only: bool = False, create: bool = True) -
             con.close()
             raise StoreError(f"{path} is not an evorec store (no events table)")
     return con
+
+
+def _migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """Bring a store written by an earlier evorec up to ``SCHEMA_VERSION`` (columns only added,
+    never changed, so older code reading by name keeps working)."""
+    if "basket_id" not in event_columns(con):
+        con.execute("ALTER TABLE events ADD COLUMN IF NOT EXISTS basket_id VARCHAR")
+
+
+def event_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The ``events`` table's columns, in order."""
+    return [
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'events' "
+            "AND table_schema = current_schema() ORDER BY ordinal_position"
+        ).fetchall()
+    ]
 
 
 @contextlib.contextmanager

@@ -1,6 +1,6 @@
 """A user's own files: CSV/TSV, Parquet or JSON lines, with columns named by ``--map``.
 
-``--map user_id=COL,item_id=COL,ts=COL[,behavior=COL,category_id=COL,value=COL]`` names the
+``--map user_id=COL,item_id=COL,ts=COL[,behavior=COL,category_id=COL,value=COL,basket_id=COL]`` names the
 source columns; without ``--map`` the canonical names are expected (so evorec's own Parquet,
 e.g. the simulator's output, reads as is). Options (``--option key=value``):
 
@@ -43,7 +43,7 @@ from evorec.data.readers.base import (
 )
 from evorec.types import BEHAVIORS, ITEM_SCHEMA
 
-CANONICAL = ("user_id", "item_id", "ts", "behavior", "category_id", "value")
+CANONICAL = ("user_id", "item_id", "ts", "behavior", "category_id", "value", "basket_id")
 DELIMITERS = {",": ",", "comma": ",", "tab": "\t", "\\t": "\t", "\t": "\t", ";": ";", "|": "|", "space": " "}
 
 
@@ -128,6 +128,8 @@ class MappedMixin:
             cols["category_id"] = nullif_empty(q(m["category_id"]))
         if "value" in m:
             cols["value"] = f"TRY_CAST({nullif_empty(q(m['value']))} AS DOUBLE)"
+        if "basket_id" in m:
+            cols["basket_id"] = nullif_empty(q(m["basket_id"]))
         return cols
 
     @property
@@ -181,7 +183,7 @@ def _to_item_schema(t: pa.Table) -> pa.Table:
 @register
 class GenericCSV(MappedMixin, DelimitedReader):
     format = "csv"
-    description = "your own CSV/TSV with a header: --map user_id=COL,item_id=COL,ts=COL[,behavior=..,category_id=..,value=..]"
+    description = "your own CSV/TSV with a header: --map user_id=COL,item_id=COL,ts=COL[,behavior=..,category_id=..,value=..,basket_id=..]"
 
     def __init__(self, path, options=None):
         super().__init__(path, options)
