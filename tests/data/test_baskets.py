@@ -116,18 +116,19 @@ def test_two_baskets_of_one_day_with_ids_and_by_day_without(tmp_path, caplog):
 
 def test_ties_mixed_and_interleaved_baskets(tmp_path):
     log = [
-        ("u", "a", 100, 1.0, "z9"),  # two baskets at the same second: numbered by basket id
+        ("u", "a", 100, 1.0, "z9"),  # two baskets at the same second: numbered and ordered by basket id
         ("u", "b", 100, 1.0, "a1"),
+        ("u", "f", 100, 1.0, "z9"),  # interleaved in the file: grouped with z9's first line
         ("u", "c", 200, 1.0, None),  # no id: the day's pseudo-basket (starts at 200)
-        ("u", "d", 300, 1.0, "z9"),  # a late line of z9 keeps z9's number
+        ("u", "d", 300, 1.0, "z9"),  # a later line of z9 keeps z9's number (z9 spans c's time)
         ("u", "e", DAY + 5, 1.0, None),
     ]
     store = make_store(tmp_path / "s.duckdb", log, "mix")
     seq = prepare(store, "mix", PrepareConfig(), tmp_path / "mix").open()
     assert seq.basket_source == "mixed"
     u = seq.user(seq.row_of("u"))
-    assert seq.items.reverse(u.item) == ["a", "b", "c", "d", "e"]
-    assert u.basket.tolist() == [1, 0, 2, 1, 3]
+    assert seq.items.reverse(u.item) == ["b", "a", "f", "c", "d", "e"]  # same second: basket a1, then z9
+    assert u.basket.tolist() == [0, 1, 1, 2, 1, 3]
 
 
 def test_ordinal_dataset_without_ids_every_event_is_a_basket(tmp_path):

@@ -14,14 +14,15 @@ Layout of a sequence directory (all arrays little-endian ``.npy``)::
     items.parquet     items vocabulary
     categories.parquet categories vocabulary
 
-Events of one user are ordered by (ts, ingest_id, source_row): ties in time keep source order.
+Events of one user are ordered by (ts, basket, ingest_id, source_row): ties in time keep source
+order, except that the lines of two baskets with the same time are grouped basket by basket.
 
 Baskets: where the log has basket ids (``events.basket_id``), the lines of one basket id form a
 basket; elsewhere a basket is a user's events of one calendar day (UTC), or, on ordinal
 datasets (no dates), each event alone. ``meta["baskets"]`` says which: ``"basket_id"``,
 ``"day"``, ``"event"``, or ``"mixed"`` (some events with ids, the others by day/event). A user's
 baskets are numbered 0, 1, ... by their first event's time (ties: basket id), so the number
-never decreases along the user's events unless baskets interleave in time. Directories written
+never decreases along the user's events unless one basket's lines span another basket's time. Directories written
 before format 2 have no ``basket.npy``: :attr:`SequenceData.basket` derives it by day on read.
 The arrays are written by streaming the ordered Ibis result in Arrow record batches and
 appending to the ``.npy`` files, so memory stays bounded whatever the number of events (on
@@ -263,7 +264,7 @@ def baskets_by_time(ts: np.ndarray, offsets: np.ndarray, time_kind: TimeKind | s
 
 def indexed_events(events: ir.Table, vocabs: Vocabularies, time_kind: TimeKind | str = TimeKind.UNIX) -> ir.Table:
     """Events as indices, in sequence order: columns ``user_idx, item_idx, category_idx,
-    behavior, ts_s, basket`` ordered by (user, ts, ingest_id, source_row).
+    behavior, ts_s, basket`` ordered by (user, ts, basket, ingest_id, source_row).
 
     User indices follow the user id order, so ordering by ``user_idx`` is ordering by user.
     ``basket`` is the per-user basket number (:func:`basket_ordinals`).
@@ -275,7 +276,7 @@ def indexed_events(events: ir.Table, vocabs: Vocabularies, time_kind: TimeKind |
     t = t.left_join(c, t.category_id == c.id)
     t = t.mutate(category_idx=t.idx.fill_null(PAD).cast("int32")).drop("id", "idx")
     t = basket_ordinals(t, time_kind)
-    t = t.order_by(["user_idx", "ts", *SOURCE_ORDER])
+    t = t.order_by(["user_idx", "ts", "basket", *SOURCE_ORDER])  # two baskets at one time: one after the other
     return t.select("user_idx", "item_idx", "category_idx", "behavior", "ts_s", "basket")
 
 
