@@ -285,3 +285,16 @@ def test_pipeline_prepares_a_stale_cache_again(tmp_path, monkeypatch):
     seq, _ = prepared_data(cfg)  # the stale cache is prepared again, with baskets
     assert is_current(seq.path) and seq.basket_source == "basket_id"
     assert np.array_equal(seq.basket, first)
+
+
+def test_forgetting_users_in_an_old_directory_writes_its_baskets(tmp_path):
+    from evorec.data.forget import forget_users
+
+    store = make_store(tmp_path / "s.duckdb", LOG, "ids")
+    seq = prepare(store, "ids", PrepareConfig(), tmp_path / "seq").open()
+    _make_format_1(seq)
+    del seq
+    forget_users(["w"], store, prepared=[tmp_path / "seq"])
+    seq = SequenceData(tmp_path / "seq")
+    assert len(seq) == 1 and (seq.path / "basket.npy").exists() and is_current(seq.path)
+    assert seq.basket_source == "day" and seq.basket.tolist() == [0, 0, 0, 1]  # by day, as the old directory read
