@@ -343,7 +343,9 @@ def evaluate_run(
         "sequence_fingerprint": seq.fingerprint,
         "fold": folds[0] if len(folds) == 1 else folds,
         **ev.summary,
-        "train_state": {k: ck["train_state"].get(k) for k in ("epoch", "best_epoch", "train_seconds", "stopped")},
+        # precision: what training ran (train.precision=auto resolved on its machine) and why; cpu: that machine
+        "train_state": {k: ck["train_state"].get(k) for k in (
+            "epoch", "best_epoch", "train_seconds", "stopped", "precision", "precision_reason", "cpu", "threads")},
     }
     atomic_write_parquet(run_dir / "per_user.parquet", ev.table)
     atomic_write_text(run_dir / "metrics.json", json.dumps(out, indent=2, default=json_default))

@@ -36,7 +36,8 @@ def train(
     metric = cfg.train.metric
     typer.echo(
         f"trained {cfg.model.name} on {cfg.data.dataset}: best valid {metric} {state.best_metric:.4f} at epoch "
-        f"{state.best_epoch} ({state.epoch} epochs, {state.train_seconds:.0f}s training; {state.stopped}) -> {run_dir}/best.pt"
+        f"{state.best_epoch} ({state.epoch} epochs, {state.train_seconds:.0f}s training in {state.precision or 'fp32'}; "
+        f"{state.stopped}) -> {run_dir}/best.pt"
     )
 
 

@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from evorec.data.batches import EvalSet, TrainView, count_training_batches, training_batches
@@ -29,6 +29,7 @@ from evorec.evaluation.ranking import rank_targets
 from evorec.models.checkpoint import atomic_save, load_checkpoint
 from evorec.training import distributed as D
 from evorec.training.losses import LossConfig, make_loss
+from evorec.utils.hardware import check_precision, check_threads, choose_precision, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +68,21 @@ class TrainConfig(BaseModel):
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False
-    precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="bf16: autocast matmuls to bfloat16 (about 3x faster on CPUs with AVX512-BF16/AMX); evaluation stays fp32"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="auto: bf16 autocast where the device runs it faster (CPUs with AVX512-BF16 or AMX, CUDA with bf16), fp32 elsewhere "
+        "(evorec.utils.hardware.choose_precision; the choice and its reason are logged and saved with the run); "
+        "bf16 / fp32 force one; evaluation stays fp32",
     )
-    threads: int | None = None
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's, one per core); more than the usable cores is warned about")
     time_budget_s: float | None = Field(None, gt=0)
     tensorboard: bool = True
     progress: bool = True
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _known_precision(cls, v: object) -> object:
+        return check_precision(v)  # fp16 and unknown values: one clear message listing the valid ones
 
 
 @dataclass
@@ -87,6 +96,10 @@ class TrainState:
     wall_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
     stopped: str = ""
+    precision: str = ""  # what autocast ran: fp32 | bf16 (train.precision=auto resolved on this device)
+    precision_reason: str = ""
+    cpu: str = ""  # evorec.utils.hardware.CpuInfo.describe() of the machine that trained (last, on resume)
+    threads: int = 0  # torch intra-op threads
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -219,11 +232,23 @@ class Trainer:
     def fit(self, resume: bool = False) -> TrainState:
         cfg = self.cfg
         if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+            torch.set_num_threads(check_threads(cfg.threads, "train.threads"))
         device = pick_device(cfg.device)
+        choice = choose_precision(cfg.precision, device)
+        threads = torch.get_num_threads()
+        log.info(
+            "precision %s (train.precision=%s: %s); %d torch threads (%s; %d usable cores); %s",
+            choice.precision, cfg.precision, choice.reason, threads, "train.threads" if cfg.threads else "torch default",
+            usable_cores(), choice.cpu,
+        )
+
+        def record_hardware(st: TrainState) -> TrainState:  # written into history.json and every checkpoint
+            st.precision, st.precision_reason, st.cpu, st.threads = choice.precision, choice.reason, choice.cpu, threads
+            return st
+
         self.run_dir.mkdir(parents=True, exist_ok=True)
         model = self.model.to(device)
-        state = TrainState()
+        state = record_hardware(TrainState())
         valid = self._validation_subset()
 
         if not model.trainable:
@@ -274,7 +299,7 @@ class Trainer:
                 if "weight_average" not in ck:
                     raise ValueError(f"--resume: {last_path} has no weight average but train.ema_decay is set: resume with the run's own config")
                 ema.load_state_dict(ck["weight_average"])
-            state = TrainState(**ck["train_state"])
+            state = record_hardware(TrainState(**ck["train_state"]))
             log.info("resumed from %s after epoch %d (step %d)", last_path, state.epoch, state.step)
             if state.stopped:
                 return state
@@ -319,7 +344,7 @@ class Trainer:
                         break
                     if i % self.world != self.rank:
                         continue
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=choice.bf16):
                     loss = forward(batch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
