@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 _NEURAL_TRAIN = {
     "max_len": 50, "batch_size": 64, "lr": 0.002, "epochs": 200, "patience": 10,
-    "loss": {"kind": "ce"}, "precision": "bf16",
+    "loss": {"kind": "ce"}, "precision": "auto",
 }
 
 
