@@ -11,6 +11,11 @@ into ``softmax - onehot`` in place (one pass).
 Column 0 is the padding item: it is never a target and never a competitor (its probability is
 zero), as if its logit were -inf. ``reference_softmax_cross_entropy`` is that plain formula
 through ``F.cross_entropy``; tests check loss and gradients agree in float32 and bfloat16.
+
+With ATen capped to AVX2 (``ATEN_CPU_CAPABILITY=avx2``, an AVX2-only CPU emulated) the fused node
+was still faster than the reference: 1.36x on float32 logits (what ``train.precision: auto``
+trains there), 1.22x on bfloat16 (benchmarks/train_step.py, results/train_step_avx2_emulated.json),
+so there is no AVX2 fallback.
 """
 
 from __future__ import annotations

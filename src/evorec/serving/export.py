@@ -169,13 +169,16 @@ class ExportedScorer:
     trainable = False
     training = False
 
-    def __init__(self, path: str | Path, fmt: str, max_len: int, n_items: int):
+    def __init__(self, path: str | Path, fmt: str, max_len: int, n_items: int, threads: int | None = None):
         self.path, self.fmt, self.max_len, self._n_items = Path(path), fmt, int(max_len), int(n_items)
         if fmt == "onnx":
             import onnxruntime as ort
 
+            # ONNX Runtime's own pool: as many threads as the torch forward would get (the service's
+            # torch_threads, 1 by default; see serving.settings.apply_threads), not ORT's one per core
             opts = ort.SessionOptions()
-            opts.intra_op_num_threads = 1
+            opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+            logger.info("ONNX Runtime session for %s: %d intra-op thread(s)", Path(path).name, opts.intra_op_num_threads)
             self._sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         elif fmt == "torchscript":
             self._jit = torch.jit.load(str(path), map_location="cpu").eval()
