@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +32,7 @@ from evorec.evaluation.protocols import EvalConfig, TrainingPart, evaluate_model
 from evorec.evaluation.ranking import rank_targets
 from evorec.pipeline import ExperimentConfig, prepared_data, train_key
 from evorec.models.checkpoint import load_checkpoint, load_model
+from evorec.utils.hardware import machine_record
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -62,6 +62,8 @@ def main() -> None:
     training = TrainingPart(end=np.asarray(split.train_ends[key]), key=key, cut=split.train_cuts.get(key))
     es = eval_set(seq, split, cfg.eval.fold)
     load = os.getloadavg()[0]
+    machine = machine_record("fp32")
+    print(machine.line(), flush=True)
     rows = []
     t_rank = best_of(lambda: rank_targets(model, seq, es, max_len=cfg.train.max_len, batch_size=256, ks=(5, 10, 20)), args.repeats)
     rows.append({"step": "rank_targets (full ranking, seen excluded, top-k kept)", "seconds": round(t_rank, 3)})
@@ -81,7 +83,7 @@ def main() -> None:
         "protocol": f"{split.kind}, full ranking over all items, exclude_seen={cfg.eval.exclude_seen}, fold {cfg.eval.fold}",
         "threads": args.threads,
         "torch": torch.__version__,
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "machine": machine.as_json(),  # the CPU (model, flags, torch capability, cores); evaluation runs fp32
         "load_avg_1m_before": load,
         "rows": rows,
     }

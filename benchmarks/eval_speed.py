@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 from evorec.data.batches import EvalSet, eval_batches
 from evorec.evaluation.ranking import rank_targets
 from evorec.models.base import NEG_INF, DataSizes, ModelConfig, Recommender
+from evorec.utils.hardware import machine_record
 
 ROOT = Path(__file__).resolve().parents[1]
 BEAUTY = ROOT.parent / "shared" / "data" / "amazon_s3rec_seq" / "Beauty.txt"
@@ -117,6 +117,8 @@ def main() -> None:
     model = RandomEmbedding(RandomEmbeddingConfig(dim=args.dim), DataSizes(n_items=n_items, n_categories=1))
     hist = es.hist_end - es.hist_start
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    machine = machine_record("fp32")
+    print(machine.line(), flush=True)
     rows = []
 
     def best_of(fn) -> tuple[float, float]:  # noqa: ANN001
@@ -170,7 +172,7 @@ def main() -> None:
         "max_len": args.max_len,
         "history_len": {"mean": round(float(hist.mean()), 2), "p50": int(np.median(hist)), "max": int(hist.max())},
         "torch": torch.__version__,
-        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
+        "machine": machine.as_json(),  # the CPU (model, flags, torch capability, cores); scoring runs fp32
         "load_avg_1m_before": load,
         "repeats": args.repeats,
         "rows": rows,
@@ -179,6 +181,7 @@ def main() -> None:
     (RESULTS / "eval_speed.json").write_text(json.dumps(out, indent=2))
     print(f"data: {source}; {len(es.users)} users x {n_items - 1} items, dim {args.dim}, "
           f"history mean {out['history_len']['mean']}, load {load}")
+    print(machine.line())
     print("| protocol | threads | batch | wall s | users/s | CPU s (all threads) | score only, wall s | HR@10 |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 from _child import run_child  # benchmarks/_child.py (the script's folder is on sys.path)
+
+from evorec.utils.hardware import machine_record
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -133,10 +134,11 @@ def main() -> None:
         "ratio_evorec_ingest_over_pandas_read_csv_speed": round(ingest_rows[-1]["rows_per_s"] / pandas_rows[-1]["rows_per_s"], 2),
         "peak_rss_growth_mb_from_quarter_to_full_file": round(ingest_rows[-1]["peak_rss_mb"] - ingest_rows[0]["peak_rss_mb"], 1),
     }
+    machine = machine_record()
     result = {
         "benchmark": "ingest",
         "when": datetime.now(timezone.utc).isoformat(),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine.as_json(),  # the CPU (model, flags, torch capability, cores); no training here
         "protocol": (
             "Taobao UserBehavior head (84,475 real rows) repeated to the row count; evorec ingest = parse + validate "
             "+ quarantine + HMAC pseudonymisation + one-transaction load into DuckDB; pandas = read_csv only (no "
@@ -146,7 +148,8 @@ def main() -> None:
         "summary": summary,
     }
     (RESULTS / "ingest.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"protocol: {result['protocol']}\n")
+    print(f"protocol: {result['protocol']}")
+    print(f"{machine.line()}\n")
     print("| step | rows | seconds | rows/s | peak RSS MB |")
     print("|---|---:|---:|---:|---:|")
     for r in rows_out:

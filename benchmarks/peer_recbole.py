@@ -172,6 +172,7 @@ def shared_hyperparameters(config: Path = CONFIG) -> dict:
     """The effective SASRec + training settings of ``config`` (defaults resolved)."""
     from evorec.models.sasrec import SASRecConfig
     from evorec.pipeline import load_experiment
+    from evorec.utils.hardware import choose_precision
 
     cfg = load_experiment(config, [])
     m = SASRecConfig(**cfg.model.config)
@@ -186,6 +187,8 @@ def shared_hyperparameters(config: Path = CONFIG) -> dict:
         "grad_clip": t.grad_clip, "betas": list(t.betas), "schedule": t.schedule, "epochs": t.epochs,
         "patience": t.patience, "seed": t.seed, "exclude_seen": t.exclude_seen, "loss": "ce", "windows": t.windows,
         "config": str(Path(config).resolve().relative_to(ROOT)),
+        # train.precision as configured and what it resolves to on this CPU (evorec.utils.hardware)
+        "precision": t.precision, "precision_here": choose_precision(t.precision, "cpu").precision,
     }
 
 
@@ -422,6 +425,7 @@ def run_evorec(budget: float, config: Path = CONFIG) -> dict:
     train_s = sum(h.get("epoch_seconds", 0.0) for h in hist["history"])
     events = sum(h.get("events_per_s", 0.0) * h.get("epoch_seconds", 0.0) for h in hist["history"])
     return {**r, "history": records, "stopped": hist["stopped"], "epochs": hist["epoch"],
+            "precision": hist.get("precision"), "precision_reason": hist.get("precision_reason"),
             "train_seconds": train_s, "train_events": round(events), "targets_per_s": events / max(train_s, 1e-9),
             "test": {k: test["metrics"][k] for k in ("NDCG@10", "HR@10")}, "test_protocol": test.get("protocol")}
 
@@ -522,7 +526,9 @@ def protocol(hp: dict) -> dict:
          if hp.get("init_std") is not None else
          "weights: evorec item table N(0, 1/hidden) and PyTorch's default Linear init; RecBole N(0, 0.02) everywhere, LayerNorm eps 1e-12"),
         *([f"evorec also drops out inside the FFN (p={hp['ffn_dropout']:g}; RecBole: none)"] if hp.get("ffn_dropout") else []),
-        "evorec trains with bf16 autocast matmuls (validation and test in fp32); RecBole in fp32",
+        (f"evorec trains with train.precision={hp['precision']}, here {hp['precision_here']}"
+         + (" (bf16 autocast matmuls)" if hp["precision_here"] == "bf16" else "")
+         + " (validation and test in fp32); RecBole in fp32"),
     ])
     shared = (
         f"hidden {hp['hidden']}, FFN {hp['ffn']}, {hp['layers']} layers, {hp['heads']} heads, {hp['activation']}, "
@@ -562,6 +568,10 @@ def fmt(x, spec=".4f"):
 
 def print_report(result: dict) -> None:
     ev, rb, cmp = result["evorec"], result["recbole"], result["comparison"]
+    m = result.get("machine", {})
+    if "cpu_model" in m:  # results written before the CPU was recorded lack it
+        print(f"\ncpu: {m['cpu_model']} [{' '.join(m['cpu_flags'])}]; torch {m['torch_cpu_capability']}; {m['cores']} cores; "
+              f"evorec precision {ev.get('precision') or m.get('precision')} ({ev.get('precision_reason') or m.get('auto_precision_reason')})")
     print("\nprotocol:")
     for k, v in result["protocol"].items():
         print(f"  {k}: {v}")
@@ -645,10 +655,14 @@ def main() -> None:
     versions = ensure_peer() if args.only != "evorec" else None
     data = write_atomic_files()
     print(f"RecBole atomic file: {data}", flush=True)
+    from evorec.utils.hardware import machine_record
+
+    machine = machine_record(hp["precision_here"])  # the CPU both sides ran on; evorec's precision here
+    print(machine.line(), flush=True)
     result = {
         "benchmark": "peer_recbole", "when": datetime.now(timezone.utc).isoformat(),
-        "machine": {"cpus": os.cpu_count(), "shared": True, "torch_threads": THREADS, "python": platform.python_version(),
-                    "platform": platform.platform(), "loadavg_before": [round(x, 2) for x in load_before]},
+        "machine": {**machine.as_json(), "shared": True, "torch_threads": THREADS, "platform": platform.platform(),
+                    "loadavg_before": [round(x, 2) for x in load_before]},
         "command": " ".join([".venv/bin/python", "benchmarks/peer_recbole.py", *sys.argv[1:]]),
         "protocol": protocol(hp), "hyperparameters": hp, "results_file": args.results, "recbole_data": data, "recbole_versions": versions,
     }

@@ -531,9 +531,13 @@ async def bench(args: argparse.Namespace, secret: str, pg: Cluster | None = None
         server_side[name] = {"requests": int(c1 - c0), "mean_ms": (s1 - s0) / (c1 - c0) * 1000 if c1 > c0 else float("nan")}
 
     achieved = len(lg.records) / sched["send_window_s"] if sched["send_window_s"] > 0 else float("nan")
+    from evorec.utils.hardware import machine_record
+
+    machine = machine_record("fp32")  # the served forward runs fp32
     out = {
         "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",
+        "machine": f"{machine.line()}, Python {platform.python_version()}",
+        "cpu": machine.as_json(),  # model, flags, torch capability, cores (the client's torch threads)
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_at_start": [round(x, 2) for x in load_at_start],
         "load_average_after": [round(x, 2) for x in load_after],
