@@ -188,7 +188,8 @@ def main() -> None:
         "benchmark": "train_step",
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": (f"{machine.env_caps + ' ' if machine.env_caps else ''}.venv/bin/python benchmarks/train_step.py "
-                    f"--config {args.config} --steps {args.steps} --rounds {args.rounds} --precision {args.precision}"
+                    f"--config {args.config} --steps {args.steps} --rounds {args.rounds} --threads {args.threads} "
+                    f"--precision {args.precision} --results {args.results}"
                     + "".join(f" --set {s}" for s in args.set)),
         "protocol": protocol,
         "precision": {"requested": choice.requested, "chosen": choice.precision, "reason": choice.reason},

@@ -42,10 +42,10 @@ CPU_FLAGS: tuple[str, ...] = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16
 # Measured (benchmarks/README.md, "CPU matrix": SASRec on S3-Rec Beauty, configs/beauty/sasrec.yaml,
 # fp32 and bf16 autocast side by side, 1 thread each, on the project's 2-core AMD EPYC Zen 4, as is
 # and with ATen/oneDNN/MKL capped to AVX2).
-# Without native bf16 every bf16 matmul is emulated: SASRec trained at 217 targets/s in bf16 against
-# 1,502 in fp32 (side by side), a step took 611 ms against 80 ms (benchmarks/train_step.py);
-# issue 17 saw ~4x on a real AVX2-only AMD EPYC.
-EMULATED_BF16_COST = ("about 7x slower than fp32 (SASRec on Beauty with ATen/oneDNN capped to AVX2; "
+# Without native bf16 every bf16 matmul is emulated: capped to AVX2, SASRec trained at 217 targets/s
+# in bf16 against 1,663 in fp32 (side by side), and a step took 611 ms against 80 ms
+# (benchmarks/train_step.py, alternating rounds): 7.7x; issue 17 saw ~4x on a real AVX2-only AMD EPYC.
+EMULATED_BF16_COST = ("about 7.7x slower than fp32 (SASRec on Beauty with ATen/oneDNN capped to AVX2; "
                       "~4x on a real AVX2-only AMD EPYC)")
 # bf16 autocast pays on a CPU with AVX512-BF16 but no AMX: on AMD EPYC Zen 4 bf16 trained SASRec at
 # 4,081 targets/s against fp32's 2,421 (1.7x; 30 s against 51 s per epoch, side by side).
@@ -231,7 +231,7 @@ def _cpu_bf16_fast(cpu: CpuInfo) -> tuple[bool, str]:
             return True, f"AVX512-BF16 (no AMX): bf16 matmuls run natively, {NO_AMX_BF16_GAIN}"
         return False, "AVX512-BF16 but no AMX: bf16 not measured faster than fp32 on such a CPU"
     if cpu.has("avx512_bf16") or cpu.has("amx_bf16"):
-        return False, f"the CPU has bf16 instructions but they are switched off{capped}: bf16 would be emulated"
+        return False, f"the CPU has bf16 instructions but they are switched off{capped}: bf16 would be emulated, {EMULATED_BF16_COST}"
     return False, f"no AVX512-BF16 or AMX: bf16 would be emulated, {EMULATED_BF16_COST}"
 
 
