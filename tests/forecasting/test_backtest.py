@@ -70,7 +70,12 @@ def test_backtest_results_per_horizon(sim_run):
     _, res, run = sim_run
     assert set(res["horizons"]) == {"1d", "7d", "30d", "90d"}
     for label, e in res["horizons"].items():
-        assert set(e["baselines"]) == {"persistence", "decayed", "population", "markov"}
+        assert set(e["baselines"]) == {"persistence", "decayed", "population", "markov", "ptopfreq", "tifu_knn"}
+        assert set(e["paired"]) == set(e["baselines"])  # model minus each baseline on the same samples
+        for b, d in e["paired"].items():
+            assert d["NDCG@10"]["ci"][0] <= d["NDCG@10"]["mean"] <= d["NDCG@10"]["ci"][1]
+            assert d["NDCG@10"]["mean"] == pytest.approx(e["model"]["NDCG@10"] - e["baselines"][b]["NDCG@10"], abs=1e-9)
+        assert e["scored"]["NDCG@10"] == e["active_samples"] <= e["samples"]  # NDCG counts only users active in the window
         for m in (e["model"], *e["baselines"].values()):
             assert 0 <= m["NDCG@10"] <= 1 and 0 <= m["JSD"] <= 1 and 0 <= m["Brier"] <= 1 and 0 <= m["ECE"] <= 1
         lo, hi = e["model_ci"]["NDCG@10"]

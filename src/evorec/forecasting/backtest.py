@@ -15,6 +15,8 @@ Time line (all cutoffs resolved to unix seconds, or positions on order-only data
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -23,10 +25,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from evorec.data.sequences import SequenceData
 from evorec.data.splits import Horizon, SplitError, TimePoint, resolve_horizon, resolve_time
 from evorec.evaluation.stats import summarize
-from evorec.forecasting.baselines import BASELINES, Context, FittedBaseline, fit_baseline, fit_context
+from evorec.forecasting import nbr
+from evorec.forecasting.baselines import (
+    BASELINES, Context, FittedBaseline, TifuGrid, fit_baseline, fit_context, new_list_metrics, ranking_ndcg,
+)
 from evorec.forecasting.forecaster import Featurizer, Forecaster, ForecasterConfig
 from evorec.forecasting.metrics import aggregate_ece, per_user_forecast_metrics
-from evorec.forecasting.windows import WindowSamples, build_samples, check_cutoffs, history_features, horizon_unit
+from evorec.forecasting.ranker import RankerForecaster
+from evorec.forecasting.windows import HistoryFeatures, WindowSamples, build_samples, check_cutoffs, history_features, horizon_unit
 from evorec.models.base import DataSizes
 
 logger = logging.getLogger(__name__)
@@ -34,7 +40,9 @@ logger = logging.getLogger(__name__)
 DAY = 86_400
 HALF_LIVES_S = [1 * DAY, 7 * DAY, 30 * DAY, 90 * DAY, 365 * DAY, 1825 * DAY]
 HALF_LIVES_EVENTS = [1, 3, 10, 30, 100, 300]
-METRICS = ("NDCG@5", "NDCG@10", "Recall@5", "JSD", "Brier", "EmergingRecall@10", "FadingPrecision")
+METRICS = ("NDCG@5", "NDCG@10", "Recall@5", "JSD", "Brier", "EmergingRecall@10", "EmergingNDCG@10", "MixedEmergingRecall@10",
+           "FadingPrecision")
+PAIRED = ("NDCG@10", "EmergingRecall@10")
 LOWER_IS_BETTER = {"JSD", "Brier", "ECE"}
 
 
@@ -55,6 +63,11 @@ class BacktestConfig(BaseModel):
         "engagement", description="rank categories (NDCG, Recall, emerging recall) by the engagement score or by the share forecast"
     )
     seed: int = 0
+    seeds: list[int] | None = Field(None, description="model seeds to run (the first is the reported model; all are listed under seeds)")
+    refit: Literal["once", "per_origin"] = Field(
+        "once", description="ranker: fit once at the first test cutoff, or again at every test cutoff with every window that ends by it"
+    )
+    tifu_grid: TifuGrid = Field(default_factory=TifuGrid)
 
 
 def horizon_label(h: int, unit: str) -> str:
@@ -91,8 +104,10 @@ def _resolve(seq: SequenceData, cfg: BacktestConfig) -> dict[str, Any]:
     return {"unit": unit, "horizons": horizons, "valid": valid, "tests": tests, "train": train_cutoffs}
 
 
-def run_backtest(seq: SequenceData, cfg: BacktestConfig) -> tuple[dict[str, Any], Forecaster, Context]:
-    """Train, calibrate and score (see the module docstring). Returns (results, model, context)."""
+def run_backtest(seq: SequenceData, cfg: BacktestConfig) -> tuple[dict[str, Any], Any, Context]:
+    """Train, calibrate and score (see the module docstring). Returns (results, model, context);
+    the model is a :class:`Forecaster` (kind neural), a :class:`RankerForecaster` (kind ranker,
+    fitted at the last origin) or the fitted TIFU-KNN baseline (kind tifu_knn)."""
     r = _resolve(seq, cfg)
     unit, horizons = r["unit"], r["horizons"]
     unknown = [b for b in cfg.baselines if b not in BASELINES]
@@ -103,6 +118,7 @@ def run_backtest(seq: SequenceData, cfg: BacktestConfig) -> tuple[dict[str, Any]
     if cfg.max_users is not None and cfg.max_users < len(seq):
         users = np.sort(np.random.default_rng(cfg.seed).choice(len(seq), cfg.max_users, replace=False))
     kw = {"min_history": cfg.min_history, "users": users}
+    kind = cfg.model.kind
     train = build_samples(seq, r["train"], horizons, visible_until=r["valid"], **kw)
     valid = build_samples(seq, [r["valid"]], horizons, visible_until=r["tests"][0], **kw)
     test = build_samples(seq, r["tests"], horizons, **kw)
@@ -110,14 +126,24 @@ def run_backtest(seq: SequenceData, cfg: BacktestConfig) -> tuple[dict[str, Any]
     ctx = fit_context(seq, r["valid"], train, unit)
     f_valid = history_features(seq, valid, half_lives)
     f_test = history_features(seq, test, half_lives)
-    x_train, x_valid, x_test = (Featurizer(seq, s, ctx, half_lives) for s in (train, valid, test))
-    sizes = _sizes(seq)
-    model = Forecaster(cfg.model, sizes, tuple(horizons), x_train.n_features).fit(seq, train, x_train, valid, x_valid)
-    preds: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {"model": model.predict_ranked(seq, test, x_test)}
+    t0 = time.perf_counter()
     fitted: dict[str, FittedBaseline] = {}
+    need = list(cfg.baselines) + (["tifu_knn"] if kind in ("ranker", "tifu_knn") and "tifu_knn" not in cfg.baselines else [])
+    for b in need:
+        fitted[b] = fit_baseline(b, valid, f_valid, ctx, cfg.tifu_grid)
+    logger.info("baselines tuned in %.0fs", time.perf_counter() - t0)
+    preds: dict[str, Prediction] = {}
     for b in cfg.baselines:
-        fitted[b] = fit_baseline(b, valid, f_valid, ctx)
-        preds[b] = fitted[b].predict(test, f_test, ctx)
+        dist, engage, score = fitted[b].predict(test, f_test, ctx)
+        preds[b] = Prediction(dist, engage, score, fitted[b].predict_new(test, f_test, ctx, score))
+    seeds = cfg.seeds or [cfg.model.seed]
+    runs: dict[int, tuple[Prediction, Any, dict[str, Any]]] = {}
+    for sd in seeds:
+        mcfg = cfg.model.model_copy(update={"seed": sd, "ranker": cfg.model.ranker.model_copy(update={"seed": sd})})
+        runs[sd] = _fit_model(mcfg, seq, cfg, r, ctx, fitted, preds, train, valid, test, f_valid, f_test, half_lives, users)
+    first = seeds[0]
+    preds_model, model, info = runs[first]
+    counts, past = test.counts, f_test.past
     out: dict[str, Any] = {
         "unit": unit,
         "note": None if unit == "seconds" else "order-only data: cutoffs are positions and horizons count events",
@@ -125,29 +151,35 @@ def run_backtest(seq: SequenceData, cfg: BacktestConfig) -> tuple[dict[str, Any]
             "users": "all" if users is None else f"{len(users)} of {len(seq)} (seed {cfg.seed})",
             "train_cutoffs": len(r["train"]), "first_train_cutoff": r["train"][0], "valid_cutoff": r["valid"],
             "test_cutoffs": r["tests"], "samples": {"train": len(train), "valid": len(valid), "test": len(test)},
-            "confidence_intervals": f"95% percentile bootstrap over (user, cutoff) samples, {cfg.bootstrap} resamples",
+            "confidence_intervals": f"95% percentile bootstrap over (user, cutoff) samples, {cfg.bootstrap} resamples; "
+                                    "paired: the same bootstrap over model minus baseline on the same samples",
             "fading_alert": "a category engaged in the previous window of the same length whose engagement probability is < 0.5",
             "emerging": "a category the user never engaged with before the cutoff",
+            "rankings": "all: every category (NDCG, Recall, MixedEmergingRecall@10); new: only categories new to the user "
+                        "(EmergingRecall@10, EmergingNDCG@10)",
+            "no_category": {"events": int((np.asarray(seq.category) == 0).sum()),
+                            "treatment": "kept in histories, never ranked and never a target"},
+            "baskets": nbr.basket_source(seq),
+            "model": {"kind": kind, **info},
         },
         "horizons": {},
-        "model_training": model.history,
-        "tuned": {b: {horizon_label(h, unit): f.half_lives[k] for h, k in fb.half_life_index.items()} for b, fb in fitted.items()
-                  if fb.half_life_index for f in [f_valid]},
+        "model_training": getattr(model, "history", []),
+        "tuned": {b: {horizon_label(h, unit): v for h, v in fb.described(f_valid.half_lives).items()}
+                  for b, fb in fitted.items() if fb.described(f_valid.half_lives)},
     }
     for j, h in enumerate(horizons):
         label = horizon_label(h, unit)
         ok = test.observed[:, j]  # whole windows only (order-only data: users with enough later events)
-        entry: dict[str, Any] = {"samples": int(ok.sum()), "active_samples": int((test.counts[ok, j].sum(-1) > 0).sum())}
-        for name, (dist, engage, rank) in preds.items():
-            args = (test.counts[ok, j], f_test.past[ok], f_test.last[j][ok] > 0)
-            vec = per_user_forecast_metrics(dist[ok, j], engage[ok, j], *args, ks=(5, 10), recall_ks=(5,))
-            if cfg.rank_by == "engagement":  # rank categories by each forecaster's own engagement score
-                ranked = per_user_forecast_metrics(_rows(rank[ok, j]), engage[ok, j], *args, ks=(5, 10), recall_ks=(5,))
-                vec.update({m: ranked[m] for m in ("NDCG@5", "NDCG@10", "Recall@5", "EmergingRecall@10")})
-            means, cis = _summarize({m: vec[m] for m in METRICS}, cfg)
-            means["ECE"] = float(aggregate_ece(engage[ok, j], test.counts[ok, j]))
+        c_ok = counts[ok, j]
+        entry: dict[str, Any] = {"samples": int(ok.sum()), "active_samples": int((c_ok[:, 1:].sum(-1) > 0).sum())}
+        vecs: dict[str, dict[str, np.ndarray]] = {}
+        for name, pr in [("model", preds_model)] + list(preds.items()):
+            vecs[name] = _horizon_vectors(pr, j, ok, c_ok, past[ok], f_test.last[j][ok] > 0)
+            means, cis = _summarize({m: vecs[name][m] for m in METRICS}, cfg)
+            means["ECE"] = float(aggregate_ece(pr.engage[ok, j][:, 1:], c_ok[:, 1:]))
+            scored = {m: int(np.isfinite(vecs[name][m]).sum()) for m in METRICS}
             if name == "model":
-                entry["model"], entry["model_ci"] = means, cis
+                entry["model"], entry["model_ci"], entry["scored"] = means, cis, scored
             else:
                 entry.setdefault("baselines", {})[name] = means
                 entry.setdefault("baselines_ci", {})[name] = cis
@@ -161,9 +193,159 @@ def run_backtest(seq: SequenceData, cfg: BacktestConfig) -> tuple[dict[str, Any]
                 "NDCG@10_lift": (m / b - 1) if b > 0 else None,
                 "cis_overlap": None if lo_m is None or hi_b is None else bool(lo_m[0] <= hi_b[1]),
             }
-        entry["calibration"] = {"temperature": model.temperature[h].temperature if h in model.temperature else None}
+            entry["paired"] = {b: _paired(vecs["model"], vecs[b], cfg) for b in entry["baselines"]}
+        if len(seeds) > 1:
+            entry["seeds"] = {}
+            for sd in seeds:
+                v = _horizon_vectors(runs[sd][0], j, ok, c_ok, past[ok], f_test.last[j][ok] > 0)
+                entry["seeds"][str(sd)] = {
+                    "NDCG@10": float(np.nanmean(v["NDCG@10"])), "EmergingRecall@10": float(np.nanmean(v["EmergingRecall@10"])),
+                    "paired": {b: _paired(v, vecs[b], cfg) for b in entry.get("baselines", {})},
+                }
+            vals = [e["NDCG@10"] for e in entry["seeds"].values()]
+            entry["seed_spread"] = {"NDCG@10_min": min(vals), "NDCG@10_max": max(vals), "NDCG@10_std": float(np.std(vals))}
+        temp = getattr(model, "temperature", {})
+        entry["calibration"] = {"temperature": temp[h].temperature if h in temp else None}
         out["horizons"][label] = entry
     return out, model, ctx
+
+
+@dataclass
+class Prediction:
+    """One forecaster's output on the test samples, each (S, H, C)."""
+
+    dist: np.ndarray  # share of the window's events per category
+    engage: np.ndarray  # probability of engaging with each category
+    rank: np.ndarray  # the `all` ranking score
+    rank_new: np.ndarray  # the `new` ranking score (only categories new to the user count)
+
+
+def _horizon_vectors(pr: Prediction, j: int, ok: np.ndarray, counts: np.ndarray, past: np.ndarray, recent: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-sample metric vectors of horizon ``j`` over the observed samples; category 0 is never
+    ranked nor a target (columns ``1:``)."""
+    c, p, rc = counts[:, 1:], past[:, 1:], recent[:, 1:]
+    vec = per_user_forecast_metrics(pr.dist[ok, j][:, 1:], pr.engage[ok, j][:, 1:], c, p, rc, ks=(5, 10), recall_ks=(5,))
+    ranked = per_user_forecast_metrics(_rows(pr.rank[ok, j][:, 1:]), pr.engage[ok, j][:, 1:], c, p, rc, ks=(5, 10), recall_ks=(5,))
+    for m in ("NDCG@5", "NDCG@10", "Recall@5"):
+        vec[m] = ranked[m]
+    vec["MixedEmergingRecall@10"] = ranked["EmergingRecall@10"]
+    vec.update(new_list_metrics(pr.rank_new[ok, j], counts, past))
+    return vec
+
+
+def _paired(a: dict[str, np.ndarray], b: dict[str, np.ndarray], cfg: BacktestConfig) -> dict[str, Any]:
+    """Model minus baseline on the same samples: mean and paired bootstrap 95% CI per metric."""
+    out = {}
+    for m in PAIRED:
+        d = a[m] - b[m]
+        d = d[np.isfinite(d)]
+        if not len(d):
+            out[m] = None
+            continue
+        if cfg.bootstrap and len(d) >= 2:
+            s = summarize({m: d}, n_boot=cfg.bootstrap, seed=cfg.seed)[m]
+            out[m] = {"mean": s["mean"], "ci": [s["lo"], s["hi"]], "n": len(d)}
+        else:
+            out[m] = {"mean": float(d.mean()), "ci": None, "n": len(d)}
+    return out
+
+
+def _fit_model(
+    mcfg: ForecasterConfig, seq: SequenceData, cfg: BacktestConfig, r: dict[str, Any], ctx: Context,
+    fitted: dict[str, FittedBaseline], preds: dict[str, Prediction], train: WindowSamples, valid: WindowSamples,
+    test: WindowSamples, f_valid: HistoryFeatures, f_test: HistoryFeatures, half_lives: list[float], users: np.ndarray | None,
+) -> tuple[Prediction, Any, dict[str, Any]]:
+    """The configured forecaster fitted and applied to the test samples."""
+    if mcfg.kind == "tifu_knn":
+        fb = fitted["tifu_knn"]
+        dist, engage, score = fb.predict(test, f_test, ctx)
+        return Prediction(dist, engage, score, fb.predict_new(test, f_test, ctx, score)), fb, {}
+    if mcfg.kind == "neural":
+        x_train, x_valid, x_test = (Featurizer(seq, s, ctx, half_lives) for s in (train, valid, test))
+        model = Forecaster(mcfg, _sizes(seq), tuple(r["horizons"]), x_train.n_features).fit(seq, train, x_train, valid, x_valid)
+        dist, engage, rank = model.predict_ranked(seq, test, x_test)
+        return Prediction(dist, engage, rank, rank), model, {}
+    return _fit_ranker(mcfg, seq, cfg, r, ctx, fitted, preds, valid, test, f_valid, users)
+
+
+def _fit_ranker(
+    mcfg: ForecasterConfig, seq: SequenceData, cfg: BacktestConfig, r: dict[str, Any], ctx: Context,
+    fitted: dict[str, FittedBaseline], preds: dict[str, Prediction], valid: WindowSamples, test: WindowSamples,
+    f_valid: HistoryFeatures, users: np.ndarray | None,
+) -> tuple[Prediction, RankerForecaster, dict[str, Any]]:
+    """Fit the stacked ranker at each origin (``refit``), select per horizon and list on the
+    validation cutoff against the best tuned baseline, and predict the test samples."""
+    horizons = tuple(r["horizons"])
+    every = resolve_horizon(cfg.train_every, r["unit"])
+    cuts = list(range(r["train"][0], r["tests"][-1], every))
+    tifu = fitted["tifu_knn"].params.tifu
+    rcfg = mcfg.ranker
+    S, H, C = test.counts.shape
+    # Selection on validation: a ranker fitted with the windows that end by the validation cutoff
+    # against the best tuned baseline (by the same metric), per horizon and list.
+    choice: dict[str, dict[str, str]] = {}
+    fit_h = tuple(h for h in horizons if any(c + h <= r["valid"] for c in cuts))
+    if fit_h:
+        vm = RankerForecaster(rcfg, fit_h, {h: tifu[h] for h in fit_h}).fit(seq, ctx.baskets, r["valid"], cuts, users, cfg.min_history)
+        v_all, v_new = vm.predict(valid.only_horizons(fit_h), seq, ctx.baskets)
+    for j, h in enumerate(horizons):
+        label = horizon_label(h, r["unit"])
+        if h not in fit_h:
+            choice[label] = {"all": "ranker", "new": "ranker", "why": "no training window ends by the validation cutoff: nothing to select on"}
+            continue
+        jj = fit_h.index(h)
+        obs = valid.observed[:, j]
+        cv, pv = valid.counts[obs, j], f_valid.past[obs]
+        base_all = {b: _mean(ranking_ndcg(fb.predict(valid.subset(np.flatnonzero(obs)), _subf(f_valid, obs), ctx)[2][:, j], cv))
+                    for b, fb in fitted.items()}
+        base_new = {}
+        for b, fb in fitted.items():
+            vs, fs = valid.subset(np.flatnonzero(obs)), _subf(f_valid, obs)
+            sc = fb.predict(vs, fs, ctx)[2]
+            base_new[b] = _mean(new_list_metrics(fb.predict_new(vs, fs, ctx, sc)[:, j], cv, pv)["EmergingRecall@10"])
+        r_all = _mean(ranking_ndcg(v_all[obs, jj], cv))
+        r_new = _mean(new_list_metrics(v_new[obs, jj], cv, pv)["EmergingRecall@10"])
+        ba, bn = max(base_all, key=base_all.get), max(base_new, key=base_new.get)
+        choice[label] = {
+            "all": "ranker" if r_all >= base_all[ba] else ba, "new": "ranker" if r_new >= base_new[bn] else bn,
+            "valid_NDCG@10": {"ranker": r_all, ba: base_all[ba]}, "valid_EmergingRecall@10": {"ranker": r_new, bn: base_new[bn]},
+        }
+    origins = r["tests"] if cfg.refit == "per_origin" else [r["tests"][0]]
+    score_all = np.full((S, H, C), -np.inf)
+    score_new = np.full((S, H, C), -np.inf)
+    model = None
+    for i, T in enumerate(origins):
+        model = RankerForecaster(rcfg, horizons, tifu).fit(seq, ctx.baskets, T, [c for c in cuts if c < T], users, cfg.min_history)
+        upto = origins[i + 1] if i + 1 < len(origins) else np.iinfo(np.int64).max
+        rows = np.flatnonzero((test.cutoff >= T) & (test.cutoff < upto))
+        a, n = model.predict(test.subset(rows), seq, ctx.baskets)
+        score_all[rows], score_new[rows] = a, n
+    engage = model.engagement(score_all)
+    rank, rank_new = engage.copy(), score_new
+    for j, h in enumerate(horizons):
+        ch = choice[horizon_label(h, r["unit"])]
+        if ch["all"] != "ranker":
+            rank[:, j] = _baseline_on_test(ch["all"], fitted, preds, test, ctx, f_valid)[0][:, j]
+        if ch["new"] != "ranker":
+            rank_new[:, j] = _baseline_on_test(ch["new"], fitted, preds, test, ctx, f_valid)[1][:, j]
+    dist = engage / np.maximum(engage.sum(-1, keepdims=True), 1e-12)
+    info = {"refit": cfg.refit, "fit_origins": origins, "selection": choice}
+    return Prediction(dist, engage, rank, rank_new), model, info
+
+
+def _baseline_on_test(name: str, fitted: dict[str, FittedBaseline], preds: dict[str, Prediction], test: WindowSamples, ctx: Context,
+                      f_valid: HistoryFeatures) -> tuple[np.ndarray, np.ndarray]:
+    if name in preds:
+        return preds[name].rank, preds[name].rank_new
+    raise KeyError(f"baseline {name} was selected but not scored on test")
+
+
+def _mean(v: np.ndarray) -> float:
+    return float(np.nanmean(v)) if np.isfinite(v).any() else -1.0
+
+
+def _subf(f: HistoryFeatures, mask: np.ndarray) -> HistoryFeatures:
+    return HistoryFeatures(f.past[mask], f.decayed[:, mask], f.last[:, mask], f.recency[mask], f.last_cat[mask], f.half_lives)
 
 
 def _summarize(cols: dict[str, np.ndarray], cfg: BacktestConfig) -> tuple[dict[str, float], dict[str, list[float] | None]]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from evorec.data.sequences import SequenceData
 from evorec.forecasting.baselines import Context
 from evorec.forecasting.calibration import IsotonicCalibrator, TemperatureScaler
 from evorec.forecasting.metrics import per_user_forecast_metrics
+from evorec.forecasting.ranker import RankerConfig
 from evorec.forecasting.windows import HistoryFeatures, WindowSamples, history_features
 from evorec.models.base import DataSizes
 from evorec.models.registry import build_model
@@ -42,6 +43,12 @@ logger = logging.getLogger(__name__)
 class ForecasterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    kind: Literal["neural", "ranker", "tifu_knn"] = Field(
+        "neural",
+        description="neural: the sequence encoder + category head below; ranker: the stacked gradient-boosted ranker "
+        "(evorec.forecasting.ranker); tifu_knn: TIFU-KNN with the setting tuned on validation",
+    )
+    ranker: RankerConfig = Field(default_factory=RankerConfig)
     encoder: str | None = Field("gru4rec", description="a sequence model from the registry, or null for features only")
     encoder_config: dict[str, Any] = Field(
         default_factory=lambda: {"embed_dim": 32, "hidden_size": 64, "dropout": 0.2, "side": {"use_category": True, "time": "gap_buckets"}}

@@ -70,6 +70,39 @@ def _share(hits: np.ndarray, total: np.ndarray) -> np.ndarray:
     return out
 
 
+def top_order(score: np.ndarray, k: int) -> np.ndarray:
+    """(U, min(k, C)): the first k columns of ``np.argsort(-score, axis=1, kind="stable")``,
+    found by a partial sort; rows where a tie reaches past the partition fall back to the full
+    stable sort, so the result is always exactly that ranking."""
+    U, C = score.shape
+    kk = min(k, C)
+    K = min(C, kk + 16)
+    if K >= C:
+        return np.argsort(-score, axis=1, kind="stable")[:, :kk]
+    part = np.argpartition(-score, K - 1, axis=1)[:, :K]  # (U, K) the K largest, unordered
+    vals = np.take_along_axis(score, part, 1)
+    o = np.lexsort((part, -vals), axis=1)  # by score desc, then index asc
+    top = np.take_along_axis(part, o, 1)
+    kth = np.take_along_axis(vals, o, 1)[:, kk - 1]
+    outside = np.partition(-score, K, axis=1)[:, K] * -1  # the largest score not among the K
+    bad = ~(kth > outside)
+    if bad.any():
+        top[bad] = np.argsort(-score[bad], axis=1, kind="stable")[:, :K]
+    return top[:, :kk]
+
+
+def ranking_metrics(score: np.ndarray, rel: np.ndarray, k: int = 10) -> dict[str, np.ndarray]:
+    """``NDCG@k`` and ``Recall@k`` (U,) of ranking categories by ``score`` (U, C) descending, ties
+    by category index (the same ranking as :func:`per_user_forecast_metrics`), against the bool
+    relevance ``rel`` (U, C); NaN where a user has nothing relevant. A lean path for tuning."""
+    score = _check_2d("score", score, None)
+    rel = _check_2d("rel", rel, score.shape).astype(bool, copy=False)
+    order = top_order(score, k)
+    n_rel = rel.sum(axis=1)
+    hits = np.take_along_axis(rel, order, axis=1).sum(axis=1)
+    return {f"NDCG@{k}": _ndcg(order, rel, k), f"Recall@{k}": _share(hits, n_rel)}
+
+
 def jensen_shannon(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Row-wise Jensen-Shannon divergence in bits (U,), in [0, 1].
 

@@ -18,8 +18,9 @@ import pyarrow as pa
 from evorec.data.sequences import SequenceData
 from evorec.data.splits import SplitError, resolve_horizon, resolve_time
 from evorec.forecasting.backtest import HALF_LIVES_EVENTS, HALF_LIVES_S, horizon_label
-from evorec.forecasting.baselines import Context, normalize
+from evorec.forecasting.baselines import Context, FittedBaseline, new_mask, normalize
 from evorec.forecasting.forecaster import Featurizer, Forecaster
+from evorec.forecasting.ranker import RankerForecaster
 from evorec.forecasting.windows import _fmt, build_samples, history_features, horizon_unit
 
 CURRENT_HALF_LIFE_S = 30 * 86_400  # "current interests": history decayed with a 30-day half-life
@@ -42,6 +43,15 @@ class UserForecasts:
     dist: np.ndarray  # (U, H, C) forecast share of the window's events per category
     engage: np.ndarray  # (U, H, C) probability of engaging with each category in the window
     no_history: list[str] = field(default_factory=list)  # users with no event before the cutoff
+    rank_new: np.ndarray | None = None  # (U, H, C) the `new` list's score (-inf: not new to the user)
+
+    def new_list(self, row: int, h: int, k: int = 10) -> list[int]:
+        """The top ``k`` categories new to user ``row`` at horizon index ``h`` (the `new` list)."""
+        score = self.rank_new[row, h] if self.rank_new is not None else np.where(self.past[row] == 0, self.engage[row, h], -np.inf)
+        score = score.copy()
+        score[0] = -np.inf
+        order = np.argsort(-score, kind="stable")[:k]
+        return [int(c) for c in order if np.isfinite(score[c])]
 
     @property
     def labels(self) -> list[str]:
@@ -90,6 +100,7 @@ class UserForecasts:
             horizons=self.horizons, unit=self.unit, cutoff=self.cutoff, current=self.current[keep], past=self.past[keep],
             recent=self.recent[keep], dist=self.dist[keep], engage=self.engage[keep],
             no_history=[u for u in self.no_history if u not in drop],
+            rank_new=None if self.rank_new is None else self.rank_new[keep],
         )
 
     def to_table(self) -> pa.Table:
@@ -144,6 +155,16 @@ def open_forecaster(run_dir: str | Path) -> tuple[dict[str, Any], SequenceData]:
     return state, seq
 
 
+def load_model(st: dict[str, Any]) -> Forecaster | RankerForecaster | FittedBaseline:
+    """The forecaster of a run's state, whatever its kind (neural, ranker, a tuned baseline)."""
+    kind = st.get("kind", "neural")
+    if kind == "ranker":
+        return RankerForecaster.from_state(st)
+    if kind == "baseline":
+        return FittedBaseline.from_state(st)
+    return Forecaster.from_state(st)
+
+
 def load_context(st: dict[str, Any], seq: SequenceData) -> Context:
     c = st["context"]
     t = c.get("transitions")
@@ -158,7 +179,7 @@ def forecast_at(
     content of a run's ``forecaster.pt``."""
     if not seq.derived_from(state.get("sequence_fingerprint")):
         raise ValueError("the forecaster was trained on other sequences than these (the data changed since)")
-    model = Forecaster.from_state(state["forecaster"])
+    model = load_model(state["forecaster"])
     unit = horizon_unit(seq)
     T = resolve_time(cutoff, seq.time_kind, what="cutoff")
     ts = np.asarray(seq.ts)
@@ -181,7 +202,7 @@ def forecast_at(
     return _forecast(model, state, seq, seq, samples, want, T, seq.users.reverse(samples.users + 1), no_history)
 
 
-def _wanted_horizons(model: Forecaster, unit: str, horizons: list[Any] | None) -> list[int]:
+def _wanted_horizons(model: Forecaster | RankerForecaster | FittedBaseline, unit: str, horizons: list[Any] | None) -> list[int]:
     """``horizons`` resolved (default: all the model has); one it was not trained for is a KeyError."""
     all_h = list(model.horizons)
     want = [resolve_horizon(h, unit) for h in horizons] if horizons else all_h
@@ -195,7 +216,7 @@ def _wanted_horizons(model: Forecaster, unit: str, horizons: list[Any] | None) -
 
 
 def _forecast(
-    model: Forecaster, state: dict[str, Any], data, seq: SequenceData, samples, want: list[int], cutoff: int,  # noqa: ANN001
+    model: Forecaster | RankerForecaster | FittedBaseline, state: dict[str, Any], data, seq: SequenceData, samples, want: list[int], cutoff: int,  # noqa: ANN001
     users: list[str], no_history: list[str],
 ) -> UserForecasts:
     """Predict ``samples`` of ``data`` (the sequences or one user's events) and keep ``want``.
@@ -204,7 +225,20 @@ def _forecast(
     unit = samples.unit
     ctx = load_context(state, seq)
     half_lives = HALF_LIVES_S if unit == "seconds" else HALF_LIVES_EVENTS
-    dist, engage = model.predict(data, samples, Featurizer(data, samples, ctx, half_lives))
+    if isinstance(model, RankerForecaster):
+        score, new_score = model.predict(samples, seq, ctx.baskets, data=data)
+        engage = model.engagement(score)
+        dist = normalize(engage)
+        rank_new = model.engagement(new_score)
+    elif isinstance(model, FittedBaseline):
+        feats_b = history_features(data, samples, half_lives)
+        dist, engage, score = model.predict(samples, feats_b, ctx, data=data)
+        rank_new = model.predict_new(samples, feats_b, ctx, score, data=data)
+    else:
+        dist, engage = model.predict(data, samples, Featurizer(data, samples, ctx, half_lives))
+        rank_new = engage
+    past_all = history_features(data, samples, []).past
+    rank_new = np.where(new_mask(past_all)[:, None, :], rank_new, -np.inf)
     cur_hl = CURRENT_HALF_LIFE_S if unit == "seconds" else CURRENT_HALF_LIFE_EVENTS
     feats = history_features(data, samples, [cur_hl])
     all_h = list(model.horizons)
@@ -221,6 +255,7 @@ def _forecast(
         recent=np.stack([feats.last[j] > 0 for j in sel], 1),
         dist=dist[:, sel],
         engage=engage[:, sel],
+        rank_new=rank_new[:, sel],
         no_history=no_history,
     )
 
@@ -253,7 +288,7 @@ def forecast_history(
 
     if not events:
         raise ValueError("the user has no events: nothing to forecast from")
-    model = Forecaster.from_state(state["forecaster"])
+    model = load_model(state["forecaster"])
     want = _wanted_horizons(model, horizon_unit(seq), horizons)
     item_idx = seq.items.lookup([e[0] for e in events])
     item_cat = np.zeros(seq.items.size, dtype=np.int64)

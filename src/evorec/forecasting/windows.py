@@ -49,6 +49,14 @@ class WindowSamples:
             self.observed[idx], self.horizons, self.unit,
         )
 
+    def only_horizons(self, horizons: tuple[int, ...]) -> WindowSamples:
+        """The same samples with the targets of ``horizons`` (a subset of this one's) only."""
+        idx = [self.horizons.index(int(h)) for h in horizons]
+        return WindowSamples(
+            self.users, self.cutoff, self.hist_start, self.hist_end, self.counts[:, idx], self.observed[:, idx],
+            tuple(int(h) for h in horizons), self.unit,
+        )
+
     @staticmethod
     def concat(parts: list[WindowSamples]) -> WindowSamples:
         if not parts:
@@ -153,13 +161,21 @@ class HistoryFeatures:
     half_lives: tuple[float, ...]
 
 
+def history_positions(samples: WindowSamples) -> tuple[np.ndarray, np.ndarray]:
+    """(sample index, global event position) of every event of every sample's history, each (E,)."""
+    lengths = np.maximum(samples.hist_end - samples.hist_start, 0)
+    total = int(lengths.sum())
+    rows = np.repeat(np.arange(len(samples), dtype=np.int64), lengths)
+    pos = np.repeat(samples.hist_start - np.cumsum(lengths) + lengths, lengths) + np.arange(total, dtype=np.int64)
+    return rows, pos
+
+
 def history_features(seq: SequenceData, samples: WindowSamples, half_lives: list[float]) -> HistoryFeatures:
     """Per-category summaries of each sample's history (see the module docstring)."""
     S, n_cat = len(samples), seq.categories.size
     lengths = np.maximum(samples.hist_end - samples.hist_start, 0)
     total = int(lengths.sum())
-    rows = np.repeat(np.arange(S, dtype=np.int64), lengths)
-    pos = np.repeat(samples.hist_start - np.cumsum(lengths) + lengths, lengths) + np.arange(total, dtype=np.int64)
+    rows, pos = history_positions(samples)
     cat = np.asarray(seq.category)[pos].astype(np.int64)
     ts = np.asarray(seq.ts)[pos].astype(np.int64)
     idx = rows * n_cat + cat

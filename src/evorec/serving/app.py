@@ -308,6 +308,7 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
             d = drift(uf, label).to_pylist()[0]
             out["forecasts"][label] = {
                 "categories": top_of(uf.dist[0, j], {"p_engage": uf.engage[0, j]}),
+                "new": [{"category_id": cats[c], "p_engage": float(uf.engage[0, j, c])} for c in uf.new_list(0, j, top)],
                 "p_emerging": float(p_em[j]),
                 "drift": {"label": d["label"], "shift": d["shift"], "fading_category": d.get("fading_category")},
             }

@@ -1,0 +1,192 @@
+"""Next-basket methods at category level: basket histories, P-TopFreq and TIFU-KNN.
+
+The next-basket literature's strongest simple methods, written for evorec's samples (user row,
+cutoff T): everything is computed from the user's events before T, vectorised over samples.
+
+- A *basket* is one shopping trip: the log's basket id where the sequences carry one
+  (``SequenceData.basket``), else a user's events of one calendar day (UTC); on order-only data
+  every event is its own basket.
+- **P-TopFreq** (Li et al., "A Next Basket Recommendation Reality Check", TOIS 2023): the number
+  of the user's baskets holding each category.
+- **TIFU-KNN** (Hu et al., SIGIR 2020): the user's baskets as multi-hot vectors; basket ``i`` of
+  ``n`` (oldest first) weighs ``r_b ** (n - 1 - i)``; the baskets are split into ``m`` groups of
+  consecutive baskets (the first groups get ``floor(n / m)`` baskets, the last ``n mod m``
+  groups one more; with ``n < m`` every basket is a group), a group's vector is the mean of its
+  weighted baskets, and the user's vector is ``sum_g r_g ** (m - 1 - g) * group_g / n_groups``.
+  The forecast blends ``alpha * own + (1 - alpha) * mean of the k nearest users' vectors``
+  (cosine or Euclidean distance among the users with history at the same cutoff; a user is
+  never its own neighbour). These are the decay rules of the authors' reference code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy import sparse
+
+from evorec.data.sequences import SequenceData
+from evorec.forecasting.windows import WindowSamples, history_positions
+from evorec.types import TimeKind
+
+DAY = 86_400
+
+
+def basket_ordinals(seq: SequenceData) -> np.ndarray:
+    """(N,) int64: each event's basket number within its user (0 = the user's first basket),
+    non-decreasing along each user's sequence."""
+    own = getattr(seq, "basket", None)
+    if own is not None:
+        return np.asarray(own, dtype=np.int64)
+    off = np.asarray(seq.offsets, dtype=np.int64)
+    n = int(off[-1]) if len(off) else 0
+    if n == 0:
+        return np.zeros(0, np.int64)
+    if seq.time_kind is TimeKind.ORDINAL:
+        key = np.arange(n, dtype=np.int64)  # every event its own basket
+    else:
+        key = np.asarray(seq.ts, dtype=np.int64) // DAY
+    new = np.ones(n, dtype=bool)
+    new[1:] = key[1:] != key[:-1]
+    new[off[:-1][off[:-1] < n]] = True  # a user's first event opens a basket
+    run = np.cumsum(new) - 1  # global basket counter
+    first_of_user = np.repeat(run[np.minimum(off[:-1], n - 1)], np.diff(off))
+    return (run - first_of_user).astype(np.int64)
+
+
+def basket_source(seq: SequenceData) -> str:
+    if getattr(seq, "basket", None) is not None:
+        return getattr(seq, "basket_source", "basket_id")
+    return "event" if seq.time_kind is TimeKind.ORDINAL else "day"
+
+
+@dataclass
+class BasketHistory:
+    """The (sample, basket, category) cells of every sample's history before its cutoff."""
+
+    row: np.ndarray  # (E,) sample index
+    basket: np.ndarray  # (E,) basket number within the user (0 = oldest)
+    category: np.ndarray  # (E,) category index
+    ts: np.ndarray  # (E,) time of the basket's events (max over the cell)
+    n_baskets: np.ndarray  # (S,) baskets before the cutoff
+    n_samples: int
+    n_categories: int
+
+
+def basket_history(seq: SequenceData, samples: WindowSamples, ordinals: np.ndarray | None = None) -> BasketHistory:
+    """One cell per distinct (sample, basket, category) of the samples' histories."""
+    S, C = len(samples), seq.categories.size
+    ords = basket_ordinals(seq) if ordinals is None else ordinals
+    rows, pos = history_positions(samples)
+    n_baskets = np.zeros(S, np.int64)
+    has = samples.hist_end > samples.hist_start
+    n_baskets[has] = ords[samples.hist_end[has] - 1] + 1
+    if not len(pos):
+        z = np.zeros(0, np.int64)
+        return BasketHistory(z, z, z, z, n_baskets, S, C)
+    b = ords[pos]
+    c = np.asarray(seq.category)[pos].astype(np.int64)
+    t = np.asarray(seq.ts)[pos].astype(np.int64)
+    nb = int(n_baskets.max()) + 1
+    key = (rows * nb + b) * C + c
+    uniq, first = np.unique(key, return_index=True)
+    return BasketHistory(
+        row=uniq // (nb * C), basket=(uniq // C) % nb, category=uniq % C, ts=t[first], n_baskets=n_baskets,
+        n_samples=S, n_categories=C,
+    )
+
+
+def ptopfreq(hist: BasketHistory) -> np.ndarray:
+    """(S, C) the number of baskets of each sample's history holding each category."""
+    S, C = hist.n_samples, hist.n_categories
+    return np.bincount(hist.row * C + hist.category, minlength=S * C).astype(np.float64).reshape(S, C)
+
+
+@dataclass(frozen=True)
+class TifuParams:
+    r_b: float = 0.9  # within-group (per basket) decay
+    r_g: float = 0.7  # across-group decay
+    m: int = 7  # number of groups
+    k: int = 300  # nearest neighbours
+    alpha: float = 0.7  # weight of the user's own vector
+    metric: Literal["cosine", "euclidean"] = "cosine"
+
+
+def tifu_vectors(hist: BasketHistory, r_b: float, r_g: float, m: int) -> np.ndarray:
+    """(S, C) TIFU user vectors (see the module docstring); zero rows for empty histories."""
+    S, C = hist.n_samples, hist.n_categories
+    n = hist.n_baskets[hist.row]  # (E,) baskets of the cell's sample
+    i = hist.basket
+    small = n < m
+    base = np.maximum(n // m, 1)
+    extra = np.where(small, 0, n - base * m)  # groups with one basket more (the last ones)
+    bound = (m - extra) * base  # first basket index of the larger groups
+    g = np.where(small, i, np.where(i < bound, i // base, (m - extra) + (i - bound) // (base + 1)))
+    size = np.where(small, 1, np.where(i < bound, base, base + 1))
+    n_groups = np.where(small, n, m)
+    w = np.power(r_b, (n - 1 - i).astype(np.float64)) * np.power(r_g, (m - 1 - g).astype(np.float64)) / size / n_groups
+    return np.bincount(hist.row * C + hist.category, weights=w, minlength=S * C).reshape(S, C)
+
+
+def nearest(query: np.ndarray, pool: np.ndarray, k: int, metric: str, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, k) indices into ``pool`` of each query row's k nearest pool rows with history, nearest
+    first, and a (Q, k) validity mask (False past the number of candidates). ``exclude`` (Q,):
+    a pool row each query may not take (itself; -1: none)."""
+    Q = len(query)
+    idx = np.zeros((Q, k), np.int64)
+    ok = np.zeros((Q, k), bool)
+    cand = np.flatnonzero(pool.sum(1) > 0)
+    if not len(cand) or not Q:
+        return idx, ok
+    Pc = pool[cand]
+    if metric == "cosine":
+        nq = query / np.maximum(np.linalg.norm(query, axis=1, keepdims=True), 1e-12)
+        nc = Pc / np.maximum(np.linalg.norm(Pc, axis=1, keepdims=True), 1e-12)
+        d = -(nq @ nc.T)  # (Q, Pc) smaller is nearer
+    elif metric == "euclidean":
+        d = (query * query).sum(1)[:, None] - 2 * query @ Pc.T + (Pc * Pc).sum(1)[None, :]
+    else:
+        raise ValueError(f"unknown metric {metric!r}; known: cosine, euclidean")
+    n_cand = np.full(Q, len(cand))
+    if exclude is not None:
+        pos = np.searchsorted(cand, exclude)
+        hit = (exclude >= 0) & (pos < len(cand)) & (cand[np.minimum(pos, len(cand) - 1)] == exclude)
+        d[np.flatnonzero(hit), pos[hit]] = np.inf  # a user is never its own neighbour
+        n_cand -= hit
+    kk = min(k, len(cand))
+    part = np.argpartition(d, kk - 1, axis=1)[:, :kk] if kk < len(cand) else np.argsort(d, axis=1)[:, :kk]
+    order = np.argsort(np.take_along_axis(d, part, 1), axis=1, kind="stable")
+    idx[:, :kk] = cand[np.take_along_axis(part, order, 1)]
+    ok[:, :kk] = np.arange(kk)[None, :] < n_cand[:, None]
+    return idx, ok
+
+
+def neighbour_index(vectors: np.ndarray, groups: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(S, k) indices of each row's k nearest rows of the same group (never itself) and a (S, k)
+    validity mask (False where the group has fewer than k other rows with history)."""
+    S = len(vectors)
+    idx = np.zeros((S, k), np.int64)
+    ok = np.zeros((S, k), bool)
+    for gv in np.unique(groups):
+        rows = np.flatnonzero(groups == gv)
+        i, o = nearest(vectors[rows], vectors[rows], k, metric, exclude=np.arange(len(rows)))
+        idx[rows], ok[rows] = rows[i], o
+    return idx, ok
+
+
+def neighbour_mean(vectors: np.ndarray, idx: np.ndarray, ok: np.ndarray, k: int) -> np.ndarray:
+    """(Q, C) mean of the first ``k`` valid neighbours' rows of ``vectors`` (the pool)."""
+    kk = min(k, idx.shape[1])
+    sel = ok[:, :kk]
+    Q = len(idx)
+    w = sel / np.maximum(sel.sum(1, keepdims=True), 1)  # (Q, kk)
+    W = sparse.csr_matrix((w.ravel(), idx[:, :kk].ravel(), np.arange(0, Q * kk + 1, kk)), shape=(Q, len(vectors)))
+    return np.asarray(W @ vectors)
+
+
+def tifu_scores(hist: BasketHistory, groups: np.ndarray, p: TifuParams) -> tuple[np.ndarray, np.ndarray]:
+    """(own, neighbours): the user's TIFU vector and the mean of its k nearest users' vectors."""
+    own = tifu_vectors(hist, p.r_b, p.r_g, p.m)
+    idx, ok = neighbour_index(own, groups, p.k, p.metric)
+    return own, neighbour_mean(own, idx, ok, p.k)

@@ -1,0 +1,121 @@
+"""The stacked ranker and the new baselines end to end on the real Complete Journey sample: the
+JSON layout (two rankings, paired differences, scored counts, selection), category 0 never
+ranked, signals against a brute force from the raw CSV, the saved run forecasting again, and bad
+inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from evorec.forecast_pipeline import forecast_backtest, forecast_data, forecast_run, load_forecast_experiment
+from evorec.forecasting import nbr
+from evorec.forecasting.ranker import FEATURES, RankerConfig, RankerForecaster, SignalContext, signals
+from evorec.forecasting.windows import build_samples
+
+ROOT = Path(__file__).resolve().parents[2]
+CJ = ROOT / "configs" / "forecast" / "completejourney.yaml"
+DATA = ROOT.parent / "shared" / "data" / "dunnhumby_completejourney_sample"
+DAY = 86_400
+QUICK = [
+    "data.pseudonymize=false", "forecast.model.kind=ranker", "forecast.model.ranker.rounds=40", "forecast.bootstrap=100", "forecast.max_users=900",
+    "forecast.horizons=[7d,30d]", "forecast.tifu_grid.r_g=[0.9]", "forecast.tifu_grid.m=[7]", "forecast.tifu_grid.k=[100]",
+    "forecast.tifu_grid.alpha=[0.0,0.5]", "forecast.tifu_grid.metric=[cosine]", "forecast.tifu_grid.r_b=[1.0]",
+]
+
+pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"real data not found: {DATA}")
+
+
+@pytest.fixture(scope="module")
+def cj_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cj")
+    cfg = load_forecast_experiment(CJ, QUICK + [f"cache_dir={tmp / 'cache'}"])
+    res = forecast_backtest(cfg, tmp / "run")
+    return cfg, res, tmp / "run"
+
+
+def test_ranker_backtest_layout_and_selection(cj_run):
+    _, res, run = cj_run
+    p = res["protocol"]
+    assert p["baskets"] == "basket_id" and p["no_category"]["events"] > 0
+    assert p["model"]["kind"] == "ranker"
+    for label in ("7d", "30d"):
+        e = res["horizons"][label]
+        assert {"ptopfreq", "tifu_knn"} <= set(e["baselines"])
+        for m in (e["model"], *e["baselines"].values()):
+            for k in ("NDCG@10", "EmergingRecall@10", "EmergingNDCG@10", "MixedEmergingRecall@10"):
+                assert 0 <= m[k] <= 1
+        assert e["scored"]["NDCG@10"] == e["active_samples"] < e["samples"]
+        assert e["scored"]["EmergingRecall@10"] < e["scored"]["NDCG@10"]  # only users with an emerging category
+        d = e["paired"]["tifu_knn"]["NDCG@10"]
+        assert d["ci"][0] <= d["mean"] <= d["ci"][1]
+        sel = p["model"]["selection"][label]
+        assert sel["all"] in ("ranker", *e["baselines"]) and sel["new"] in ("ranker", *e["baselines"])
+        # the new list finds more emerging interests than the single mixed ranking
+        assert e["model"]["EmergingRecall@10"] > e["model"]["MixedEmergingRecall@10"]
+    tuned = res["tuned"]["tifu_knn"]["30d"]
+    assert tuned["all"]["k"] == 100 and tuned["new"]["metric"] == "cosine"
+    assert json.loads((run / "backtest.json").read_text())["horizons"]["30d"]["model"] == pytest.approx(
+        res["horizons"]["30d"]["model"], nan_ok=True)
+
+
+def test_saved_ranker_forecasts_again_with_both_lists(cj_run):
+    _, _, run = cj_run
+    uf = forecast_run(run, "2017-09-15", ["30d"])
+    assert uf.engage.shape[1] == 1 and (uf.engage[:, 0, 0] == 0).all()  # category 0 never forecast
+    assert np.all((uf.engage >= 0) & (uf.engage <= 1))
+    row = int(np.argmax(uf.past.sum(1)))
+    new = uf.new_list(row, 0)
+    assert len(new) == 10 and all(uf.past[row, c] == 0 and c > 0 for c in new)
+    top = np.argsort(-uf.engage[row, 0], kind="stable")[:10]
+    assert 0 not in top
+
+
+def test_signals_match_a_brute_force_from_the_csv(cj_run):
+    cfg, _, _ = cj_run
+    seq = forecast_data(cfg)
+    T = int(pd.Timestamp("2017-07-01", tz="UTC").timestamp())
+    s = build_samples(seq, [T], [30 * DAY], visible_until=T)
+    sc = SignalContext(seq, nbr.basket_ordinals(seq), nbr.TifuParams(1.0, 0.9, 7, 50, 0.0, "cosine"))
+    X = signals(s, seq, 0, sc, narrow_k=10)
+    assert X.shape == (len(s), seq.categories.size, len(FEATURES)) and np.isfinite(X).all()
+    tx = pd.read_csv(DATA / "transactions_sample.csv")
+    pr = pd.read_csv(DATA / "products.csv")
+    tx = tx.merge(pr[["product_id", "product_category"]], on="product_id", how="left")
+    tx["t"] = (pd.to_datetime(tx.transaction_timestamp, utc=True) - pd.Timestamp("1970-01-01", tz="UTC")) // pd.Timedelta("1s")
+    tx = tx[tx.t < T]
+    cats = {c: i + 1 for i, c in enumerate(seq.categories.ids.to_pylist())}
+    users = seq.users.reverse(s.users + 1)
+    busy = np.argsort(-(s.hist_end - s.hist_start))[:5]
+    checked = 0
+    for i in busy:
+        u = tx[tx.household_id.astype(str) == str(users[i])]
+        assert len(u) == s.hist_end[i] - s.hist_start[i]
+        for cat, g in u.dropna(subset=["product_category"]).groupby("product_category"):
+            c = cats[cat]
+            f = dict(zip(FEATURES, X[i, c]))
+            assert f["ptop"] == g.basket_id.nunique()  # baskets holding the category
+            checked += 1
+            assert f["days_since"] == pytest.approx((T - g.t.max()) / DAY, rel=1e-5)
+            if g.basket_id.nunique() >= 2:
+                first, last = g.groupby("basket_id").t.max().agg(["min", "max"])
+                assert f["user_interval"] == pytest.approx((last - first) / DAY / (g.basket_id.nunique() - 1), rel=1e-5)
+        assert X[i, 0, FEATURES.index("baskets")] == u.basket_id.nunique()
+    assert checked > 50
+
+
+def test_bad_inputs(cj_run, tmp_path):
+    cfg, _, _ = cj_run
+    with pytest.raises(ValueError, match="kind"):
+        load_forecast_experiment(CJ, ["forecast.model.kind=prophet"])
+    with pytest.raises(ValueError, match="metric"):
+        load_forecast_experiment(CJ, ["forecast.tifu_grid.metric=[manhattan]"])
+    seq = forecast_data(cfg)
+    T = int(pd.Timestamp("2017-03-01", tz="UTC").timestamp())
+    ranker = RankerForecaster(RankerConfig(), (30 * DAY,), {30 * DAY: nbr.TifuParams()})
+    with pytest.raises(ValueError, match="no training window of 30 days ends by the fit origin"):
+        ranker.fit(seq, nbr.basket_ordinals(seq), T, [T - 10 * DAY])
