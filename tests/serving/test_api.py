@@ -215,6 +215,10 @@ def test_interests_audiences_and_segments(forecast_service):
     assert all(0 <= c["p_engage"] <= 1 for c in f30["categories"])
     shares = [c["share"] for c in f30["categories"]]
     assert shares == sorted(shares, reverse=True)
+    # the `new` list: only categories the shopper never engaged with, at most `top`
+    mine = {c["category_id"] for c in doc["current"]}
+    assert 0 < len(f30["new"]) <= 5 and not mine & {c["category_id"] for c in f30["new"]}
+    assert all(0 <= c["p_engage"] <= 1 for c in f30["new"])
     assert client.get("/v1/users/shopper/interests?horizons=5d", headers=h(key)).status_code == 422
     assert client.get("/v1/users/ghost/interests", headers=h(key)).status_code == 404
     cat = doc["current"][0]["category_id"]

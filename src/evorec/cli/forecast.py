@@ -35,12 +35,14 @@ def backtest(
     setting: list[str] = typer.Option(None, "--set", help="Override one field, e.g. simulate.seed=3 (repeatable)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Run directory for the model and backtest.json."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    seeds: str | None = typer.Option(None, "--seeds", help="Model seeds to run, e.g. 0,1,2 (the first is the reported model)."),
 ) -> None:
     """Rolling-origin backtest: the learned forecaster vs every baseline, per horizon, with CIs."""
     from evorec.forecast_pipeline import forecast_backtest, load_forecast_experiment
 
     with user_errors():
-        cfg = load_forecast_experiment(config, list(setting or []))
+        extra = [f"forecast.seeds=[{seeds}]"] if seeds else []
+        cfg = load_forecast_experiment(config, list(setting or []) + extra)
         res = forecast_backtest(cfg, out)
     if as_json:
         emit_json(res)
@@ -49,7 +51,7 @@ def backtest(
     typer.echo(f"{res['dataset']}: {p['samples']['test']:,} test samples at {len(p['test_cutoffs'])} cutoffs; {p['confidence_intervals']}")
     if res.get("note"):
         typer.echo(f"  note: {res['note']}")
-    cols = ("NDCG@10", "Recall@5", "JSD", "Brier", "ECE", "EmergingRecall@10", "FadingPrecision")
+    cols = ("NDCG@10", "Recall@5", "JSD", "Brier", "ECE", "EmergingRecall@10", "MixedEmergingRecall@10", "FadingPrecision")
     for label, e in res["horizons"].items():
         typer.echo(f"\nhorizon {label} ({e['active_samples']:,} samples with events)")
         typer.echo(f"  {'':<12}" + "".join(f"{c:>18}" for c in cols))
@@ -59,6 +61,9 @@ def backtest(
         vs = e.get("vs_best_baseline")
         if vs and vs.get("NDCG@10_lift") is not None:
             typer.echo(f"  NDCG@10 vs best baseline ({vs['baseline']}): {vs['NDCG@10_lift']:+.1%}, CIs overlap: {vs['cis_overlap']}")
+            d = e.get("paired", {}).get(vs["baseline"], {}).get("NDCG@10")
+            if d and d.get("ci"):
+                typer.echo(f"  paired model - {vs['baseline']}: {d['mean']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] over {d['n']:,} samples")
     if out:
         typer.echo(f"\n-> {out}/forecaster.pt, {out}/backtest.json")
 
