@@ -182,6 +182,42 @@ def test_threads_above_the_usable_cores_warn(monkeypatch, caplog):
     assert "train.threads=8" in rec.getMessage() and "only 2" in rec.getMessage()
 
 
+@pytest.fixture
+def torch_threads():
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    "current, usable, load, expected",
+    [
+        (2, 2, 0.2, 2),  # a quiet machine: torch's default kept
+        (2, 2, 3.0, 1),  # both cores busy with other jobs: one thread
+        (2, 2, 1.2, 1),
+        (16, 16, 4.0, 12),  # the free cores of a larger machine
+        (1, 2, 0.0, 1),  # never raised above what OMP_NUM_THREADS / set_num_threads chose
+    ],
+)
+def test_default_threads_follow_the_free_cores(monkeypatch, torch_threads, current, usable, load, expected):
+    torch_threads(current)
+    monkeypatch.setattr(H, "usable_cores", lambda: usable)
+    monkeypatch.setattr(H.os, "getloadavg", lambda: (load, load, load))
+    pick = H.choose_threads(None)
+    assert pick.threads == expected
+    assert ("lowered" in pick.reason) == (expected < current) and f"{load:.1f}" in pick.reason
+
+
+def test_explicit_threads_are_kept_whatever_the_load(monkeypatch, torch_threads, caplog):
+    torch_threads(2)
+    monkeypatch.setattr(H, "usable_cores", lambda: 2)
+    monkeypatch.setattr(H.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    assert H.choose_threads(2).threads == 2 and not caplog.records
+    with caplog.at_level(logging.WARNING, logger="evorec.utils.hardware"):
+        assert H.choose_threads(4).threads == 4
+    assert "only 2" in caplog.records[0].getMessage()
+
+
 def test_machine_record_for_benchmarks(fake_cpu):
     fake_cpu(ZEN4)
     m = H.machine_record("fp32")

@@ -29,7 +29,7 @@ from evorec.evaluation.ranking import rank_targets
 from evorec.models.checkpoint import atomic_save, load_checkpoint
 from evorec.training import distributed as D
 from evorec.training.losses import LossConfig, make_loss
-from evorec.utils.hardware import check_precision, check_threads, choose_precision, usable_cores
+from evorec.utils.hardware import check_precision, choose_precision, choose_threads, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,12 @@ class TrainConfig(BaseModel):
         "(evorec.utils.hardware.choose_precision; the choice and its reason are logged and saved with the run); "
         "bf16 / fp32 force one; evaluation stays fp32",
     )
-    threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's, one per core); more than the usable cores is warned about")
+    threads: int | None = Field(
+        None, ge=1,
+        description="torch intra-op threads; default: torch's (one per core) lowered to the cores the machine's load "
+        "leaves free (evorec.utils.hardware.choose_threads; a resume keeps the run's count); more than the usable "
+        "cores is warned about. Set it for bit-identical reruns whatever the load",
+    )
     time_budget_s: float | None = Field(None, gt=0)
     tensorboard: bool = True
     progress: bool = True
@@ -100,6 +105,7 @@ class TrainState:
     precision_reason: str = ""
     cpu: str = ""  # evorec.utils.hardware.CpuInfo.describe() of the machine that trained (last, on resume)
     threads: int = 0  # torch intra-op threads
+    threads_reason: str = ""
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -231,19 +237,14 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainState:
         cfg = self.cfg
-        if cfg.threads:
-            torch.set_num_threads(check_threads(cfg.threads, "train.threads"))
         device = pick_device(cfg.device)
+        threads, threads_reason = self._set_threads(resume)
         choice = choose_precision(cfg.precision, device)
-        threads = torch.get_num_threads()
-        log.info(
-            "precision %s (train.precision=%s: %s); %d torch threads (%s; %d usable cores); %s",
-            choice.precision, cfg.precision, choice.reason, threads, "train.threads" if cfg.threads else "torch default",
-            usable_cores(), choice.cpu,
-        )
+        log.info("precision %s (train.precision=%s: %s); %s", choice.precision, cfg.precision, choice.reason, choice.cpu)
 
         def record_hardware(st: TrainState) -> TrainState:  # written into history.json and every checkpoint
-            st.precision, st.precision_reason, st.cpu, st.threads = choice.precision, choice.reason, choice.cpu, threads
+            st.precision, st.precision_reason, st.cpu = choice.precision, choice.reason, choice.cpu
+            st.threads, st.threads_reason = threads, threads_reason
             return st
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -420,6 +421,23 @@ class Trainer:
         if valid is None and self.rank == 0:  # nothing to select on: the last model is the best
             atomic_save(self.payload_fn(kept(), {"train_state": state.to_dict()}), self.run_dir / "best.pt")
         return state
+
+    def _set_threads(self, resume: bool) -> tuple[int, str]:
+        """Set and log torch's intra-op threads: ``train.threads``, else on a resume the count the
+        run trained with (the same reduction order as the uninterrupted run), else
+        ``choose_threads``' load-aware default."""
+        cfg = self.cfg
+        saved = 0
+        if resume and cfg.threads is None and (self.run_dir / "last.pt").exists():
+            saved = int(load_checkpoint(self.run_dir / "last.pt").get("train_state", {}).get("threads") or 0)
+        if saved:
+            n, why = saved, "the count the resumed run trained with"
+        else:
+            pick = choose_threads(cfg.threads, "train.threads")
+            n, why = pick.threads, pick.reason
+        torch.set_num_threads(n)
+        log.info("%d torch intra-op thread(s): %s (%d usable cores)", n, why, usable_cores())
+        return n, why
 
     def _write_history(self, state: TrainState) -> None:
         tmp = self.run_dir / f".history.json.{os.getpid()}.tmp"

@@ -1,6 +1,10 @@
 """What this machine runs fast, decided at run time: training precision, thread counts, and a
 record of the CPU for logs and benchmark results.
 
+Threads: :func:`choose_threads` keeps an explicit count (warning above the usable cores) and
+otherwise lowers torch's default to the cores other jobs leave free (see its doc for the
+measurement).
+
 Configs never hard-code a hardware choice (DESIGN.md): ``train.precision: auto`` asks
 :func:`choose_precision`, which picks bfloat16 autocast only where it is measured faster than
 float32, and float32 everywhere else. On a CPU the rule is
@@ -271,6 +275,42 @@ def check_threads(threads: int | None, what: str = "threads") -> int | None:
             what, threads, n, os.cpu_count(), n, n,
         )
     return threads
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """The intra-op thread count a run uses and why."""
+
+    threads: int
+    reason: str
+
+
+def choose_threads(requested: int | None, what: str = "train.threads") -> ThreadChoice:
+    """``requested`` when set (warned about above the usable cores); else torch's current count
+    (one per core, or what OMP_NUM_THREADS / torch.set_num_threads made it), lowered to the cores
+    the other jobs leave free: ``floor(usable - load + 0.5)`` by the 1-minute load average, at
+    least 1. Measured on the shared 2-core machine at load ~3 (benchmarks/README.md, CPU matrix):
+    SASRec trained at 2,098 targets/s with 2 threads and 6,741 with 1 (19 s against 61 s an
+    epoch), because a team of threads waits at every kernel's barrier for a thread the scheduler
+    has parked. Never raised above the current count."""
+    if requested is not None:
+        check_threads(requested, what)
+        return ThreadChoice(requested, f"{what}={requested}")
+    import torch
+
+    current = torch.get_num_threads()
+    usable = usable_cores()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this platform
+        return ThreadChoice(current, f"torch's default ({current})")
+    fit = max(1, min(current, int(usable - load + 0.5)))
+    if fit < current:
+        return ThreadChoice(fit, (
+            f"torch's {current} lowered to {fit}: the 1-minute load average {load:.1f} leaves about "
+            f"{max(usable - load, 0.0):.1f} of {usable} usable cores free, and threads beyond the free "
+            f"cores wait on each other (set {what} to override)"))
+    return ThreadChoice(current, f"torch's default ({current}; load average {load:.1f} on {usable} usable cores)")
 
 
 def machine_record(precision: str | None = None) -> MachineRecord:
