@@ -131,3 +131,11 @@ def forecast_run(run_dir: str | Path, cutoff: Any, horizons: list[Any] | None = 
 
     state, seq = load_forecast_run(run_dir)
     return forecast_at(state, seq, cutoff, horizons, users=users)
+
+
+def explain_run(run_dir: str | Path, user: str, category: str, cutoff: Any, horizon: Any | None = None):  # noqa: ANN201
+    """:class:`~evorec.forecasting.predict.ForecastExplanation` of one user's forecast for one category."""
+    from evorec.forecasting.predict import explain_at
+
+    state, seq = load_forecast_run(run_dir)
+    return explain_at(state, seq, user, category, cutoff, horizon)

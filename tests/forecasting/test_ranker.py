@@ -71,8 +71,9 @@ def test_saved_ranker_forecasts_again_with_both_lists(cj_run):
     row = int(np.argmax(uf.past.sum(1)))
     new = uf.new_list(row, 0)
     assert len(new) == 10 and all(uf.past[row, c] == 0 and c > 0 for c in new)
-    top = np.argsort(-uf.engage[row, 0], kind="stable")[:10]
-    assert 0 not in top
+    top = uf.ranked(row, 0, 10)
+    assert 0 not in top and len(top) == 10
+    assert np.all(np.diff(uf.engage[row, 0, top]) <= 1e-12)  # calibrated probabilities follow the ranking
 
 
 def test_signals_match_a_brute_force_from_the_csv(cj_run):
@@ -119,3 +120,46 @@ def test_bad_inputs(cj_run, tmp_path):
     ranker = RankerForecaster(RankerConfig(), (30 * DAY,), {30 * DAY: nbr.TifuParams()})
     with pytest.raises(ValueError, match="no training window of 30 days ends by the fit origin"):
         ranker.fit(seq, nbr.basket_ordinals(seq), T, [T - 10 * DAY])
+
+
+def test_explanations_add_up_and_bad_inputs_are_named(cj_run):
+    from typer.testing import CliRunner
+
+    from evorec.cli.main import app
+    from evorec.forecast_pipeline import explain_run, load_forecast_run
+    from evorec.forecasting.predict import load_context, load_model
+
+    _, _, run = cj_run
+    uf = forecast_run(run, "2017-09-15", ["30d"])
+    row = int(np.argmax(uf.past.sum(1)))
+    user = uf.users[row]
+    top = uf.ranked(row, 0)[0]
+    ex = explain_run(run, user, uf.categories[top], "2017-09-15", "30d")
+    assert ex.rank == 1 and not ex.no_history and ex.p_engage == pytest.approx(uf.engage[row, 0, top])
+    # the groups' contributions plus the base are the ranker's raw score for that pair
+    state, seq = load_forecast_run(run)
+    model = load_model(state["forecaster"])
+    T = int(pd.Timestamp("2017-09-15", tz="UTC").timestamp())
+    s = build_samples(seq, [T], list(model.horizons), visible_until=T, users=np.array([uf.user_rows[row]]))
+    raw, _ = model.predict(s, seq, load_context(state, seq).baskets)
+    j = list(model.horizons).index(30 * DAY)
+    assert ex.base + sum(ex.contributions.values()) == pytest.approx(raw[0, j, top], abs=1e-6)
+    assert all(e["item_id"] for e in ex.past_events) and len(ex.past_events) == min(10, int(uf.past[row, top]))
+    new_c = uf.new_list(row, 0)[0]
+    ex_new = explain_run(run, user, uf.categories[new_c], "2017-09-15", "30d")
+    assert ex_new.new_category and ex_new.new_rank == 1 and ex_new.past_events == []
+    with pytest.raises(KeyError, match="did you mean 'FLUID MILK PRODUCTS'"):
+        explain_run(run, user, "FLUID MILK PRODUCT", "2017-09-15", "30d")
+    early = set(forecast_run(run, "2017-01-15", ["30d"]).users)
+    late = next(u for u in seq.users.ids.to_pylist() if u not in early)
+    ex_none = explain_run(run, late, uf.categories[top], "2017-01-15", "30d")
+    assert ex_none.no_history and 0 <= ex_none.p_engage <= 1 and "population trend" in ex_none.contributions
+    cli = CliRunner()
+    r = cli.invoke(app, ["forecast", "explain", str(run), "--user", user, "--category", uf.categories[top], "--cutoff", "2017-09-15",
+                         "--horizon", "30d", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["rank"] == 1
+    r = cli.invoke(app, ["forecast", "explain", str(run), "--user", user, "--category", "nope", "--cutoff", "2017-09-15"])
+    assert r.exit_code == 2 and "unknown category 'nope'" in r.output
+    r = cli.invoke(app, ["forecast", "explain", str(run), "--user", "ghost", "--category", uf.categories[top], "--cutoff", "2017-09-15"])
+    assert r.exit_code == 2 and "unknown user" in r.output

@@ -99,3 +99,30 @@ def predict(
                    f"{len(uf.no_history):,} users without history before the cutoff")
 
 
+
+
+@app.command("explain")
+def explain(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `evorec forecast backtest --out` (forecast.model.kind: ranker)."),
+    user: str = typer.Option(..., "--user", help="The user id (as stored: pseudonymised where the data was)."),
+    category: str = typer.Option(..., "--category", help="The category id."),
+    cutoff: str = typer.Option(..., "--cutoff", help="Forecast from this time (ISO date)."),
+    horizon: str | None = typer.Option(None, "--horizon", help="e.g. 30d (default: the forecaster's first horizon)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the explanation as JSON."),
+) -> None:
+    """Why a user's forecast for one category is what it is: each signal group's contribution."""
+    from evorec.forecast_pipeline import explain_run
+
+    with user_errors():
+        ex = explain_run(run_dir, user, category, cutoff, horizon)
+    if as_json:
+        emit_json(ex.to_dict())
+        return
+    head = f"{ex.user} / {ex.category} / {ex.horizon}: p(engage) {ex.p_engage:.3f}, rank {ex.rank}"
+    if ex.no_history:
+        typer.echo(head + " -- no history before the cutoff: the population's forecast")
+        return
+    typer.echo(head + (f", new to the user (new-list rank {ex.new_rank})" if ex.new_category else ""))
+    typer.echo(f"  score = base {ex.base:+.3f}" + "".join(f"\n    {g:<18} {v:+.3f}" for g, v in ex.contributions.items()))
+    for e in ex.past_events:
+        typer.echo(f"  past: {e['time']} {e['item_id']}")

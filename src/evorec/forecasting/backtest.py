@@ -321,7 +321,7 @@ def _fit_ranker(
         a, n = model.predict(test.subset(rows), seq, ctx.baskets)
         score_all[rows], score_new[rows] = a, n
     engage = model.engagement(score_all)
-    rank, rank_new = engage.copy(), score_new
+    rank, rank_new = score_all.copy(), score_new  # the raw scores rank (the isotonic map has flat steps: ties)
     for j, h in enumerate(horizons):
         ch = choice[horizon_label(h, r["unit"])]
         if ch["all"] != "ranker":

@@ -44,6 +44,14 @@ class UserForecasts:
     engage: np.ndarray  # (U, H, C) probability of engaging with each category in the window
     no_history: list[str] = field(default_factory=list)  # users with no event before the cutoff
     rank_new: np.ndarray | None = None  # (U, H, C) the `new` list's score (-inf: not new to the user)
+    rank_all: np.ndarray | None = None  # (U, H, C) the `all` list's score (default: engage)
+
+    def ranked(self, row: int, h: int, k: int | None = None) -> list[int]:
+        """Categories (never 0) of user ``row`` at horizon index ``h`` in the forecaster's order."""
+        score = (self.rank_all if self.rank_all is not None else self.engage)[row, h].astype(np.float64).copy()
+        score[0] = -np.inf
+        order = [int(c) for c in np.argsort(-score, kind="stable") if c > 0]
+        return order if k is None else order[:k]
 
     def new_list(self, row: int, h: int, k: int = 10) -> list[int]:
         """The top ``k`` categories new to user ``row`` at horizon index ``h`` (the `new` list)."""
@@ -101,6 +109,7 @@ class UserForecasts:
             recent=self.recent[keep], dist=self.dist[keep], engage=self.engage[keep],
             no_history=[u for u in self.no_history if u not in drop],
             rank_new=None if self.rank_new is None else self.rank_new[keep],
+            rank_all=None if self.rank_all is None else self.rank_all[keep],
         )
 
     def to_table(self) -> pa.Table:
@@ -227,16 +236,16 @@ def _forecast(
     half_lives = HALF_LIVES_S if unit == "seconds" else HALF_LIVES_EVENTS
     if isinstance(model, RankerForecaster):
         score, new_score = model.predict(samples, seq, ctx.baskets, data=data)
-        engage = model.engagement(score)
+        engage = model.engagement(score, tuple(samples.horizons))
         dist = normalize(engage)
-        rank_new = model.engagement(new_score)
+        rank_all, rank_new = score, new_score
     elif isinstance(model, FittedBaseline):
         feats_b = history_features(data, samples, half_lives)
-        dist, engage, score = model.predict(samples, feats_b, ctx, data=data)
-        rank_new = model.predict_new(samples, feats_b, ctx, score, data=data)
+        dist, engage, rank_all = model.predict(samples, feats_b, ctx, data=data)
+        rank_new = model.predict_new(samples, feats_b, ctx, rank_all, data=data)
     else:
-        dist, engage = model.predict(data, samples, Featurizer(data, samples, ctx, half_lives))
-        rank_new = engage
+        dist, engage, rank_all = model.predict_ranked(data, samples, Featurizer(data, samples, ctx, half_lives))
+        rank_new = rank_all
     past_all = history_features(data, samples, []).past
     rank_new = np.where(new_mask(past_all)[:, None, :], rank_new, -np.inf)
     cur_hl = CURRENT_HALF_LIFE_S if unit == "seconds" else CURRENT_HALF_LIFE_EVENTS
@@ -256,6 +265,7 @@ def _forecast(
         dist=dist[:, sel],
         engage=engage[:, sel],
         rank_new=rank_new[:, sel],
+        rank_all=rank_all[:, sel],
         no_history=no_history,
     )
 
@@ -302,3 +312,78 @@ def forecast_history(
     if not len(samples):
         raise ValueError("the user has no event before the cutoff: nothing to forecast from")
     return _forecast(model, state, one, seq, samples, want, int(cutoff), ["?"], [])
+
+
+@dataclass
+class ForecastExplanation:
+    """Why a user's forecast for one category and horizon is what it is (``evorec forecast explain``)."""
+
+    user: str
+    category: str
+    horizon: str
+    cutoff: int
+    no_history: bool  # True: the user had no event before the cutoff; the population forecast is given
+    p_engage: float  # probability of engaging with the category in the window
+    rank: int | None  # 1-based position of the category in the user's `all` list
+    new_category: bool  # the user never engaged with it before the cutoff (it can be in the `new` list)
+    new_rank: int | None  # 1-based position in the `new` list
+    contributions: dict[str, float] = field(default_factory=dict)  # signal group -> share of the score (sums to the score - base)
+    base: float = 0.0  # the score every (user, category) starts from
+    signals: dict[str, float] = field(default_factory=dict)  # the signal values
+    past_events: list[dict[str, Any]] = field(default_factory=list)  # the user's latest events in the category
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def explain_at(state: dict[str, Any], seq: SequenceData, user: str, category: str, cutoff: Any, horizon: Any | None = None) -> ForecastExplanation:
+    """Explain the forecast of ``user`` for ``category`` at ``cutoff`` (a ranker forecaster): the
+    signal groups' exact contributions to its score (TreeSHAP), the signals, and the user's past
+    events in the category. A user without history gets the population's forecast, flagged."""
+    from difflib import get_close_matches
+
+    from evorec.forecasting.ranker import GROUPS, FEATURES
+
+    model = load_model(state["forecaster"])
+    if not isinstance(model, RankerForecaster):
+        kind = state["forecaster"].get("kind", "neural")
+        raise ValueError(f"explanations need a ranker forecaster (forecast.model.kind: ranker); this run's forecaster is {kind}")
+    cats = ["(unknown)"] + [str(x) for x in seq.categories.ids.to_pylist()]
+    if str(category) not in cats[1:]:
+        close = get_close_matches(str(category), cats[1:], n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise KeyError(f"unknown category {category!r} ({len(cats) - 1} categories){hint}")
+    c = cats.index(str(category))
+    unit = horizon_unit(seq)
+    want = _wanted_horizons(model, unit, [horizon] if horizon is not None else None)
+    h = want[0]
+    j = list(model.horizons).index(h)
+    uf = forecast_at(state, seq, cutoff, [h], users=[user])
+    label = horizon_label(h, unit)
+    if not uf.users:  # no event before the cutoff
+        ctx = load_context(state, seq)
+        pop = ctx.population(int(uf.cutoff), int(h))
+        order = [int(x) for x in np.argsort(-pop[1:], kind="stable") + 1]
+        return ForecastExplanation(user, str(category), label, int(uf.cutoff), True, float(pop[c]), order.index(c) + 1, True,
+                                   order.index(c) + 1, {"population trend": float(pop[c])}, 0.0, {"population_share": float(pop[c])})
+    row = int(uf.user_rows[0])
+    samples = build_samples(seq, [int(uf.cutoff)], list(model.horizons), min_history=1, visible_until=int(uf.cutoff), users=np.array([row]))
+    ctx = load_context(state, seq)
+    (X, contrib, base), = model.contributions(samples, seq, ctx.baskets, [(0, j, c)])
+    groups = {g: float(sum(contrib[FEATURES.index(f)] for f in fs)) for g, fs in GROUPS.items()}
+    order_all = uf.ranked(0, 0)
+    new = bool(uf.past[0, c] == 0)
+    new_list = uf.new_list(0, 0, k=len(cats))
+    off = np.asarray(seq.offsets)
+    lo, hi = int(off[row]), int(samples.hist_end[0])
+    sel = np.flatnonzero(np.asarray(seq.category[lo:hi]) == c)[-10:][::-1] + lo
+    events = [{"time": _fmt(int(seq.ts[p]), seq), "item_id": seq.items.id_of(int(seq.item[p]))} for p in sel]
+    return ForecastExplanation(
+        user=user, category=str(category), horizon=label, cutoff=int(uf.cutoff), no_history=False,
+        p_engage=float(uf.engage[0, 0, c]), rank=order_all.index(c) + 1, new_category=new,
+        new_rank=new_list.index(c) + 1 if c in new_list else None,
+        contributions=dict(sorted(groups.items(), key=lambda kv: -abs(kv[1]))), base=base,
+        signals={f: float(v) for f, v in zip(FEATURES, X)}, past_events=events,
+    )

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evorec.data.sequences import SequenceData
 from evorec.forecasting import nbr
+from evorec.forecasting.calibration import IsotonicCalibrator
 from evorec.forecasting.windows import WindowSamples, build_samples, history_features
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,15 @@ FEATURES = (
     "reach_last", "reach_prev", "reach_all", "baskets", "baskets_per_day", "days_since_first", "days_since_last",
     "n_categories",
 )
+
+# What each signal is about, for explanations (every feature in exactly one group).
+GROUPS = {
+    "own history": ("ptop", "ptop_share", "tifu_own", "decayed_14d", "decayed_60d", "decayed_180d", "last_window"),
+    "repurchase timing": ("days_since", "user_interval", "due_user", "pop_interval", "due_pop"),
+    "similar users": ("tifu_nn", "tifu_nn_narrow", "neighbours_recent"),
+    "population trend": ("reach_last", "reach_prev", "reach_all"),
+    "user activity": ("baskets", "baskets_per_day", "days_since_first", "days_since_last", "n_categories"),
+}
 
 
 class RankerConfig(BaseModel):
@@ -188,6 +198,7 @@ class RankerModels:
 
     all: str
     new: str | None
+    calibration: dict | None = None  # IsotonicCalibrator of the `all` score -> P(engage), fitted on the latest training cutoff
 
 
 class RankerForecaster:
@@ -239,6 +250,7 @@ class RankerForecaster:
                     continue
                 X = signals(s, seq, 0, sc, self.cfg.narrow_k)[:, 1:]  # (S, C - 1, F): never category 0
                 y = s.counts[:, 0, 1:] > 0
+                last_full = (X, y)  # the latest cutoff's every pair: what the engagement map is fitted on
                 keep = y | (rng.random(y.shape) < self.cfg.negative_rate)
                 xs_all.append(X[keep])
                 ys_all.append(y[keep])
@@ -255,7 +267,10 @@ class RankerForecaster:
             m_new = None
             if self.cfg.new_list and sum(y.sum() for y in ys_new) > 0:
                 m_new = self._train(np.concatenate(xs_new), np.concatenate(ys_new), np.concatenate(gs_new))
-            self.models[h] = RankerModels(m_all.model_to_string(), None if m_new is None else m_new.model_to_string())
+            Xl, yl = last_full
+            raw = m_all.predict(Xl.reshape(-1, Xl.shape[-1]))
+            cal = IsotonicCalibrator().fit(raw, yl.reshape(-1))
+            self.models[h] = RankerModels(m_all.model_to_string(), None if m_new is None else m_new.model_to_string(), cal.to_dict())
             self.history.append({"horizon": h, "origin": int(origin), "cutoffs": len(cuts), "rows": int(len(y_all)),
                                  "positives": int(y_all.sum()), "seconds": time.perf_counter() - t0})
             logger.info("ranker %gd: %d cutoffs, %d rows (%d positive), %.0fs", h / DAY, len(cuts), len(y_all), y_all.sum(), time.perf_counter() - t0)
@@ -284,28 +299,51 @@ class RankerForecaster:
             out_new[:, j, 1:] = np.where(X[:, :, FEATURES.index("ptop")] == 0, p_new, -np.inf)
         return out_all, out_new
 
-    def engagement(self, score: np.ndarray) -> np.ndarray:
-        """Probabilities from the ranker's scores: the negative sampling of training undone
-        (odds times the kept share of negatives); -inf scores (never ranked) give 0. A
-        lambdarank score is a ranking only: it is squashed by a logistic first (uncalibrated)."""
-        q = self.cfg.negative_rate
-        p = np.where(np.isfinite(score), score, -np.inf if self.cfg.objective == "lambdarank" else 0.0)
-        if self.cfg.objective == "lambdarank":
-            p = 1 / (1 + np.exp(-p))
-        return q * p / np.maximum(q * p + 1 - p, 1e-12)
+    def contributions(self, samples: WindowSamples, seq: SequenceData, baskets: np.ndarray, pairs: list[tuple[int, int, int]],
+                      data: SequenceData | None = None) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        """For each (sample, horizon index, category) of ``pairs``: (signal values (F,), their
+        additive contributions to the `all` ranker's score (F,), the base score) -- LightGBM's
+        exact TreeSHAP attributions of the model's raw score."""
+        import lightgbm as lgb
+
+        out = []
+        for i, j, c in pairs:
+            h = int(samples.horizons[j])
+            one = samples.subset(np.array([i]))
+            X = signals(one, seq if data is None else data, j, SignalContext(seq, baskets, self.tifu[h]), self.cfg.narrow_k)[0, c]
+            contrib = lgb.Booster(model_str=self.models[h].all).predict(X[None, :], pred_contrib=True)[0]
+            out.append((X, contrib[:-1], float(contrib[-1])))
+        return out
+
+    def engagement(self, score: np.ndarray, horizons: tuple[int, ...] | None = None) -> np.ndarray:
+        """(S, H, C) probabilities of engaging from the `all` scores: each horizon's isotonic map
+        (fitted on every (user, category) pair of the latest training cutoff, in-sample) applied
+        to the score; -inf scores (never ranked) give 0."""
+        hs = tuple(self.horizons if horizons is None else horizons)
+        out = np.zeros(score.shape, np.float64)
+        for j, h in enumerate(hs):
+            cal = self.models[int(h)].calibration
+            x = score[:, j]
+            fin = np.isfinite(x)
+            if cal is None:  # a state from before calibration: a logistic squash, uncalibrated
+                out[:, j][fin] = 1 / (1 + np.exp(-x[fin]))
+            else:
+                out[:, j][fin] = IsotonicCalibrator.from_dict(cal).transform(x[fin])
+        return out
 
     def state(self) -> dict:
         return {
             "kind": "ranker", "config": self.cfg.model_dump(mode="json"), "horizons": list(self.horizons), "origin": self.origin,
             "tifu": {str(h): vars(p) for h, p in self.tifu.items()},
-            "models": {str(h): {"all": m.all, "new": m.new} for h, m in self.models.items()}, "history": self.history,
+            "models": {str(h): {"all": m.all, "new": m.new, "calibration": m.calibration} for h, m in self.models.items()},
+            "history": self.history,
         }
 
     @classmethod
     def from_state(cls, st: dict) -> RankerForecaster:
         f = cls(RankerConfig.model_validate(st["config"]), tuple(st["horizons"]),
                 {int(h): nbr.TifuParams(**p) for h, p in st["tifu"].items()})
-        f.models = {int(h): RankerModels(m["all"], m["new"]) for h, m in st["models"].items()}
+        f.models = {int(h): RankerModels(m["all"], m["new"], m.get("calibration")) for h, m in st["models"].items()}
         f.origin = st.get("origin")
         f.history = list(st.get("history", []))
         return f
