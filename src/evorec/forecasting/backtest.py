@@ -27,7 +27,7 @@ from evorec.data.splits import Horizon, SplitError, TimePoint, resolve_horizon, 
 from evorec.evaluation.stats import summarize
 from evorec.forecasting import nbr
 from evorec.forecasting.baselines import (
-    BASELINES, Context, FittedBaseline, TifuGrid, fit_baseline, fit_context, new_list_metrics, ranking_ndcg,
+    BASELINES, Context, FittedBaseline, TifuGrid, fit_baseline, fit_context, mean_score, new_list_metrics, ranking_ndcg,
 )
 from evorec.forecasting.forecaster import Featurizer, Forecaster, ForecasterConfig
 from evorec.forecasting.metrics import aggregate_ece, per_user_forecast_metrics
@@ -288,6 +288,10 @@ def _fit_ranker(
     if fit_h:
         vm = RankerForecaster(rcfg, fit_h, {h: tifu[h] for h in fit_h}).fit(seq, ctx.baskets, r["valid"], cuts, users, cfg.min_history)
         v_all, v_new = vm.predict(valid.only_horizons(fit_h), seq, ctx.baskets)
+    v_base = {}  # each reported baseline, tuned, on the validation samples: (all, new) scores
+    for b in preds if fit_h else ():
+        sc = fitted[b].predict(valid, f_valid, ctx)[2]
+        v_base[b] = (sc, fitted[b].predict_new(valid, f_valid, ctx, sc))
     for j, h in enumerate(horizons):
         label = horizon_label(h, r["unit"])
         if h not in fit_h:
@@ -296,15 +300,13 @@ def _fit_ranker(
         jj = fit_h.index(h)
         obs = valid.observed[:, j]
         cv, pv = valid.counts[obs, j], f_valid.past[obs]
-        base_all = {b: _mean(ranking_ndcg(fb.predict(valid.subset(np.flatnonzero(obs)), _subf(f_valid, obs), ctx)[2][:, j], cv))
-                    for b, fb in fitted.items()}
-        base_new = {}
-        for b, fb in fitted.items():
-            vs, fs = valid.subset(np.flatnonzero(obs)), _subf(f_valid, obs)
-            sc = fb.predict(vs, fs, ctx)[2]
-            base_new[b] = _mean(new_list_metrics(fb.predict_new(vs, fs, ctx, sc)[:, j], cv, pv)["EmergingRecall@10"])
-        r_all = _mean(ranking_ndcg(v_all[obs, jj], cv))
-        r_new = _mean(new_list_metrics(v_new[obs, jj], cv, pv)["EmergingRecall@10"])
+        base_all = {b: mean_score(ranking_ndcg(v_base[b][0][obs, j], cv)) for b in v_base}
+        base_new = {b: mean_score(new_list_metrics(v_base[b][1][obs, j], cv, pv)["EmergingRecall@10"]) for b in v_base}
+        r_all = mean_score(ranking_ndcg(v_all[obs, jj], cv))
+        r_new = mean_score(new_list_metrics(v_new[obs, jj], cv, pv)["EmergingRecall@10"])
+        if not base_all:  # no baseline reported: nothing to select against
+            choice[label] = {"all": "ranker", "new": "ranker", "why": "no baseline to select against"}
+            continue
         ba, bn = max(base_all, key=base_all.get), max(base_new, key=base_new.get)
         choice[label] = {
             "all": "ranker" if r_all >= base_all[ba] else ba, "new": "ranker" if r_new >= base_new[bn] else bn,
@@ -325,27 +327,19 @@ def _fit_ranker(
     for j, h in enumerate(horizons):
         ch = choice[horizon_label(h, r["unit"])]
         if ch["all"] != "ranker":
-            rank[:, j] = _baseline_on_test(ch["all"], fitted, preds, test, ctx, f_valid)[0][:, j]
+            rank[:, j] = _selected(ch["all"], preds).rank[:, j]
         if ch["new"] != "ranker":
-            rank_new[:, j] = _baseline_on_test(ch["new"], fitted, preds, test, ctx, f_valid)[1][:, j]
+            rank_new[:, j] = _selected(ch["new"], preds).rank_new[:, j]
     dist = engage / np.maximum(engage.sum(-1, keepdims=True), 1e-12)
     info = {"refit": cfg.refit, "fit_origins": origins, "selection": choice}
     return Prediction(dist, engage, rank, rank_new), model, info
 
 
-def _baseline_on_test(name: str, fitted: dict[str, FittedBaseline], preds: dict[str, Prediction], test: WindowSamples, ctx: Context,
-                      f_valid: HistoryFeatures) -> tuple[np.ndarray, np.ndarray]:
-    if name in preds:
-        return preds[name].rank, preds[name].rank_new
-    raise KeyError(f"baseline {name} was selected but not scored on test")
-
-
-def _mean(v: np.ndarray) -> float:
-    return float(np.nanmean(v)) if np.isfinite(v).any() else -1.0
-
-
-def _subf(f: HistoryFeatures, mask: np.ndarray) -> HistoryFeatures:
-    return HistoryFeatures(f.past[mask], f.decayed[:, mask], f.last[:, mask], f.recency[mask], f.last_cat[mask], f.half_lives)
+def _selected(name: str, preds: dict[str, Prediction]) -> Prediction:
+    """The test predictions of the baseline chosen on validation (it must be one that is reported)."""
+    if name not in preds:
+        raise KeyError(f"baseline {name} was chosen on validation but is not in forecast.baselines: add it there")
+    return preds[name]
 
 
 def _summarize(cols: dict[str, np.ndarray], cfg: BacktestConfig) -> tuple[dict[str, float], dict[str, list[float] | None]]:

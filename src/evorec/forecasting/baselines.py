@@ -274,7 +274,8 @@ def new_list_metrics(score: np.ndarray, counts: np.ndarray, past: np.ndarray) ->
     return {"EmergingRecall@10": out["Recall@10"], "EmergingNDCG@10": out["NDCG@10"]}
 
 
-def _mean(v: np.ndarray) -> float:
+def mean_score(v: np.ndarray) -> float:
+    """Mean over the defined values of a per-sample metric (-1 when none is defined)."""
     return float(np.nanmean(v)) if np.isfinite(v).any() else -1.0
 
 
@@ -356,11 +357,11 @@ def tune_tifu(valid: WindowSamples, ctx: Context, j: int, grid: TifuGrid) -> tup
                     for k in grid.k:
                         nn = nbr.neighbour_mean(own, idx, ok, k)
                         for a in grid.alpha:
-                            v = _mean(ranking_ndcg(a * own + (1 - a) * nn + TIE * pop, counts))
+                            v = mean_score(ranking_ndcg(a * own + (1 - a) * nn + TIE * pop, counts))
                             if v > best_all[0]:
                                 best_all = (v, nbr.TifuParams(rb, rg, m, k, a, metric))
                         nm = new_list_metrics(nn + TIE * pop, counts, past)  # own vector is 0 on new categories
-                        key = (_mean(nm["EmergingRecall@10"]), _mean(nm["EmergingNDCG@10"]))
+                        key = (mean_score(nm["EmergingRecall@10"]), mean_score(nm["EmergingNDCG@10"]))
                         if key > best_new[:2]:
                             best_new = (*key, nbr.TifuParams(rb, rg, m, k, 0.0, metric))
     assert best_all[1] is not None and best_new[2] is not None
@@ -374,11 +375,11 @@ def fit_baseline(name: str, valid: WindowSamples, feats: HistoryFeatures, ctx: C
     if name == "decayed":
         for j, h in enumerate(valid.horizons):
             obs = valid.observed[:, j]
-            sub, fs = valid.subset(np.flatnonzero(obs)), _sub(feats, obs)
+            sub, fs = valid.subset(np.flatnonzero(obs)), subset_features(feats, obs)
             best, best_k = -2.0, 0
             for k in range(len(feats.half_lives)):
                 _, sc = predict_baseline(name, sub, fs, ctx, BaselineParams(half_life_index={int(hh): k for hh in valid.horizons}))
-                v = _mean(ranking_ndcg(sc[:, j], sub.counts[:, j]))
+                v = mean_score(ranking_ndcg(sc[:, j], sub.counts[:, j]))
                 if v > best:
                     best, best_k = v, k
             params.half_life_index[int(h)] = best_k
@@ -396,5 +397,6 @@ def fit_baseline(name: str, valid: WindowSamples, feats: HistoryFeatures, ctx: C
     return FittedBaseline(name, params, cals)
 
 
-def _sub(f: HistoryFeatures, mask: np.ndarray) -> HistoryFeatures:
+def subset_features(f: HistoryFeatures, mask: np.ndarray) -> HistoryFeatures:
+    """The history features of the samples where ``mask`` is True."""
     return HistoryFeatures(f.past[mask], f.decayed[:, mask], f.last[:, mask], f.recency[mask], f.last_cat[mask], f.half_lives)

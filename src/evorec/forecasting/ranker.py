@@ -232,8 +232,6 @@ class RankerForecaster:
 
     def fit(self, seq: SequenceData, baskets: np.ndarray, origin: int, cutoffs: list[int], users: np.ndarray | None = None, min_history: int = 1) -> RankerForecaster:
         """Train on the samples at ``cutoffs`` whose window ends by ``origin``."""
-        import lightgbm as lgb
-
         t0 = time.perf_counter()
         self.origin = int(origin)
         rng = np.random.default_rng(self.cfg.seed)
