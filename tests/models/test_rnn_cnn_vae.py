@@ -5,11 +5,13 @@ Synthetic batches (no data files): each test builds the exact histories it needs
 
 from __future__ import annotations
 
+import conformance as C
+import pytest
 import torch
 
 from evorec.models.base import DataSizes
 from evorec.models.caser import caser_reference
-from evorec.models.gru4rec import left_padded_gru, masked_gru_reference
+from evorec.models.gru4rec import left_padded_gru, masked_gru_reference, masked_lstm_reference
 from evorec.models.registry import build_model
 from evorec.training.losses import FullSoftmaxCE
 from evorec.types import SequenceBatch
@@ -79,6 +81,32 @@ def test_packed_gru_matches_the_masked_reference():
         ref = masked_gru_reference(gru, x, mask)
     assert torch.allclose(fast, ref, atol=1e-5)
     assert fast[0].abs().max() == 0  # empty history: zero state
+
+
+def test_packed_lstm_matches_the_masked_reference():
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(8, 6, num_layers=2, batch_first=True).eval()
+    lengths = torch.tensor([0, 1, 4, 9])
+    mask = torch.arange(9)[None] >= 9 - lengths[:, None]  # (4, 9) left padding
+    x = torch.randn(4, 9, 8) * mask[..., None]
+    with torch.no_grad():
+        fast = left_padded_gru(lstm, x, mask)
+        ref = masked_lstm_reference(lstm, x, mask)
+    assert torch.allclose(fast, ref, atol=1e-5)
+    assert fast[0].abs().max() == 0
+
+
+@pytest.mark.parametrize("check", C.CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
+def test_lstm_cell_passes_the_conformance_suite(check, tiny):
+    seq, split = tiny
+    check("gru4rec", {"cell": "lstm", "embed_dim": 32, "hidden_size": 32, "dropout": 0.1}, seq, split)
+
+
+def test_lstm_cell_is_an_lstm_and_a_typo_is_refused():
+    m = model("gru4rec", {"embed_dim": 16, "hidden_size": 12, "cell": "lstm"})
+    assert isinstance(m.gru, torch.nn.LSTM)
+    with pytest.raises(ValueError, match="cell"):
+        model("gru4rec", {"embed_dim": 16, "hidden_size": 12, "cell": "rnn"})
 
 
 # -- Caser --------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """GRU4Rec (Hidasi et al., 2016), trained on whole sequences instead of session-parallel mini-batches.
 
     event embeddings (item [+ category, behaviour, time gap]) -> dropout
-      -> multi-layer GRU over the history -> linear to D -> scored against the (tied) item table
+      -> multi-layer GRU (or LSTM: ``cell: lstm``, the classic recurrent recipe) over the history
+      -> linear to D -> scored against the (tied) item table
 
 Histories are LEFT-padded (position T-1 is the latest event). A GRU run straight over such a
 row would update its state on the padding too (zero input still moves the state through the
@@ -21,6 +22,8 @@ DIEN's interest extractor is the same GRU and imports :func:`left_padded_gru` fr
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -87,7 +90,32 @@ def masked_gru_reference(gru: nn.GRU, x: Tensor, mask: Tensor) -> Tensor:
     return layer_in
 
 
+def masked_lstm_reference(lstm: nn.LSTM, x: Tensor, mask: Tensor) -> Tensor:
+    """Plain step-by-step reference of :func:`left_padded_gru` run with an ``nn.LSTM`` (eval
+    mode): ``(h_t, c_t) = m_t * LSTM(x_t, (h_{t-1}, c_{t-1})) + (1 - m_t) * (h_{t-1}, c_{t-1})``."""
+    B, T, _ = x.shape
+    m = mask[..., None].to(x.dtype)  # (B, T, 1)
+    layer_in = x
+    for layer in range(lstm.num_layers):
+        w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")
+        b_ih, b_hh = getattr(lstm, f"bias_ih_l{layer}"), getattr(lstm, f"bias_hh_l{layer}")
+        gi = layer_in @ w_ih.T + b_ih  # (B, T, 4H)
+        h = x.new_zeros(B, lstm.hidden_size)
+        c = x.new_zeros(B, lstm.hidden_size)
+        outs = []
+        for t in range(T):
+            i, f, g, o = (gi[:, t] + h @ w_hh.T + b_hh).chunk(4, dim=-1)  # PyTorch's gate order
+            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h_new = torch.sigmoid(o) * torch.tanh(c_new)
+            c = m[:, t] * c_new + (1 - m[:, t]) * c
+            h = m[:, t] * h_new + (1 - m[:, t]) * h
+            outs.append(h)
+        layer_in = torch.stack(outs, dim=1)  # (B, T, H)
+    return layer_in
+
+
 class GRU4RecConfig(ModelConfig):
+    cell: Literal["gru", "lstm"] = Field("gru", description="the recurrent cell: gru (GRU4Rec) or lstm")
     embed_dim: int = Field(64, ge=1, description="D: item embedding and output size")
     hidden_size: int = Field(100, ge=1, description="GRU state size (projected to D for scoring)")
     num_layers: int = Field(1, ge=1)
@@ -105,7 +133,8 @@ class GRU4Rec(SequentialModel):
         self.embed = EventEmbedding(c.embed_dim, c.side, sizes)
         init_side_tables(self.embed)
         self.drop = Dropout(c.dropout)
-        self.gru = nn.GRU(
+        rnn = nn.LSTM if c.cell == "lstm" else nn.GRU
+        self.gru = rnn(
             c.embed_dim,
             c.hidden_size,
             num_layers=c.num_layers,
