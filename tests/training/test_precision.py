@@ -97,19 +97,21 @@ def test_threads_above_the_cores_warn_and_are_kept(tmp_path, monkeypatch, caplog
     assert "only 1" in rec.getMessage()
 
 
-def test_default_threads_follow_the_load_and_a_resume_keeps_the_runs_count(tmp_path, monkeypatch):
+def test_default_threads_are_torchs_a_busy_machine_is_warned_and_a_resume_keeps_the_runs_count(tmp_path, monkeypatch, caplog):
     before = torch.get_num_threads()
     monkeypatch.setattr(H, "usable_cores", lambda: 2)
     try:
         torch.set_num_threads(2)
         monkeypatch.setattr(H.os, "getloadavg", lambda: (3.0, 3.0, 3.0))  # both cores busy with other jobs
         cfg = load_experiment(None, base=experiment(tmp_path, epochs=1, eval_users=100, device="cpu"))
-        state, out = train(cfg, tmp_path / "busy")
-        assert state.threads == 1 and "lowered" in state.threads_reason and torch.get_num_threads() == 1
-        torch.set_num_threads(2)
-        monkeypatch.setattr(H.os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # quiet now: a fresh run would take 2
+        with caplog.at_level(logging.WARNING, logger="evorec.utils.hardware"):
+            state, out = train(cfg, tmp_path / "busy")
+        assert state.threads == 2 and torch.get_num_threads() == 2  # the same choice whatever the load
+        assert any("train.threads=1" in r.getMessage() for r in caplog.records)
+        torch.set_num_threads(1)
+        monkeypatch.setattr(H.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
         state, _ = train(cfg, out, resume=True)
-        assert torch.get_num_threads() == 1, "a resume keeps the count the run trained with"
-        assert state.threads == 1 and "resumed" in state.threads_reason
+        assert torch.get_num_threads() == 2, "a resume keeps the count the run trained with"
+        assert state.threads == 2 and "resumed" in state.threads_reason
     finally:
         torch.set_num_threads(before)

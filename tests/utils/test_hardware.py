@@ -199,13 +199,18 @@ def torch_threads():
         (1, 2, 0.0, 1),  # never raised above what OMP_NUM_THREADS / set_num_threads chose
     ],
 )
-def test_default_threads_follow_the_free_cores(monkeypatch, torch_threads, current, usable, load, expected):
+def test_default_threads_are_torchs_and_a_busy_machine_is_warned_about(monkeypatch, torch_threads, current, usable, load, expected, caplog):
     torch_threads(current)
     monkeypatch.setattr(H, "usable_cores", lambda: usable)
     monkeypatch.setattr(H.os, "getloadavg", lambda: (load, load, load))
-    pick = H.choose_threads(None)
-    assert pick.threads == expected
-    assert ("lowered" in pick.reason) == (expected < current) and f"{load:.1f}" in pick.reason
+    with caplog.at_level(logging.WARNING, logger="evorec.utils.hardware"):
+        pick = H.choose_threads(None)
+    assert pick.threads == current  # the same on every run, whatever the load
+    assert f"{load:.1f}" in pick.reason
+    warned = [r.getMessage() for r in caplog.records]
+    assert bool(warned) == (expected < current)
+    if warned:
+        assert f"train.threads={expected}" in warned[0]
 
 
 def test_explicit_threads_are_kept_whatever_the_load(monkeypatch, torch_threads, caplog):

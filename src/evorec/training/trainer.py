@@ -76,9 +76,9 @@ class TrainConfig(BaseModel):
     )
     threads: int | None = Field(
         None, ge=1,
-        description="torch intra-op threads; default: torch's (one per core) lowered to the cores the machine's load "
-        "leaves free (evorec.utils.hardware.choose_threads; a resume keeps the run's count); more than the usable "
-        "cores is warned about. Set it for bit-identical reruns whatever the load",
+        description="torch intra-op threads; default: torch's (one per core; evorec.utils.hardware.choose_threads warns "
+        "when the load says other jobs hold the cores; a resume keeps the run's count); more than the usable cores is "
+        "warned about",
     )
     time_budget_s: float | None = Field(None, gt=0)
     tensorboard: bool = True
@@ -425,7 +425,7 @@ class Trainer:
     def _set_threads(self, resume: bool) -> tuple[int, str]:
         """Set and log torch's intra-op threads: ``train.threads``, else on a resume the count the
         run trained with (the same reduction order as the uninterrupted run), else
-        ``choose_threads``' load-aware default."""
+        ``choose_threads``' default (torch's)."""
         cfg = self.cfg
         saved = 0
         if resume and cfg.threads is None and (self.run_dir / "last.pt").exists():

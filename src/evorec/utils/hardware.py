@@ -2,8 +2,8 @@
 record of the CPU for logs and benchmark results.
 
 Threads: :func:`choose_threads` keeps an explicit count (warning above the usable cores) and
-otherwise lowers torch's default to the cores other jobs leave free (see its doc for the
-measurement).
+otherwise torch's default, warning when the load says other jobs hold the cores (see its doc
+for the measurements).
 
 Configs never hard-code a hardware choice (DESIGN.md): ``train.precision: auto`` asks
 :func:`choose_precision`, which picks bfloat16 autocast only where it is measured faster than
@@ -287,12 +287,14 @@ class ThreadChoice:
 
 def choose_threads(requested: int | None, what: str = "train.threads") -> ThreadChoice:
     """``requested`` when set (warned about above the usable cores); else torch's current count
-    (one per core, or what OMP_NUM_THREADS / torch.set_num_threads made it), lowered to the cores
-    the other jobs leave free: ``floor(usable - load + 0.5)`` by the 1-minute load average, at
-    least 1. Measured on the shared 2-core machine at load ~3 (benchmarks/README.md, CPU matrix):
-    SASRec trained at 2,098 targets/s with 2 threads and 6,741 with 1 (19 s against 61 s an
-    epoch), because a team of threads waits at every kernel's barrier for a thread the scheduler
-    has parked. Never raised above the current count."""
+    (one per core, or what OMP_NUM_THREADS / torch.set_num_threads made it), kept whatever the
+    load: the choice is the same on every run of a machine. When the 1-minute load average says
+    other jobs hold the cores, a warning says so and names the override: on the shared 2-core
+    machine at load ~3, SASRec trained at 6,741 targets/s with 1 thread and 2,098 with 2
+    (benchmarks/README.md, CPU matrix), while on the same machine idle 2 threads trained 10
+    epochs in 120 s against 7 with 1 (emulated AVX2). Lowering by the load was tried and dropped:
+    the load average lags, so a run started just after another job ended got 1 thread on an
+    idle machine."""
     if requested is not None:
         check_threads(requested, what)
         return ThreadChoice(requested, f"{what}={requested}")
@@ -304,12 +306,13 @@ def choose_threads(requested: int | None, what: str = "train.threads") -> Thread
         load = os.getloadavg()[0]
     except (AttributeError, OSError):  # no load average on this platform
         return ThreadChoice(current, f"torch's default ({current})")
-    fit = max(1, min(current, int(usable - load + 0.5)))
-    if fit < current:
-        return ThreadChoice(fit, (
-            f"torch's {current} lowered to {fit}: the 1-minute load average {load:.1f} leaves about "
-            f"{max(usable - load, 0.0):.1f} of {usable} usable cores free, and threads beyond the free "
-            f"cores wait on each other (set {what} to override)"))
+    free = int(usable - load + 0.5)
+    if current > 1 and free < current:
+        log.warning(
+            "%s: the 1-minute load average %.1f says other jobs hold about %.1f of %d usable cores; %d threads "
+            "will wait on each other if that lasts: set %s=%d to use only the free ones",
+            what, load, min(load, usable), usable, current, what, max(1, free),
+        )
     return ThreadChoice(current, f"torch's default ({current}; load average {load:.1f} on {usable} usable cores)")
 
 
