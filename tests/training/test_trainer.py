@@ -129,6 +129,7 @@ DDP = textwrap.dedent(
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     cfg = load_experiment(None, base=yaml.safe_load(open(sys.argv[4])))
     train(cfg, sys.argv[5])
+    dist.barrier()  # both ranks done before either tears the group down
     dist.destroy_process_group()
     """
 )
@@ -172,6 +173,7 @@ DDP_MODELS = textwrap.dedent(
         state, _ = train(cfg, f"{out}/{name}")
         if rank == 0:
             print(json.dumps({"model": name, "epochs": state.epoch, "ndcg": state.best_metric}), flush=True)
+    dist.barrier()  # both ranks done before either tears the group down
     dist.destroy_process_group()
     """
 )

@@ -63,6 +63,7 @@ def process_group_from_env(device: str = "auto", timeout_s: float = 1800.0) -> I
     log.info("joined a process group: rank %d of %d (%s)", dist.get_rank(), dist.get_world_size(), dist.get_backend())
     try:
         yield True
+        dist.barrier()  # every rank done before any tears the group down (a gloo peer torn down mid-exit aborts)
     finally:
         dist.destroy_process_group()
 
