@@ -43,7 +43,7 @@ demo: venv
 	  $(BIN)/evorec data describe --store $(DEMO)/store.duckdb --dataset taobao; \
 	else echo "$(SHARED) not found: skipping the Taobao part of the demo"; fi
 	@if [ -d $(SHARED)/amazon_s3rec_seq ]; then \
-	  $(BIN)/evorec train --config configs/beauty/sasrec.yaml --out $(DEMO)/runs/sasrec --time-budget 60 && \
+	  $(BIN)/evorec train --config configs/beauty/sasrec-best.yaml --out $(DEMO)/runs/sasrec --time-budget 60 && \
 	  $(BIN)/evorec evaluate $(DEMO)/runs/sasrec; \
 	else echo "$(SHARED) not found: skipping the training part of the demo"; fi
 	$(BIN)/evorec forecast backtest --config configs/forecast/simulated.yaml --set simulate.users=800 --set forecast.model.epochs=8 --out $(DEMO)/runs/forecast-sim
