@@ -70,30 +70,18 @@ def test_gru4rec_left_padding_does_not_change_the_state():
     assert torch.allclose(short[:1, 1:], alone[:, 1:], atol=1e-5)
 
 
-def test_packed_gru_matches_the_masked_reference():
+@pytest.mark.parametrize("cell, reference", [("GRU", masked_gru_reference), ("LSTM", masked_lstm_reference)])
+def test_packed_rnn_matches_the_masked_reference(cell, reference):
     torch.manual_seed(0)
-    gru = torch.nn.GRU(8, 6, num_layers=2, batch_first=True).eval()
+    rnn = getattr(torch.nn, cell)(8, 6, num_layers=2, batch_first=True).eval()
     lengths = torch.tensor([0, 1, 4, 9])
     mask = torch.arange(9)[None] >= 9 - lengths[:, None]  # (4, 9) left padding
     x = torch.randn(4, 9, 8) * mask[..., None]
     with torch.no_grad():
-        fast = left_padded_gru(gru, x, mask)
-        ref = masked_gru_reference(gru, x, mask)
+        fast = left_padded_gru(rnn, x, mask)
+        ref = reference(rnn, x, mask)
     assert torch.allclose(fast, ref, atol=1e-5)
     assert fast[0].abs().max() == 0  # empty history: zero state
-
-
-def test_packed_lstm_matches_the_masked_reference():
-    torch.manual_seed(0)
-    lstm = torch.nn.LSTM(8, 6, num_layers=2, batch_first=True).eval()
-    lengths = torch.tensor([0, 1, 4, 9])
-    mask = torch.arange(9)[None] >= 9 - lengths[:, None]  # (4, 9) left padding
-    x = torch.randn(4, 9, 8) * mask[..., None]
-    with torch.no_grad():
-        fast = left_padded_gru(lstm, x, mask)
-        ref = masked_lstm_reference(lstm, x, mask)
-    assert torch.allclose(fast, ref, atol=1e-5)
-    assert fast[0].abs().max() == 0
 
 
 @pytest.mark.parametrize("check", C.CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))

@@ -26,11 +26,10 @@ from typing import Literal
 import numpy as np
 from scipy import sparse
 
-from evorec.data.sequences import SequenceData
+from evorec.data.sequences import SequenceData, baskets_by_time
 from evorec.forecasting.windows import WindowSamples, history_positions
 from evorec.types import TimeKind
 
-DAY = 86_400
 
 
 def basket_ordinals(seq: SequenceData) -> np.ndarray:
@@ -39,20 +38,7 @@ def basket_ordinals(seq: SequenceData) -> np.ndarray:
     own = getattr(seq, "basket", None)
     if own is not None:
         return np.asarray(own, dtype=np.int64)
-    off = np.asarray(seq.offsets, dtype=np.int64)
-    n = int(off[-1]) if len(off) else 0
-    if n == 0:
-        return np.zeros(0, np.int64)
-    if seq.time_kind is TimeKind.ORDINAL:
-        key = np.arange(n, dtype=np.int64)  # every event its own basket
-    else:
-        key = np.asarray(seq.ts, dtype=np.int64) // DAY
-    new = np.ones(n, dtype=bool)
-    new[1:] = key[1:] != key[:-1]
-    new[off[:-1][off[:-1] < n]] = True  # a user's first event opens a basket
-    run = np.cumsum(new) - 1  # global basket counter
-    first_of_user = np.repeat(run[np.minimum(off[:-1], n - 1)], np.diff(off))
-    return (run - first_of_user).astype(np.int64)
+    return baskets_by_time(seq.ts, seq.offsets, seq.time_kind)  # one user's live events: baskets by day
 
 
 def basket_source(seq: SequenceData) -> str:

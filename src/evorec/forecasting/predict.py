@@ -246,10 +246,9 @@ def _forecast(
     else:
         dist, engage, rank_all = model.predict_ranked(data, samples, Featurizer(data, samples, ctx, half_lives))
         rank_new = rank_all
-    past_all = history_features(data, samples, []).past
-    rank_new = np.where(new_mask(past_all)[:, None, :], rank_new, -np.inf)
     cur_hl = CURRENT_HALF_LIFE_S if unit == "seconds" else CURRENT_HALF_LIFE_EVENTS
     feats = history_features(data, samples, [cur_hl])
+    rank_new = np.where(new_mask(feats.past)[:, None, :], rank_new, -np.inf)
     all_h = list(model.horizons)
     sel = [all_h.index(h) for h in want]
     return UserForecasts(

@@ -61,57 +61,55 @@ def left_padded_gru(gru: nn.GRU, x: Tensor, mask: Tensor) -> Tensor:
     return y * mask[..., None]
 
 
+def _masked_reference(rnn: nn.GRU | nn.LSTM, x: Tensor, mask: Tensor, step) -> Tensor:  # noqa: ANN001 - step: a cell
+    """Layer after layer, step by step: ``state_t = m_t * cell(x_t, state_{t-1}) + (1 - m_t) *
+    state_{t-1}`` with the weights of ``rnn``; ``step(gi_t, gh_t, state) -> state`` is the cell on
+    the input and hidden projections, ``state[0]`` the output h."""
+    B, T, _ = x.shape
+    m = mask[..., None].to(x.dtype)  # (B, T, 1)
+    layer_in = x
+    for layer in range(rnn.num_layers):
+        w_ih, w_hh = getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}")
+        b_ih, b_hh = getattr(rnn, f"bias_ih_l{layer}"), getattr(rnn, f"bias_hh_l{layer}")
+        gi = layer_in @ w_ih.T + b_ih  # (B, T, G*H): input projections of all steps at once
+        state = tuple(x.new_zeros(B, rnn.hidden_size) for _ in range(2 if isinstance(rnn, nn.LSTM) else 1))
+        outs = []
+        for t in range(T):
+            new = step(gi[:, t], state[0] @ w_hh.T + b_hh, state)  # hidden projection: (B, G*H)
+            state = tuple(m[:, t] * a + (1 - m[:, t]) * b for a, b in zip(new, state))
+            outs.append(state[0])
+        layer_in = torch.stack(outs, dim=1)  # (B, T, H)
+    return layer_in
+
+
+def _gru_step(gi: Tensor, gh: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor]:
+    i_r, i_z, i_n = gi.chunk(3, dim=-1)
+    h_r, h_z, h_n = gh.chunk(3, dim=-1)
+    r = torch.sigmoid(i_r + h_r)
+    z = torch.sigmoid(i_z + h_z)  # PyTorch's convention: z is the share of the old state kept
+    n = torch.tanh(i_n + r * h_n)
+    return ((1 - z) * n + z * state[0],)
+
+
+def _lstm_step(gi: Tensor, gh: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+    i, f, g, o = (gi + gh).chunk(4, dim=-1)  # PyTorch's gate order
+    c = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
 def masked_gru_reference(gru: nn.GRU, x: Tensor, mask: Tensor) -> Tensor:
     """Plain step-by-step reference of :func:`left_padded_gru` (eval mode: no inter-layer dropout).
 
     Implements ``h_t = m_t * GRU(x_t, h_{t-1}) + (1 - m_t) * h_{t-1}`` layer after layer with the
     weights of ``gru``; it accepts any mask, but is slow (a Python loop over T). For tests.
     """
-    B, T, _ = x.shape
-    m = mask[..., None].to(x.dtype)  # (B, T, 1)
-    layer_in = x
-    for layer in range(gru.num_layers):
-        w_ih, w_hh = getattr(gru, f"weight_ih_l{layer}"), getattr(gru, f"weight_hh_l{layer}")
-        b_ih, b_hh = getattr(gru, f"bias_ih_l{layer}"), getattr(gru, f"bias_hh_l{layer}")
-        gi = layer_in @ w_ih.T + b_ih  # (B, T, 3H): input projections of all steps at once
-        h = x.new_zeros(B, gru.hidden_size)
-        outs = []
-        for t in range(T):
-            gh = h @ w_hh.T + b_hh  # (B, 3H)
-            i_r, i_z, i_n = gi[:, t].chunk(3, dim=-1)
-            h_r, h_z, h_n = gh.chunk(3, dim=-1)
-            r = torch.sigmoid(i_r + h_r)
-            z = torch.sigmoid(i_z + h_z)  # PyTorch's convention: z is the share of the old state kept
-            n = torch.tanh(i_n + r * h_n)
-            h_new = (1 - z) * n + z * h
-            h = m[:, t] * h_new + (1 - m[:, t]) * h
-            outs.append(h)
-        layer_in = torch.stack(outs, dim=1)  # (B, T, H)
-    return layer_in
+    return _masked_reference(gru, x, mask, _gru_step)
 
 
 def masked_lstm_reference(lstm: nn.LSTM, x: Tensor, mask: Tensor) -> Tensor:
     """Plain step-by-step reference of :func:`left_padded_gru` run with an ``nn.LSTM`` (eval
     mode): ``(h_t, c_t) = m_t * LSTM(x_t, (h_{t-1}, c_{t-1})) + (1 - m_t) * (h_{t-1}, c_{t-1})``."""
-    B, T, _ = x.shape
-    m = mask[..., None].to(x.dtype)  # (B, T, 1)
-    layer_in = x
-    for layer in range(lstm.num_layers):
-        w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")
-        b_ih, b_hh = getattr(lstm, f"bias_ih_l{layer}"), getattr(lstm, f"bias_hh_l{layer}")
-        gi = layer_in @ w_ih.T + b_ih  # (B, T, 4H)
-        h = x.new_zeros(B, lstm.hidden_size)
-        c = x.new_zeros(B, lstm.hidden_size)
-        outs = []
-        for t in range(T):
-            i, f, g, o = (gi[:, t] + h @ w_hh.T + b_hh).chunk(4, dim=-1)  # PyTorch's gate order
-            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h_new = torch.sigmoid(o) * torch.tanh(c_new)
-            c = m[:, t] * c_new + (1 - m[:, t]) * c
-            h = m[:, t] * h_new + (1 - m[:, t]) * h
-            outs.append(h)
-        layer_in = torch.stack(outs, dim=1)  # (B, T, H)
-    return layer_in
+    return _masked_reference(lstm, x, mask, _lstm_step)
 
 
 class GRU4RecConfig(ModelConfig):
