@@ -16,6 +16,9 @@ cutoff T): everything is computed from the user's events before T, vectorised ov
   The forecast blends ``alpha * own + (1 - alpha) * mean of the k nearest users' vectors``
   (cosine or Euclidean distance among the users with history at the same cutoff; a user is
   never its own neighbour). These are the decay rules of the authors' reference code.
+
+The math itself (cell weights, neighbours, their mean) lives in :mod:`evorec.models.nbr`, shared
+with the item-level recommenders; this module turns forecasting samples into cells.
 """
 
 from __future__ import annotations
@@ -24,11 +27,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import sparse
 
 from evorec.data.sequences import SequenceData, baskets_by_time
 from evorec.forecasting.windows import WindowSamples, history_positions
+from evorec.models.nbr import nearest, neighbour_mean, ptopfreq_cells, tifu_cells
 from evorec.types import TimeKind
+
+__all__ = [  # nearest and neighbour_mean live in evorec.models.nbr (shared with the item-level models)
+    "BasketHistory", "TifuParams", "basket_history", "basket_ordinals", "basket_source", "nearest", "neighbour_index",
+    "neighbour_mean", "ptopfreq", "tifu_scores", "tifu_vectors",
+]
 
 
 
@@ -85,8 +93,7 @@ def basket_history(seq: SequenceData, samples: WindowSamples, ordinals: np.ndarr
 
 def ptopfreq(hist: BasketHistory) -> np.ndarray:
     """(S, C) the number of baskets of each sample's history holding each category."""
-    S, C = hist.n_samples, hist.n_categories
-    return np.bincount(hist.row * C + hist.category, minlength=S * C).astype(np.float64).reshape(S, C)
+    return ptopfreq_cells(hist.row, hist.category, hist.n_samples, hist.n_categories)
 
 
 @dataclass(frozen=True)
@@ -101,51 +108,7 @@ class TifuParams:
 
 def tifu_vectors(hist: BasketHistory, r_b: float, r_g: float, m: int) -> np.ndarray:
     """(S, C) TIFU user vectors (see the module docstring); zero rows for empty histories."""
-    S, C = hist.n_samples, hist.n_categories
-    n = hist.n_baskets[hist.row]  # (E,) baskets of the cell's sample
-    i = hist.basket
-    small = n < m
-    base = np.maximum(n // m, 1)
-    extra = np.where(small, 0, n - base * m)  # groups with one basket more (the last ones)
-    bound = (m - extra) * base  # first basket index of the larger groups
-    g = np.where(small, i, np.where(i < bound, i // base, (m - extra) + (i - bound) // (base + 1)))
-    size = np.where(small, 1, np.where(i < bound, base, base + 1))
-    n_groups = np.where(small, n, m)
-    w = np.power(r_b, (n - 1 - i).astype(np.float64)) * np.power(r_g, (m - 1 - g).astype(np.float64)) / size / n_groups
-    return np.bincount(hist.row * C + hist.category, weights=w, minlength=S * C).reshape(S, C)
-
-
-def nearest(query: np.ndarray, pool: np.ndarray, k: int, metric: str, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(Q, k) indices into ``pool`` of each query row's k nearest pool rows with history, nearest
-    first, and a (Q, k) validity mask (False past the number of candidates). ``exclude`` (Q,):
-    a pool row each query may not take (itself; -1: none)."""
-    Q = len(query)
-    idx = np.zeros((Q, k), np.int64)
-    ok = np.zeros((Q, k), bool)
-    cand = np.flatnonzero(pool.sum(1) > 0)
-    if not len(cand) or not Q:
-        return idx, ok
-    Pc = pool[cand]
-    if metric == "cosine":
-        nq = query / np.maximum(np.linalg.norm(query, axis=1, keepdims=True), 1e-12)
-        nc = Pc / np.maximum(np.linalg.norm(Pc, axis=1, keepdims=True), 1e-12)
-        d = -(nq @ nc.T)  # (Q, Pc) smaller is nearer
-    elif metric == "euclidean":
-        d = (query * query).sum(1)[:, None] - 2 * query @ Pc.T + (Pc * Pc).sum(1)[None, :]
-    else:
-        raise ValueError(f"unknown metric {metric!r}; known: cosine, euclidean")
-    n_cand = np.full(Q, len(cand))
-    if exclude is not None:
-        pos = np.searchsorted(cand, exclude)
-        hit = (exclude >= 0) & (pos < len(cand)) & (cand[np.minimum(pos, len(cand) - 1)] == exclude)
-        d[np.flatnonzero(hit), pos[hit]] = np.inf  # a user is never its own neighbour
-        n_cand -= hit
-    kk = min(k, len(cand))
-    part = np.argpartition(d, kk - 1, axis=1)[:, :kk] if kk < len(cand) else np.argsort(d, axis=1)[:, :kk]
-    order = np.argsort(np.take_along_axis(d, part, 1), axis=1, kind="stable")
-    idx[:, :kk] = cand[np.take_along_axis(part, order, 1)]
-    ok[:, :kk] = np.arange(kk)[None, :] < n_cand[:, None]
-    return idx, ok
+    return tifu_cells(hist.row, hist.basket, hist.category, hist.n_baskets, hist.n_categories, r_b, r_g, m)
 
 
 def neighbour_index(vectors: np.ndarray, groups: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -159,16 +122,6 @@ def neighbour_index(vectors: np.ndarray, groups: np.ndarray, k: int, metric: str
         i, o = nearest(vectors[rows], vectors[rows], k, metric, exclude=np.arange(len(rows)))
         idx[rows], ok[rows] = rows[i], o
     return idx, ok
-
-
-def neighbour_mean(vectors: np.ndarray, idx: np.ndarray, ok: np.ndarray, k: int) -> np.ndarray:
-    """(Q, C) mean of the first ``k`` valid neighbours' rows of ``vectors`` (the pool)."""
-    kk = min(k, idx.shape[1])
-    sel = ok[:, :kk]
-    Q = len(idx)
-    w = sel / np.maximum(sel.sum(1, keepdims=True), 1)  # (Q, kk)
-    W = sparse.csr_matrix((w.ravel(), idx[:, :kk].ravel(), np.arange(0, Q * kk + 1, kk)), shape=(Q, len(vectors)))
-    return np.asarray(W @ vectors)
 
 
 def tifu_scores(hist: BasketHistory, groups: np.ndarray, p: TifuParams) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,133 @@
+"""Next-basket math shared by the item-level recommenders (this layer) and the category-level
+forecaster (``evorec.forecasting.nbr``, which imports it from here).
+
+Everything works on *cells*: one distinct (row, basket, column) triple of a history, where a row
+is a user (or a (user, cutoff) sample), a basket is the row's basket number (0 = oldest) and a
+column is an item or a category. Vectors come back dense (categories: a few hundred columns) or
+as a ``scipy.sparse.csr_matrix`` (items: tens of thousands of columns, most of them zero).
+
+- **P-TopFreq** (Li et al., "A Next Basket Recommendation Reality Check", TOIS 2023): the number
+  of the row's baskets holding each column.
+- **TIFU vectors** (Hu et al., SIGIR 2020; the decay rules of the authors' reference code): basket
+  ``i`` of ``n`` (oldest first) weighs ``r_b ** (n - 1 - i)``; the baskets are split into ``m``
+  groups of consecutive baskets (the first groups get ``floor(n / m)`` baskets, the last ``n mod m``
+  groups one more; with ``n < m`` every basket is a group), a group's vector is the mean of its
+  weighted baskets, and the row's vector is ``sum_g r_g ** (m - 1 - g) * group_g / n_groups``.
+- **Neighbours**: the k nearest pool rows by cosine or Euclidean distance (rows without history
+  are never neighbours; a row may be barred from its own list), and the mean of their vectors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+
+def ptopfreq_cells(row: np.ndarray, col: np.ndarray, n_rows: int, n_cols: int, *, dense: bool = True):  # noqa: ANN201
+    """(n_rows, n_cols) the number of cells (distinct baskets) per (row, column)."""
+    w = np.ones(len(row), np.float64)
+    return _assemble(row, col, w, n_rows, n_cols, dense)
+
+
+def tifu_weights(basket: np.ndarray, n: np.ndarray, r_b: float, r_g: float, m: int) -> np.ndarray:
+    """(E,) the TIFU weight of each cell: ``basket`` (E,) its basket number, ``n`` (E,) the number
+    of baskets of its row (see the module docstring)."""
+    i = np.asarray(basket, np.int64)
+    n = np.asarray(n, np.int64)
+    small = n < m
+    base = np.maximum(n // m, 1)
+    extra = np.where(small, 0, n - base * m)  # groups with one basket more (the last ones)
+    bound = (m - extra) * base  # first basket index of the larger groups
+    g = np.where(small, i, np.where(i < bound, i // base, (m - extra) + (i - bound) // (base + 1)))
+    size = np.where(small, 1, np.where(i < bound, base, base + 1))
+    n_groups = np.where(small, n, m)
+    return np.power(r_b, (n - 1 - i).astype(np.float64)) * np.power(r_g, (m - 1 - g).astype(np.float64)) / size / n_groups
+
+
+def tifu_cells(
+    row: np.ndarray, basket: np.ndarray, col: np.ndarray, n_baskets: np.ndarray, n_cols: int,
+    r_b: float, r_g: float, m: int, *, dense: bool = True,
+):  # noqa: ANN201
+    """(n_rows, n_cols) TIFU vectors from cells; ``n_baskets`` (n_rows,) baskets per row."""
+    w = tifu_weights(basket, np.asarray(n_baskets)[row], r_b, r_g, m)
+    return _assemble(row, col, w, len(n_baskets), n_cols, dense)
+
+
+def _assemble(row, col, w, n_rows: int, n_cols: int, dense: bool):  # noqa: ANN001, ANN202
+    row, col = np.asarray(row, np.int64), np.asarray(col, np.int64)
+    if dense:
+        return np.bincount(row * n_cols + col, weights=w, minlength=n_rows * n_cols).astype(np.float64).reshape(n_rows, n_cols)
+    return sparse.csr_matrix((np.asarray(w, np.float64), (row, col)), shape=(n_rows, n_cols))  # duplicates summed
+
+
+def _row_sq_norms(x) -> np.ndarray:  # noqa: ANN001
+    if sparse.issparse(x):
+        return np.asarray(x.multiply(x).sum(1)).ravel()
+    return (x * x).sum(1)
+
+
+def _scale_rows(x, s: np.ndarray):  # noqa: ANN001, ANN202
+    return sparse.diags(s) @ x if sparse.issparse(x) else x * s[:, None]
+
+
+def _dense(x) -> np.ndarray:  # noqa: ANN001
+    return x.toarray() if sparse.issparse(x) else np.asarray(x)
+
+
+def distances(query, pool, metric: str) -> np.ndarray:  # noqa: ANN001
+    """(Q, P) dense distances (smaller is nearer) between dense or sparse rows."""
+    if metric == "cosine":
+        nq = _scale_rows(query, 1.0 / np.maximum(np.sqrt(_row_sq_norms(query)), 1e-12))
+        nc = _scale_rows(pool, 1.0 / np.maximum(np.sqrt(_row_sq_norms(pool)), 1e-12))
+        return -_dense(nq @ nc.T)
+    if metric == "euclidean":
+        return _row_sq_norms(query)[:, None] - 2 * _dense(query @ pool.T) + _row_sq_norms(pool)[None, :]
+    raise ValueError(f"unknown metric {metric!r}; known: cosine, euclidean")
+
+
+def nearest(query, pool, k: int, metric: str, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    """(Q, k) indices into ``pool`` of each query row's k nearest pool rows with history, nearest
+    first, and a (Q, k) validity mask (False past the number of candidates). ``exclude`` (Q,):
+    a pool row each query may not take (itself; -1: none). Rows may be dense or sparse."""
+    Q = query.shape[0]
+    idx = np.zeros((Q, k), np.int64)
+    ok = np.zeros((Q, k), bool)
+    cand = np.flatnonzero(np.asarray(abs(pool).sum(1)).ravel() > 0)
+    if not len(cand) or not Q:
+        return idx, ok
+    d = distances(query, pool[cand], metric)  # (Q, Pc)
+    n_cand = np.full(Q, len(cand))
+    if exclude is not None:
+        exclude = np.asarray(exclude, np.int64)
+        pos = np.searchsorted(cand, exclude)
+        hit = (exclude >= 0) & (pos < len(cand)) & (cand[np.minimum(pos, len(cand) - 1)] == exclude)
+        d[np.flatnonzero(hit), pos[hit]] = np.inf  # a user is never its own neighbour
+        n_cand -= hit
+    kk = min(k, len(cand))
+    part = np.argpartition(d, kk - 1, axis=1)[:, :kk] if kk < len(cand) else np.argsort(d, axis=1)[:, :kk]
+    order = np.argsort(np.take_along_axis(d, part, 1), axis=1, kind="stable")
+    idx[:, :kk] = cand[np.take_along_axis(part, order, 1)]
+    ok[:, :kk] = np.arange(kk)[None, :] < n_cand[:, None]
+    return idx, ok
+
+
+def neighbour_mean(vectors, idx: np.ndarray, ok: np.ndarray, k: int):  # noqa: ANN001, ANN201
+    """(Q, C) mean of the first ``k`` valid neighbours' rows of ``vectors`` (the pool); dense
+    for a dense pool, sparse for a sparse one."""
+    kk = min(k, idx.shape[1])
+    sel = ok[:, :kk]
+    Q = len(idx)
+    w = sel / np.maximum(sel.sum(1, keepdims=True), 1)  # (Q, kk)
+    W = sparse.csr_matrix((w.ravel(), idx[:, :kk].ravel(), np.arange(0, Q * kk + 1, kk)), shape=(Q, vectors.shape[0]))
+    out = W @ vectors
+    return out.tocsr() if sparse.issparse(out) else np.asarray(out)
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """(Q, k) column indices of each row's k largest scores, best first (equal scores: the smaller index first among
+    those kept)."""
+    s = np.asarray(scores)
+    k = min(k, s.shape[1])
+    part = np.argpartition(-s, k - 1, axis=1)[:, :k] if k < s.shape[1] else np.tile(np.arange(s.shape[1]), (len(s), 1))
+    v = np.take_along_axis(s, part, 1)
+    order = np.lexsort((part, -v), axis=1)
+    return np.take_along_axis(part, order, 1)
