@@ -1,4 +1,4 @@
-"""`evorec data ...`: ingest, describe, simulate, prepare. Each command parses, calls one library
+"""`evorec data ...`: sniff, ingest, describe, simulate, prepare. Each command parses, calls one library
 function, and formats its result (a one-line summary, or JSON with --json)."""
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ app = typer.Typer(help="Ingest behaviour logs, describe datasets, simulate, prep
 @app.command("ingest")
 def ingest(
     source: Path = typer.Argument(..., help="Source file (plain, .gz or .zip)."),
-    fmt: str = typer.Option(..., "--format", "-f", help="Source format; `evorec data formats` lists them."),
+    fmt: str | None = typer.Option(
+        None, "--format", "-f",
+        help="Source format (`evorec data formats` lists them); without it the file is sniffed and read only when certain.",
+    ),
     store: Path = typer.Option(..., "--store", "-s", help="DuckDB store file (created if missing)."),
     dataset: str | None = typer.Option(None, "--dataset", "-d", help="Dataset name (default: from the file name)."),
     mapping: str | None = typer.Option(
@@ -51,6 +54,9 @@ def ingest(
     if result.skipped:
         typer.echo(f"{source}: already ingested into dataset {result.dataset!r} (same content); nothing added")
         return
+    if result.layout:
+        how = "recognised" if result.sniffed else "read"
+        typer.echo(f"{how} {source}: format {result.format!r}, layout {result.layout}")
     rate = result.rows_read / result.seconds if result.seconds else 0.0
     reasons = ", ".join(f"{k}: {v}" for k, v in sorted(result.quarantine_reasons.items(), key=lambda kv: -kv[1]))
     no_cat = ""
@@ -62,8 +68,32 @@ def ingest(
     typer.echo(
         f"ingested {result.rows_ingested:,} events into {result.dataset!r} from {result.rows_read:,} rows "
         f"({result.rows_quarantined:,} quarantined{': ' + reasons if reasons else ''}; "
-        f"{result.items_ingested:,} items{no_cat}) in {result.seconds:.1f}s ({rate:,.0f} rows/s)"
+        f"{result.items_ingested:,} items{no_cat}"
+        f"{f'; {result.users_ingested:,} user profiles' if result.users_ingested else ''}) "
+        f"in {result.seconds:.1f}s ({rate:,.0f} rows/s)"
     )
+
+
+@app.command("sniff")
+def sniff(
+    source: Path = typer.Argument(..., help="A CSV/TSV, JSON lines or Parquet file (plain, .gz or .zip)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Look at the first rows of SOURCE: the format and layout it is in, or the --map that reads it.
+
+    Exit code 0 when the format is certain (`ingest` without --format will read it), 1 otherwise."""
+    from evorec.data.sniff import describe, sniff as run_sniff
+
+    with user_errors():
+        result = run_sniff(source)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        typer.echo(result.summary())
+        for line in describe(result):
+            typer.echo(line)
+    if not result.certain:
+        raise typer.Exit(1)
 
 
 @app.command("formats")

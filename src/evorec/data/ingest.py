@@ -9,7 +9,10 @@ Guarantees (tested in tests/data/test_ingest.py):
 - re-ingesting a file whose content is already recorded for the dataset adds nothing;
 - user ids are pseudonymised with a keyed HMAC-SHA256 inside the database, unless turned off;
 - the result counts the events left without a category, and (when the source has item
-  metadata) those whose item is missing from it: they are kept, never dropped.
+  metadata) those whose item is missing from it: they are kept, never dropped;
+- without a format, the file is sniffed (``evorec.data.sniff``) and read only when exactly one
+  format's layout fits it; otherwise nothing is written and the error carries the proposal;
+- user profile fields on the event rows go to ``users`` (pseudonymised like the events).
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ import pyarrow as pa
 
 from evorec.data import store as store_mod
 from evorec.data.readers import get_reader
-from evorec.data.readers.base import CHECK_BAD_FRACTION, CHECK_MIN_ROWS, FormatMismatch, Reader, sql_str
-from evorec.types import BEHAVIORS, ITEM_SCHEMA, REJECT_SCHEMA, TS_MAX, TS_MIN, TimeKind
+from evorec.data.readers.base import CHECK_BAD_FRACTION, CHECK_MIN_ROWS, ITEM_SCHEMA_EXTRA, FormatMismatch, Reader, sql_str
+from evorec.data.sniff import SniffResult, mismatch_hint, refusal, sniff
+from evorec.data.store import USER_FIELDS
+from evorec.types import BEHAVIORS, REJECT_SCHEMA, TS_MAX, TS_MIN, TimeKind
 from evorec.utils.privacy import Pseudonymizer
 
 log = logging.getLogger(__name__)
@@ -54,6 +59,9 @@ class IngestResult:
     quarantine_reasons: dict[str, int]
     events_without_category: int = 0  # ingested events with no category (neither on the row nor from the item)
     events_without_item_metadata: int | None = None  # ... whose item the item metadata lacks (None: no metadata)
+    layout: str = ""  # the variant of the format the reader recognised
+    users_ingested: int = 0  # user profile rows (users table)
+    sniffed: bool = False  # the format was found by the sniffer (no --format given)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,10 +77,25 @@ def content_hash(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
+def resolve_format(source: str | Path, fmt: str | None, options: dict[str, str]) -> tuple[str, dict[str, str], SniffResult | None]:
+    """The format to read ``source`` with: ``fmt`` as given, or the sniffer's when it is certain.
+
+    Without a format and without a certain answer, raise :class:`IngestError` with the proposal.
+    """
+    if fmt:
+        return fmt, options, None
+    result = sniff(source, options)
+    if not result.certain:
+        raise IngestError(refusal(result))
+    assert result.recognised is not None
+    log.info("sniffed %s: format %s, layout %s", source, result.recognised.format, result.recognised.layout)
+    return result.recognised.format, {**result.recognised.options, **options}, result
+
+
 def ingest_file(
     store: str | Path,
     source: str | Path,
-    fmt: str,
+    fmt: str | None,
     dataset: str | None = None,
     *,
     options: dict[str, str] | None = None,
@@ -82,16 +105,21 @@ def ingest_file(
 ) -> IngestResult:
     """Read ``source`` in format ``fmt`` into ``dataset`` of the store at ``store``.
 
-    ``options`` are reader options (``--map``/``--option`` on the command line). ``progress`` is
-    called with (bytes done, total bytes or None).
+    ``fmt`` None: the sniffer picks it (see :func:`resolve_format`). ``options`` are reader
+    options (``--map``/``--option`` on the command line). ``progress`` is called with (bytes
+    done, total bytes or None).
     """
     t0 = time.perf_counter()
     given = Path(source)
+    fmt, options, sniffed = resolve_format(given, fmt, dict(options or {}))
     reader = get_reader(fmt)(given, options)
     source = reader.path  # a reader may resolve the name it is given (a directory, an installed package)
     if not source.exists():
         raise FileNotFoundError(f"source file not found: {source}")
-    reader.check()  # fail fast, before the store is even opened
+    try:
+        reader.check()  # fail fast, before the store is even opened
+    except FormatMismatch as exc:
+        raise exc.add_hint(mismatch_hint(source)) from None
     dataset = dataset or default_dataset_name(given, fmt)
     digest = content_hash([source, *reader.side_files()])
     pseudo = (pseudonymizer or Pseudonymizer.from_environment()) if pseudonymize else None
@@ -114,12 +142,16 @@ def ingest_file(
         try:
             result = _ingest_in_transaction(con, reader, dataset, digest, pseudo, progress)
             con.execute("COMMIT")
+        except FormatMismatch as exc:
+            con.execute("ROLLBACK")
+            raise exc.add_hint(mismatch_hint(source)) from None
         except BaseException:
             con.execute("ROLLBACK")
             raise
     finally:
         con.close()
     result.seconds = time.perf_counter() - t0
+    result.sniffed = sniffed is not None
     return result
 
 
@@ -188,6 +220,7 @@ def _ingest_in_transaction(
 
     state = _BlockLoader(con, reader, dataset, ingest_id, pseudo, has_items, progress)
     state.run()
+    users_in = _dedupe_users(con, dataset) if state.users is not None else 0
     rows_read, rows_in, rows_q = state.rows_read, state.rows_in, state.rows_q
     if rows_in + rows_q != rows_read:  # the invariant the store promises; never commit without it
         raise IngestError(f"internal error: {rows_read} rows read but {rows_in} + {rows_q} accounted for")
@@ -205,8 +238,18 @@ def _ingest_in_transaction(
         )
     return IngestResult(
         dataset, str(reader.path), reader.format, digest, ingest_id, rows_read, rows_in, rows_q, items_in, False, 0.0,
-        state.reasons, no_cat, no_item,
+        state.reasons, no_cat, no_item, reader.layout(), users_in,
     )
+
+
+def _dedupe_users(con: duckdb.DuckDBPyConnection, dataset: str) -> int:
+    """One profile row per user: the latest ingest's (the rows of one file agree, or the last wins)."""
+    con.execute(
+        "DELETE FROM users WHERE rowid IN (SELECT rowid FROM (SELECT rowid, row_number() OVER "
+        "(PARTITION BY user_id ORDER BY ingest_id DESC, rowid DESC) AS k FROM users WHERE dataset = ?) WHERE k > 1)",
+        [dataset],
+    )
+    return int(con.execute("SELECT count(*) FROM users WHERE dataset = ?", [dataset]).fetchall()[0][0])
 
 
 def _uncategorised(con: duckdb.DuckDBPyConnection, dataset: str, ingest_id: int, has_items: bool) -> tuple[int, int | None]:
@@ -232,11 +275,14 @@ def _load_items(con: duckdb.DuckDBPyConnection, reader: Reader, dataset: str, in
     def batches():
         for table in reader.items():
             counted[0] += table.num_rows
-            yield from table.cast(ITEM_SCHEMA).to_batches()
+            if "merchant" not in table.column_names:
+                table = table.append_column("merchant", pa.nulls(table.num_rows, pa.string()))
+            yield from table.cast(ITEM_SCHEMA_EXTRA).to_batches()
 
-    stream = pa.RecordBatchReader.from_batches(ITEM_SCHEMA, batches())  # noqa: F841 - scanned by name below
+    stream = pa.RecordBatchReader.from_batches(ITEM_SCHEMA_EXTRA, batches())  # noqa: F841 - scanned by name below
     con.execute(
-        "INSERT INTO items SELECT $dataset, item_id, category_id, category_path, brand, title, price, $ingest_id "
+        "INSERT INTO items (dataset, item_id, category_id, category_path, brand, title, price, ingest_id, merchant) "
+        "SELECT $dataset, item_id, category_id, category_path, brand, title, price, $ingest_id, merchant "
         "FROM stream WHERE item_id IS NOT NULL",
         {"dataset": dataset, "ingest_id": ingest_id},
     )
@@ -293,6 +339,14 @@ class _BlockLoader:
             if has_items
             else None
         )
+        # Profile fields on the rows: one row per user and block into ``users`` (deduplicated at the end).
+        self.users = None
+        if reader.user_columns_sql():
+            fields = ", ".join(f"s.u_{f}" if f in reader.user_columns_sql() else "NULL::VARCHAR" for f in USER_FIELDS)
+            self.users = (
+                f"{users}SELECT DISTINCT ON ({uid}) {sql_str(dataset)} AS dataset, {uid} AS user_id, {fields}, "
+                f"{int(ingest_id)}::INTEGER AS ingest_id FROM {src} WHERE s.reason IS NULL"
+            )
         self.dataset, self.ingest_id = dataset, ingest_id
 
     def run(self) -> None:
@@ -331,6 +385,8 @@ class _BlockLoader:
                     good = mem.sql(self.good).to_arrow_table()
                     rel = self.con.from_arrow(good)
                     (rel.query("_g", self.load) if self.load else rel).insert_into("events")
+                    if self.users is not None:
+                        self.con.from_arrow(mem.sql(self.users).to_arrow_table()).insert_into("users")
                 mem.unregister("_chunk")
                 if bad is not None and bad.num_rows:
                     self._quarantine(bad)
@@ -365,6 +421,7 @@ def _stage_sql(reader: Reader, with_raw: bool = True) -> str:
         if required not in cols:
             raise TypeError(f"reader {reader.format} gives no SQL for {required}")
     cat = cols.get("category_id", "NULL")
+    profile = "".join(f"\n               CAST({sql} AS VARCHAR) AS u_{f}," for f, sql in reader.user_columns_sql().items())
     behaviors = ", ".join(sql_str(b) for b in BEHAVIORS)
     base = f"""
         SELECT CAST({cols['user_id']} AS VARCHAR) AS user_id,
@@ -376,7 +433,7 @@ def _stage_sql(reader: Reader, with_raw: bool = True) -> str:
                NULLIF(trim(CAST({cols.get('basket_id', 'NULL')} AS VARCHAR)), '') AS basket_id,
                CAST({reader.ts_raw_sql} AS VARCHAR) AS ts_raw,
                CAST({reader.value_raw_sql} AS VARCHAR) AS value_raw,
-               CAST({cols.get('reason', 'NULL')} AS VARCHAR) AS reason0,
+               CAST({cols.get('reason', 'NULL')} AS VARCHAR) AS reason0,{profile}
                {reader.raw_sql() if with_raw else 'NULL::VARCHAR'} AS raw,
                __row AS source_row
         FROM _chunk"""

@@ -11,6 +11,10 @@ Tables (all keyed by ``dataset``):
                  and read-only readers treat its absence as NULL (``clean.select_dataset``).
 - ``items``      item metadata (category, path, brand, title, price), all but the id nullable.
 - ``quarantine`` every source row that could not be used: file, line, raw text, reason.
+- ``users``      user profile fields some sources carry on their event rows (Tmall's
+                 ``age_range``, ``gender``, ``province``), one row per user, the id pseudonymised
+                 like the events' (schema version 3; ``evorec data forget`` removes them too).
+                 ``items.merchant`` (the seller, Tmall's ``merchant_id``) came with it.
 
 The store is only written inside transactions (see ``evorec.data.ingest``), so a killed job
 leaves it as it was before the job started.
@@ -25,7 +29,9 @@ from pathlib import Path
 
 import duckdb
 
-SCHEMA_VERSION = 2  # 2: events.basket_id
+SCHEMA_VERSION = 3  # 2: events.basket_id; 3: users table, items.merchant
+
+USER_FIELDS = ("age_range", "gender", "region")  # the users table's profile columns, all text, nullable
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -69,6 +75,14 @@ CREATE TABLE IF NOT EXISTS items (
     brand VARCHAR,
     title VARCHAR,
     price DOUBLE,
+    ingest_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS users (
+    dataset VARCHAR NOT NULL,
+    user_id VARCHAR NOT NULL,
+    age_range VARCHAR,
+    gender VARCHAR,
+    region VARCHAR,
     ingest_id INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -131,15 +145,23 @@ def _migrate(con: duckdb.DuckDBPyConnection) -> None:
     never changed, so older code reading by name keeps working)."""
     if "basket_id" not in event_columns(con):
         con.execute("ALTER TABLE events ADD COLUMN IF NOT EXISTS basket_id VARCHAR")
+    if "merchant" not in table_columns(con, "items"):
+        con.execute("ALTER TABLE items ADD COLUMN merchant VARCHAR")
 
 
 def event_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
     """The ``events`` table's columns, in order."""
+    return table_columns(con, "events")
+
+
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    """A table's columns, in order (empty if there is no such table)."""
     return [
         r[0]
         for r in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'events' "
-            "AND table_schema = current_schema() ORDER BY ordinal_position"
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+            "AND table_schema = current_schema() ORDER BY ordinal_position",
+            [table],
         ).fetchall()
     ]
 

@@ -47,7 +47,7 @@ def _load_builtin() -> None:
 
 # One module per source family; each registers its readers on import.
 BUILTIN_MODULES = (
-    "taobao", "generic", "amazon", "retailrocket", "seqtext", "movielens", "sessions", "completejourney",
+    "taobao", "generic", "amazon", "amazon_ratings", "retailrocket", "seqtext", "movielens", "sessions", "completejourney",
 )
 
 __all__ = ["REGISTRY", "FormatMismatch", "Reader", "ReaderOptionError", "get_reader", "known_formats", "register"]

@@ -15,6 +15,16 @@ files over 64 MB are parsed in several processes (``--option workers=N``; defaul
 but one, at most 8; ``workers=1`` for in-process). The "ratings only" files are headerless
 ``user,item,rating,timestamp`` CSVs: read them with the ``csv`` format.
 
+The 2023 dumps (Amazon Reviews'23: ``user_id``, ``asin``, ``parent_asin``, ``rating``,
+``timestamp`` in milliseconds) read the same way: the item is ``parent_asin`` (the id the 2023
+metadata uses), the value ``rating``; their metadata (``parent_asin``, ``categories``,
+``main_category``, ``store``) too.
+
+``amazon-ratings``: the "ratings only" CSVs: 2014 ``user,item,rating,timestamp`` and 2018
+``item,user,rating,timestamp`` without a header (the order is told from the ids: an ASIN has 10
+characters, a reviewer id starts with ``A`` and is longer), or a copy with a header such as
+Kaggle's ``UserId,ProductId,Rating,Timestamp``; ``rate`` events valued by the rating.
+
 ``rechorus``: ReChorus' preprocessed Amazon data (``train.csv``/``dev.csv``/``test.csv``, TSV
 ``user_id item_id time`` in unix seconds; extra columns such as ``neg_items`` are ignored).
 They are interactions derived from reviews, so they become ``rate`` events without a value.
@@ -44,6 +54,7 @@ from typing import BinaryIO, TypeVar
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from evorec.data.readers import register
 from evorec.data.readers.base import (
@@ -62,6 +73,7 @@ from evorec.data.readers.base import (
     sql_str,
     strptime_seconds,
 )
+from evorec.data.readers.layouts import Recognition, Sample
 from evorec.types import ITEM_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -75,7 +87,7 @@ LITERAL_MAX_CHARS = 4 << 20  # longer lines are not tried as Python literals (pa
 RAW_CHARS = 2000  # raw text kept in quarantine per bad line
 PATH_SEP = " > "
 
-REVIEW_FIELDS = ("reviewerID", "asin", "overall", "unixReviewTime", "reviewTime")
+REVIEW_FIELDS = ("reviewerID", "asin", "overall", "unixReviewTime", "reviewTime", "user_id", "parent_asin", "rating", "timestamp")
 
 
 # ---------------------------------------------------------------------------------------
@@ -327,7 +339,7 @@ def category_path(obj: dict) -> list[str]:
         names = _clean_names([cat])
         if names:
             return names
-    main = obj.get("main_cat")
+    main = obj.get("main_cat") or obj.get("main_category")
     return _clean_names([main]) if isinstance(main, str) else []
 
 
@@ -358,7 +370,7 @@ def parse_price(v: object) -> float | None:
 
 def meta_item(obj: dict) -> tuple | None:
     """One metadata object -> an ITEM_SCHEMA row, or None without an ``asin``."""
-    asin = obj.get("asin")
+    asin = obj.get("parent_asin") or obj.get("asin")  # 2023 metadata: parent_asin only
     if not isinstance(asin, str) or not asin.strip():
         return None
     path = category_path(obj)
@@ -366,7 +378,7 @@ def meta_item(obj: dict) -> tuple | None:
         asin.strip(),
         path[-1] if path else None,
         PATH_SEP.join(path) if path else None,
-        _clean(obj.get("brand")),
+        _clean(obj.get("brand")) or _clean(obj.get("store")),
         _clean(obj.get("title")),
         parse_price(obj.get("price")),
     )
@@ -420,7 +432,12 @@ def check_options(reader: Reader, known: tuple[str, ...]) -> None:
 
 
 def _is_meta(obj: dict) -> bool:
-    return "asin" in obj and "reviewerID" not in obj
+    return ("asin" in obj or "parent_asin" in obj) and not _is_review(obj)
+
+
+def _is_review(obj: dict) -> bool:
+    """A 2014/2018 review (reviewerID, asin) or a 2023 one (user_id, asin/parent_asin, rating)."""
+    return ("reviewerID" in obj and "asin" in obj) or ("user_id" in obj and "rating" in obj and ("asin" in obj or "parent_asin" in obj))
 
 
 # ---------------------------------------------------------------------------------------
@@ -433,18 +450,51 @@ class AmazonReviews(Reader):
 
     format = "amazon"
     description = (
-        "Amazon reviews JSON lines 2014/2018 (reviewerID, asin, overall, unixReviewTime|reviewTime), "
-        "plain or .gz; --option meta=FILE for metadata (2014 Python-literal or 2018 JSON lines)"
+        "Amazon reviews JSON lines 2014/2018 (reviewerID, asin, overall, unixReviewTime|reviewTime) or 2023 "
+        "(user_id, parent_asin, rating, timestamp ms), plain or .gz; --option meta=FILE for metadata"
     )
     sql = {
-        "user_id": nullif_empty(q("reviewerID")),
-        "item_id": nullif_empty(q("asin")),
-        "ts": f"coalesce({int_seconds(q('unixReviewTime'))}, {strptime_seconds(q('reviewTime'), '%m %d, %Y')})",
+        "user_id": f"coalesce({nullif_empty(q('reviewerID'))}, {nullif_empty(q('user_id'))})",
+        "item_id": f"coalesce({nullif_empty(q('asin'))}, {nullif_empty(q('parent_asin'))})",
+        "ts": (
+            f"coalesce({int_seconds(q('unixReviewTime'))}, {strptime_seconds(q('reviewTime'), '%m %d, %Y')}, "
+            f"CAST(floor(TRY_CAST(trim({q('timestamp')}) AS DOUBLE) / 1000) AS BIGINT))"
+        ),
         "behavior": sql_str("rate"),
-        "value": f"TRY_CAST({nullif_empty(q('overall'))} AS DOUBLE)",
+        "value": f"TRY_CAST(coalesce({nullif_empty(q('overall'))}, {nullif_empty(q('rating'))}) AS DOUBLE)",
     }
-    ts_raw_sql = f"coalesce({q('unixReviewTime')}, {q('reviewTime')})"
-    value_raw_sql = q("overall")
+    ts_raw_sql = f"coalesce({q('unixReviewTime')}, {q('reviewTime')}, {q('timestamp')})"
+    value_raw_sql = f"coalesce({q('overall')}, {q('rating')})"
+
+    @classmethod
+    def recognise(cls, sample: Sample) -> list[Recognition]:
+        if sample.kind != "jsonl" or not sample.records:
+            return []
+        o = sample.records[0]
+        if "reviewerID" in o and "asin" in o:
+            layout = "2018 review JSON lines" if "vote" in o or "style" in o or "image" in o else "2014/2018 review JSON lines"
+            found = {k: k for k in ("reviewerID", "asin", "overall", "unixReviewTime") if k in o}
+            return [Recognition(cls.format, layout, found, specificity=len(found))]
+        if _is_review(o):
+            found = {k: k for k in ("user_id", "parent_asin", "asin", "rating", "timestamp") if k in o}
+            return [Recognition(cls.format, "2023 review JSON lines (Amazon Reviews'23)", found, specificity=len(found))]
+        if _is_meta(o):
+            return [Recognition(cls.format, "item metadata lines (pass them with --option meta=FILE)", {"asin": "asin"},
+                                ("reviewerID",), specificity=1)]
+        return []
+
+    def layout(self) -> str:
+        return "review JSON lines (2014/2018/2023 keys)"
+
+    def chunks(self) -> Iterator[RawChunk]:
+        # 2023 reviews name the product group parent_asin, which the 2023 metadata uses: prefer it there.
+        for chunk in self._chunks():
+            t = chunk.table
+            if t.num_rows and t.column("parent_asin").null_count < t.num_rows:
+                i = t.column_names.index("asin")
+                t = t.set_column(i, "asin", pc.coalesce(t.column("parent_asin"), t.column("asin")))
+                chunk.table = t
+            yield chunk
 
     def expected_text(self) -> str:
         return "Amazon review JSON lines with reviewerID, asin, overall, unixReviewTime"
@@ -459,7 +509,7 @@ class AmazonReviews(Reader):
         _check_object_lines(
             self.path,
             self.expected_text(),
-            lambda o: "reviewerID" in o and "asin" in o,
+            _is_review,
             lambda o: "this looks like item metadata: pass it with --option meta=FILE" if _is_meta(o) else None,
         )
         meta = self.meta_path()
@@ -473,7 +523,7 @@ class AmazonReviews(Reader):
                 lambda o: "this looks like a review file, not metadata" if "reviewerID" in o else None,
             )
 
-    def chunks(self) -> Iterator[RawChunk]:
+    def _chunks(self) -> Iterator[RawChunk]:
         workers = workers_for(self.path, self.options)
         yield from object_line_chunks(self.path, REVIEW_FIELDS, self.total_bytes(), workers)
 

@@ -27,11 +27,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from evorec.data.readers.layouts import (
+    Recognition,
+    Role,
+    Sample,
+    describe_roles,
+    header_recognition,
+    missing_roles,
+    resolve,
+)
 from evorec.types import ITEM_SCHEMA, TimeKind
 
 BLOCK_BYTES = 16 << 20  # text is parsed in blocks of about this size (bounded memory per block)
 CHECK_MIN_ROWS = 50  # a first block with at least this many rows ...
 CHECK_BAD_FRACTION = 0.5  # ... more than this share of them bad: the file is of the wrong format
+# Item rows a reader may give beyond ITEM_SCHEMA: the seller (Tmall merchant_id) as a last column.
+ITEM_SCHEMA_EXTRA = ITEM_SCHEMA.append(pa.field("merchant", pa.string()))
 
 
 class FormatMismatch(ValueError):
@@ -41,6 +52,14 @@ class FormatMismatch(ValueError):
         where = f"{path}" + (f", line {line}" if line is not None else "")
         super().__init__(f"{where}: expected {expected}; found {found}")
         self.path, self.line, self.expected, self.found = str(path), line, expected, found
+        self.hint = ""
+
+    def add_hint(self, hint: str) -> FormatMismatch:
+        """Append what would read the file (columns found, closest layouts, a --map) to the message."""
+        if hint and not self.hint:
+            self.hint = hint
+            self.args = (f"{self.args[0]}\n{hint}",)
+        return self
 
 
 class ReaderOptionError(ValueError):
@@ -77,6 +96,19 @@ class Reader:
     def __init__(self, path: str | Path, options: dict[str, str] | None = None):
         self.path = Path(path)
         self.options = dict(options or {})
+
+    @classmethod
+    def recognise(cls, sample: Sample) -> list[Recognition]:
+        """This format's layouts that fit ``sample`` (complete or partial), for the sniffer."""
+        return []
+
+    def layout(self) -> str:
+        """The variant of the format this file is in, said in the ingest summary."""
+        return self.format
+
+    def user_columns_sql(self) -> dict[str, str]:
+        """SQL for the user profile fields the rows carry (``evorec.data.store.USER_FIELDS``), if any."""
+        return {}
 
     # --- what subclasses implement -------------------------------------------------------
     def check(self) -> None:
@@ -190,11 +222,29 @@ class DelimitedReader(Reader):
     header: ClassVar[bool] = True
     columns: ClassVar[tuple[str, ...]] = ()  # headerless: the field names, in order
     required: ClassVar[tuple[str, ...]] = ()  # with a header: names that must be present
+    # With a header: the columns found by role and alias (see layouts.Role), instead of ``required``.
+    roles: ClassVar[tuple[Role, ...]] = ()
     quote: ClassVar[str | bool] = '"'
 
     def __init__(self, path: str | Path, options: dict[str, str] | None = None):
         super().__init__(path, options)
         self._names: list[str] | None = None
+        self._roles: dict[str, str] | None = None
+
+    # -- columns by role --
+    def role_columns(self) -> dict[str, str]:
+        """Role -> the column of this file that holds it (headerless files: the role names)."""
+        if self._roles is None:
+            names = self.field_names()
+            self._roles = resolve(names, self.roles) if self.header else {r.name: r.name for r in self.roles}
+        return self._roles
+
+    def has(self, role: str) -> bool:
+        return role in self.role_columns()
+
+    def col(self, role: str) -> str:
+        """The quoted column holding ``role``."""
+        return q(self.role_columns()[role])
 
     # -- header and format check --
     def _read_header(self) -> list[str]:
@@ -221,7 +271,29 @@ class DelimitedReader(Reader):
             return f"a {d}-separated header with columns {list(self.required)}"
         return f"{len(self.columns)} {d}-separated fields ({', '.join(self.columns)})"
 
+    @classmethod
+    def recognise(cls, sample: Sample) -> list[Recognition]:
+        """By default a header layout: the roles, or else the ``required`` names as they are."""
+        if not cls.header:
+            return []
+        required = cls.required if isinstance(cls.required, tuple) else ()  # a property in some readers
+        roles = cls.roles or tuple(Role(c, (c,)) for c in required)
+        if not roles:
+            return []
+        r = header_recognition(cls.format, f"{cls.format}, columns by name", sample, roles, (cls.delimiter,))
+        return [r] if r is not None else []
+
     def check(self) -> None:
+        if self.header and self.roles:
+            names = self.field_names()
+            missing = missing_roles(self.role_columns(), self.roles)
+            if missing:
+                d = {"\t": "tab", ",": "comma", ";": "semicolon", " ": "space"}.get(self.delimiter, repr(self.delimiter))
+                raise FormatMismatch(
+                    self.path, 1, f"a {d}-separated header with columns {describe_roles(self.roles)}",
+                    f"header {names[:16]} (no column for {[r.aliases[0] for r in missing]})",
+                )
+            return
         if self.header:
             names = self.field_names()
             missing = [c for c in self.required if c not in names]

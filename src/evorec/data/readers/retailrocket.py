@@ -2,6 +2,10 @@
 
 ``events.csv``: ``timestamp,visitorid,event,itemid,transactionid`` with ``timestamp`` in
 *milliseconds*; ``event`` is ``view`` | ``addtocart`` | ``transaction`` (-> view, cart, buy).
+Columns are found by name in any order (``visitor_id``, ``item_id``, ``event_type``... as in
+re-saved copies; a pandas index column or other extra columns are ignored). A timestamp of 11 or
+more digits is milliseconds, a shorter one seconds (copies re-saved in seconds), and a date-time
+text (``2015-06-02 05:02:12``, copies with converted times) is read as UTC.
 
 Item categories come from the property snapshots ``item_properties_part1.csv`` and
 ``item_properties_part2.csv`` (``timestamp,itemid,property,value``, ~1 GB each): the rows with
@@ -32,10 +36,10 @@ from evorec.data.readers.base import (
     behavior_case,
     first_lines,
     nullif_empty,
-    q,
     show,
     sql_str,
 )
+from evorec.data.readers.layouts import Recognition, Role, Sample, header_recognition
 from evorec.types import ITEM_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -105,6 +109,25 @@ def _csv_source(paths: list[Path], columns: tuple[str, ...]) -> str:
     )
 
 
+RR_ROLES = (
+    Role("timestamp", ("timestamp", "event_time", "time", "ts")),
+    Role("visitor", ("visitorid", "visitor", "user_id", "userid")),
+    Role("event", ("event", "event_type", "action")),
+    Role("item", ("itemid", "item")),
+    Role("transaction", ("transactionid", "transaction"), required=False),
+)
+RR_EVENTS = {"view": "view", "addtocart": "cart", "transaction": "buy"}
+
+
+def _rr_ts(col: str) -> str:
+    """ms (11+ digits) or s since 1970, or a date-time text read as UTC."""
+    num = f"TRY_CAST(trim({col}) AS DOUBLE)"
+    return (
+        f"CAST(floor(CASE WHEN {num} IS NULL THEN epoch(TRY_CAST(trim({col}) AS TIMESTAMP)) "
+        f"WHEN abs({num}) >= 1e11 THEN {num} / 1000 ELSE {num} END) AS BIGINT)"
+    )
+
+
 @register
 class RetailRocket(DelimitedReader):
     """RetailRocket ``events.csv`` (ms timestamps) with categories from the item property files."""
@@ -116,14 +139,34 @@ class RetailRocket(DelimitedReader):
         "default: beside events.csv)"
     )
     delimiter = ","
-    required = ("timestamp", "visitorid", "event", "itemid")
-    sql = {
-        "user_id": nullif_empty(q("visitorid")),
-        "item_id": nullif_empty(q("itemid")),
-        "ts": f"CAST(floor(TRY_CAST(trim({q('timestamp')}) AS DOUBLE) / 1000) AS BIGINT)",
-        "behavior": behavior_case(q("event"), {"view": "view", "addtocart": "cart", "transaction": "buy"}),
-    }
-    ts_raw_sql = q("timestamp")
+    roles = RR_ROLES
+
+    @classmethod
+    def recognise(cls, sample: Sample) -> list[Recognition]:
+        r = header_recognition(cls.format, "events.csv, columns by name", sample, RR_ROLES, (",",))
+        if r is None:
+            return []
+        if r.complete:
+            codes = {v.strip() for v in sample.column_values(r.found["event"])}
+            if codes and not codes <= set(RR_EVENTS):
+                return [Recognition(cls.format, r.layout, r.found, ("event (view/addtocart/transaction)",),
+                                    specificity=r.specificity)]
+        return [r]
+
+    def layout(self) -> str:
+        return "events.csv (" + ",".join(self.role_columns().values()) + ")"
+
+    def columns_sql(self) -> dict[str, str]:
+        return {
+            "user_id": nullif_empty(self.col("visitor")),
+            "item_id": nullif_empty(self.col("item")),
+            "ts": _rr_ts(self.col("timestamp")),
+            "behavior": behavior_case(self.col("event"), RR_EVENTS),
+        }
+
+    @property
+    def ts_raw_sql(self) -> str:  # type: ignore[override]
+        return self.col("timestamp")
 
     def __init__(self, path, options=None):
         super().__init__(path, options)

@@ -50,6 +50,7 @@ from evorec.data.readers.base import (
     show,
     sql_str,
 )
+from evorec.data.readers.layouts import Recognition, Sample
 from evorec.data.readers.movielens import side_file
 from evorec.types import BEHAVIORS, ITEM_SCHEMA, TimeKind
 
@@ -232,6 +233,14 @@ class S3RecText(_SequenceText):
         "--option attributes=<stem>_item2attributes.json (auto-detected), behavior=rate"
     )
 
+    @classmethod
+    def recognise(cls, sample: Sample) -> list[Recognition]:
+        rows = _int_token_rows(sample)
+        if rows and any(len(r) > 2 for r in rows) and min(len(r) for r in rows) >= 2:
+            return [Recognition(cls.format, "'user item item ...' lines (S3-Rec), no timestamps", {"user": "token 1", "items": "tokens 2.."},
+                                notes=("order only: event times are positions",), specificity=2)]
+        return []
+
     def attributes_file(self) -> Path | None:
         name = self.path.name
         for suffix in (".gz", ".zip"):
@@ -284,3 +293,20 @@ class SASRecText(_SequenceText):
     format = "sasrec"
     description = "SASRec/BERT4Rec 'user item' lines, chronological per user, order only (ordinal time); --option behavior=rate"
     two_columns = True
+
+    @classmethod
+    def recognise(cls, sample: Sample) -> list[Recognition]:
+        rows = _int_token_rows(sample)
+        if rows and all(len(r) == 2 for r in rows):
+            return [Recognition(cls.format, "'user item' lines (SASRec/BERT4Rec), no timestamps", {"user": "token 1", "item": "token 2"},
+                                notes=("order only: event times are positions",), specificity=2)]
+        return []
+
+
+def _int_token_rows(sample: Sample) -> list[list[str]]:
+    """The sample's rows if it is a headerless file of whitespace-separated integers, else []."""
+    if sample.kind != "delimited" or sample.delimiter != " " or sample.header is not None or not sample.rows:
+        return []
+    if not all(all(t.isdigit() for t in r) for r in sample.rows if r):
+        return []
+    return [r for r in sample.rows if r]

@@ -41,6 +41,7 @@ from evorec.data.readers.base import (
     q,
     show,
 )
+from evorec.data.readers.layouts import INT, NUM, Recognition, Role, Sample, header_recognition, headerless_fit
 from evorec.data.readers.movielens import read_csv_strings, read_text, side_file
 from evorec.types import ITEM_SCHEMA
 
@@ -52,6 +53,9 @@ def _norm(name: str) -> str:
 
 
 DIGINETICA_COLUMNS = ("sessionId", "userId", "itemId", "timeframe", "eventdate")
+DIGINETICA_ROLES = tuple(Role(c, (c,)) for c in DIGINETICA_COLUMNS)
+DIGINETICA_FIELDS = (INT, f"NA|{INT}|", INT, INT, r"\d{4}-\d\d-\d\d")
+ISO_UTC = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z?"
 
 
 @register
@@ -67,6 +71,17 @@ class Diginetica(DelimitedReader):
     def __init__(self, path, options=None):
         super().__init__(path, options)
         self._cols: dict[str, str] | None = None
+
+    @classmethod
+    def recognise(cls, sample: Sample) -> list[Recognition]:
+        if headerless_fit(sample, ";", DIGINETICA_FIELDS):
+            return [Recognition(cls.format, "train-item-views.csv without a header", {"sessionId": "field 1"}, specificity=5)]
+        r = header_recognition(cls.format, "train-item-views.csv with a header", sample, DIGINETICA_ROLES, (";",))
+        return [r] if r is not None else []
+
+    def layout(self) -> str:
+        self._detect()
+        return "train-item-views.csv " + ("with a header" if self.header else "without a header")
 
     def _detect(self) -> dict[str, str]:
         """Canonical Diginetica column -> the file's column name; sets header/columns."""
@@ -200,6 +215,20 @@ class Yoochoose(DelimitedReader):
     def __init__(self, path, options=None):
         super().__init__(path, options)
         self.variant: str | None = None
+
+    @classmethod
+    def recognise(cls, sample: Sample) -> list[Recognition]:
+        if headerless_fit(sample, ",", (INT, ISO_UTC, INT, r"[0-9]+|S")):
+            return [Recognition(cls.format, "yoochoose-clicks.dat (no header)", {"session": "field 1"}, specificity=4)]
+        if headerless_fit(sample, ",", (INT, ISO_UTC, INT, NUM, INT)):
+            return [Recognition(cls.format, "yoochoose-buys.dat (no header)", {"session": "field 1"}, specificity=5)]
+        roles = tuple(Role(c, (c,)) for c in SESSIONREC_REQUIRED)
+        r = header_recognition(cls.format, "session-rec TSV SessionId/ItemId/Time", sample, roles, ("\t",))
+        return [r] if r is not None else []
+
+    def layout(self) -> str:
+        return {"sessionrec": "session-rec TSV SessionId/ItemId/Time", "buys": "yoochoose-buys.dat",
+                "clicks": "yoochoose-clicks.dat"}[self._detect()]
 
     def _detect(self) -> str:
         if self.variant is not None:
