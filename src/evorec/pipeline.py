@@ -23,7 +23,7 @@ from evorec.data.batches import TrainView, eval_set
 from evorec.data.prepare import PrepareConfig, prepare
 from evorec.data.sequences import SequenceData, is_current
 from evorec.data.splits import Split, load_split, make_split
-from evorec.evaluation.protocols import EvalConfig, TrainingPart, default_split_config, evaluate_model
+from evorec.evaluation.protocols import EvalConfig, TrainingPart, default_split_config, drop_repeat_targets, evaluate_model
 from evorec.models.base import DataSizes
 from evorec.models.registry import build_model, make_config
 from evorec.models.checkpoint import load_checkpoint, load_model, model_payload
@@ -248,6 +248,8 @@ def _train(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool):
         model.set_item_attributes(attrs)  # likewise
     view = TrainView.from_split(seq, split, train=train_key(split), target_behaviors=_target_behaviors(cfg))
     valid = eval_set(seq, split, "valid") if "valid" in split.folds else None
+    if valid is not None and cfg.eval.exclude_seen:  # early stopping and evaluation read one exclude_seen: eval's
+        valid = drop_repeat_targets(seq, valid, "the validation fold (early stopping)")[0]
     if valid is None:
         log.warning("split %s has no 'valid' fold: no early stopping, the last epoch is kept", split.kind)
     vocabs = vocab_payload(seq)
@@ -262,7 +264,7 @@ def _train(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool):
         # training-part item counts travel with the model: serving's fallback for users without history
         return model_payload(m, merged, vocabs, {"item_popularity": popularity.tolist(), **(extra or {})})
 
-    state = Trainer(model, view, valid, cfg.train, out, payload).fit(resume=resume)
+    state = Trainer(model, view, valid, cfg.train, out, payload, exclude_seen=cfg.eval.exclude_seen).fit(resume=resume)
     return state, out
 
 

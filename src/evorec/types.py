@@ -104,6 +104,10 @@ class SequenceBatch:
     - ``query_ts``    (B,)   int64   the time at which the next item is asked for (the target's
                                      time in evaluation, last event time otherwise)
     - ``users``       (B,)   int64   user rows (``SequenceData`` row numbers), -1 if unknown
+    - ``baskets``     (B, T) int64   optional: the event's basket number within its user
+                                     (``SequenceData.basket``; events of one basket share it), 0 at
+                                     padding; None where the source of the batch has none (models
+                                     then group a user's events by day, ``evorec.models.baskets``)
     """
 
     items: Tensor
@@ -115,6 +119,7 @@ class SequenceBatch:
     users: Tensor
     targets: Tensor | None = None
     target_behaviors: Tensor | None = None
+    baskets: Tensor | None = None
 
     def to(self, device) -> SequenceBatch:  # noqa: ANN001 - torch.device or str
         return SequenceBatch(**{k: (v.to(device, non_blocking=True) if v is not None else None) for k, v in self.__dict__.items()})

@@ -72,6 +72,9 @@ def gather(seq: SequenceData, starts: np.ndarray, ends: np.ndarray, T: int) -> d
         "timestamps": np.where(valid, np.asarray(seq.ts)[safe] if seq.n_events else 0, 0).astype(np.int64),
         "mask": valid,
     }
+    basket = getattr(seq, "basket", None)  # per-user basket numbers (SequenceData.basket)
+    if basket is not None:
+        out["baskets"] = np.where(valid, np.asarray(basket)[safe] if seq.n_events else 0, 0).astype(np.int64)
     return out
 
 
@@ -99,6 +102,7 @@ def to_batch(arrays: dict[str, np.ndarray], query_ts: np.ndarray, users: np.ndar
         users=torch.from_numpy(np.asarray(users, dtype=np.int64)),
         targets=t.get("targets"),
         target_behaviors=t.get("target_behaviors"),
+        baskets=t.get("baskets"),
     ).to(device)
 
 
@@ -204,6 +208,10 @@ class EvalSet:
     target_item: np.ndarray  # (N,) item index of the first target
     target_ts: np.ndarray  # (N,)
     target_pos: np.ndarray  # (N,) global position of the first target
+
+    def take(self, idx: np.ndarray) -> EvalSet:
+        """The rows ``idx`` of this set."""
+        return EvalSet(*(getattr(self, f)[idx] for f in ("users", "hist_start", "hist_end", "target_item", "target_ts", "target_pos")))
 
 
 def eval_set(seq: SequenceData, split: Split, fold: str) -> EvalSet:

@@ -10,7 +10,13 @@ aggregate) and a JSON-ready ``summary``. The protocol is code with safe defaults
   for folds with a time cut, when any training event is at or after the cut.
 - **Candidates.** All items (``candidates: all``), or, on folds with a time cut, only the items
   that existed before the cut (``known``, the default): an item first seen after the cut cannot
-  be recommended at the cut. Seen items are excluded (``exclude_seen``; the target kept).
+  be recommended at the cut. Seen items are excluded (``exclude_seen``); a user whose target
+  is a repeat (in the history) is then dropped from the evaluation, counted in the protocol
+  (``repeat_targets_dropped``) and warned about: ranking it among candidates that exclude every
+  other history item would hand any scorer favouring the user's own items a free hit.
+- ``eval.protocol`` ``next_basket`` / ``next_period`` (purchase logs): every item of the next
+  basket / period is relevant, metrics split into repeat and explore items
+  (:mod:`evorec.evaluation.nextbasket`).
 - **Next item** metrics (HR/Recall/NDCG/MRR/MAP@K) of each user's first target; **window**
   metrics (``W-HR@K``, ``W-Recall@K``, ``W-Precision@K``, ``W-NDCG@K``) against every distinct
   item of a backtest fold's window (with ``exclude_seen``, window items already in the history
@@ -36,7 +42,7 @@ import pyarrow as pa
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from evorec.data.batches import eval_set, history_items
+from evorec.data.batches import EvalSet, eval_set, history_items
 from evorec.data.sequences import SequenceData
 from evorec.data.splits import LeakageError, Split, check_no_leakage, item_first_ts
 from evorec.evaluation import metrics as M
@@ -54,8 +60,17 @@ class EvalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    protocol: Literal["next_item", "next_basket", "next_period"] = Field(
+        "next_item", description="next_item: each user's first target; next_basket: every item of the user's next basket; "
+        "next_period: every item bought in period_days after the cut (evorec.evaluation.nextbasket; repeat/explore split)",
+    )
+    period_days: float = Field(7.0, gt=0, description="next_period: the window after the cut, in days")
     ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
-    exclude_seen: bool = Field(True, description="items in the user's history are not ranked (the target stays)")
+    exclude_seen: bool = Field(
+        True, description="items in the user's history are not ranked; a target the user had before (a repeat) can then "
+        "never be hit, so repeat targets are dropped from the evaluation and counted (a warning says how many). "
+        "The one setting: training's early stopping reads it too",
+    )
     fold: str = Field("test", description="fold of loo / time splits; backtest evaluates every fold")
     batch_size: int = Field(256, ge=1, description="users per scoring batch (capped so batch x items stays bounded)")
     candidates: Literal["all", "known"] = Field(
@@ -143,6 +158,9 @@ def _fold_rows(
     """Per-user columns of one fold, its protocol, and its top-k lists."""
     f = split.folds[name]
     es = eval_set(seq, split, name)
+    kept, n_repeat = None, 0
+    if cfg.exclude_seen:
+        es, kept, n_repeat = drop_repeat_targets(seq, es, f"fold {name!r}")
     N = len(es.users)
     n_items = int(model.n_items)
     ks = sorted(set(cfg.ks))
@@ -195,20 +213,45 @@ def _fold_rows(
         cols["category_true"] = np.asarray(seq.category)[es.target_pos].astype(np.int64)
         cols["category_pred"] = pred_cat
     if window:
-        n_t, wcols = _window(seq, f, es, res.topk, n_items, ks, cfg.exclude_seen)
+        n_t, wcols = _window(seq, f, es, res.topk, n_items, ks, cfg.exclude_seen, kept)
         cols["window_targets"] = n_t
         cols.update(wcols)
     protocol = {**res.protocol, "fold": name, "cut": f.cut, "end": f.end, **f.info}
+    if cfg.exclude_seen:
+        protocol["target_in_history"] = "dropped: users whose target is a repeat are not evaluated (seen items excluded)"
+        protocol["repeat_targets_dropped"] = n_repeat
     cols["_imp_pos"], cols["_imp_neg"] = imp_pos, imp_neg
     return cols, protocol, res.topk
 
 
-def _window(seq, f, es, topk, n_items, ks, exclude_seen) -> tuple[np.ndarray, dict[str, np.ndarray]]:  # noqa: ANN001
-    """Distinct window items per user (minus history items unless the first target) and metrics."""
+def drop_repeat_targets(seq: SequenceData, es: EvalSet, where: str) -> tuple[EvalSet, np.ndarray, int]:
+    """With seen items excluded: (the rows of ``es`` whose target is not in the history, their
+    indices into ``es``, the number dropped); a warning names the count and what was done."""
+    from evorec.evaluation.nextbasket import in_history
+
+    rep = in_history(seq, es, np.arange(len(es.users)), es.target_item)
+    kept = np.flatnonzero(~rep)
+    if rep.any():
+        logger.warning(
+            "eval.exclude_seen: %d of %d users of %s have a repeat target (an item they had before); seen items are not ranked, "
+            "so these users are dropped from the evaluation. Set eval.exclude_seen=false to rank repeats "
+            "(and eval.protocol=next_basket on purchase logs)", int(rep.sum()), len(rep), where,
+        )
+    return es.take(kept), kept, int(rep.sum())
+
+
+def _window(seq, f, es, topk, n_items, ks, exclude_seen, kept=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:  # noqa: ANN001
+    """Distinct window items per user (minus history items unless the first target) and metrics;
+    ``kept``: the fold users (with a target) that ``es`` still holds, in order."""
     counts = np.diff(np.asarray(f.tgt_offsets))
     has = counts > 0
     rows = np.repeat(np.arange(int(has.sum())), counts[has])
     items = np.asarray(seq.item)[np.asarray(f.tgt_pos)].astype(np.int64)
+    if kept is not None:
+        new = np.full(int(has.sum()), -1, np.int64)
+        new[kept] = np.arange(len(kept))
+        rows = new[rows]
+        rows, items = rows[rows >= 0], items[rows >= 0]
     if exclude_seen:
         h_rows, h_items = history_items(seq, es.hist_start, es.hist_end)
         seen = np.unique(h_rows * np.int64(n_items) + h_items)
@@ -231,7 +274,12 @@ def evaluate_model(
     model, seq: SequenceData, split: Split, folds: list[str], cfg: EvalConfig, training: TrainingPart, *, max_len: int,
 ) -> Evaluation:
     """Guard, then score ``folds`` and summarise (see the module docstring). Histories are cut to
-    the last ``max_len`` events (the model's training length)."""
+    the last ``max_len`` events (the model's training length). ``cfg.protocol`` next_basket /
+    next_period: :func:`evorec.evaluation.nextbasket.evaluate_baskets`."""
+    if cfg.protocol != "next_item":
+        from evorec.evaluation.nextbasket import evaluate_baskets
+
+        return evaluate_baskets(model, seq, split, folds, cfg, training, max_len=max_len)
     check_no_leakage(split, seq)
     check_model_training(seq, split, folds, training)
     n_items = int(model.n_items)
@@ -420,6 +468,7 @@ def _protocol(split: Split, folds: list[str], protocols: dict[str, dict], cfg: E
         "folds": folds,
         "ranking": first.get("ranking", "full"),
         "exclude_seen": cfg.exclude_seen,
+        "repeat_targets_dropped": sum(int(p.get("repeat_targets_dropped", 0)) for p in protocols.values()),
         "candidates": "all items" if cfg.candidates == "all" or split.kind == "loo" else "items that existed before the fold's cut",
         "ties": first.get("ties"),
         "target_in_history": first.get("target_in_history"),

@@ -64,7 +64,7 @@ class TrainConfig(BaseModel):
     eval_users: int | None = Field(None, description="validate on a fixed random subset of users (speed)")
     metric: str = "NDCG@10"
     patience: int = Field(10, ge=1, description="evaluations without improvement before stopping")
-    exclude_seen: bool = True
+    # (no exclude_seen here: early stopping reads eval.exclude_seen, given to the Trainer by the pipeline)
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False
@@ -176,10 +176,15 @@ class WeightAverage:
 
 
 class Trainer:
-    """Trains ``model`` on ``train`` and early-stops on ``valid`` (full ranking)."""
+    """Trains ``model`` on ``train`` and early-stops on ``valid`` (full ranking). ``exclude_seen``
+    is the evaluation's setting (``eval.exclude_seen``): the one place it is set; ``valid`` should
+    then already be without repeat targets (``evorec.evaluation.protocols.drop_repeat_targets``)."""
 
-    def __init__(self, model, train: TrainView, valid: EvalSet | None, cfg: TrainConfig, run_dir: str | Path, payload_fn):
+    def __init__(
+        self, model, train: TrainView, valid: EvalSet | None, cfg: TrainConfig, run_dir: str | Path, payload_fn, *, exclude_seen: bool = True,
+    ):
         self.model = model
+        self.exclude_seen = exclude_seen
         self.train_view = train
         self.valid = valid
         self.cfg = cfg
@@ -227,7 +232,7 @@ class Trainer:
         with torch.no_grad():
             res = rank_targets(
                 model, self.train_view.seq, es, max_len=self.cfg.max_len, batch_size=self.cfg.eval_batch_size,
-                exclude_seen=self.cfg.exclude_seen, ks=(5, 10, 20), device=device, return_topk=False,  # ranks suffice
+                exclude_seen=self.exclude_seen, ks=(5, 10, 20), device=device, return_topk=False,  # ranks suffice
             )
         model.train(was)
         if self.world == 1:
@@ -447,7 +452,7 @@ class Trainer:
 
 def _rows(es: EvalSet, idx: np.ndarray) -> EvalSet:
     """The evaluation targets at rows ``idx``."""
-    return EvalSet(*(getattr(es, f)[idx] for f in ("users", "hist_start", "hist_end", "target_item", "target_ts", "target_pos")))
+    return es.take(idx)
 
 
 def _window_count(view: TrainView, cfg: TrainConfig) -> np.ndarray:
