@@ -79,6 +79,8 @@ def main() -> None:
     ap.add_argument("--sim-events", type=int, default=10_000_000, help="simulated events (approx.)")
     ap.add_argument("--keep", action="store_true", help="keep benchmarks/scratch afterwards")
     ap.add_argument("--results", default="ingest.json", help="file name under benchmarks/results/")
+    ap.add_argument("--no-sniffed-row", dest="sniffed_row", action="store_false",
+                    help="skip the ingest without --format (for evorec versions without the sniffer)")
     args = ap.parse_args()
     if not TAOBAO.exists():
         raise SystemExit(f"{TAOBAO} not found: the benchmark needs ../shared/data")
@@ -103,6 +105,17 @@ def main() -> None:
         assert res["rows_ingested"] + res["rows_quarantined"] == res["rows_read"] == n
         r.update(rows=n, rows_per_s=round(n / r["seconds"]), mb=round(path.stat().st_size / 2**20, 1))
         rows_out.append(r)
+        if args.sniffed_row and path == big:  # the same file without --format: sniffed first
+            store.unlink(missing_ok=True)
+            r = run(
+                f"evorec ingest same file, no --format (sniffed) ({n:,} rows)",
+                [EVOREC, "data", "ingest", str(path), "--store", str(store), "--dataset", "tb", "--json"],
+                env,
+            )
+            res = json.loads(r.pop("stdout"))
+            assert res["format"] == "taobao" and res["rows_ingested"] + res["rows_quarantined"] == res["rows_read"] == n
+            r.update(rows=n, rows_per_s=round(n / r["seconds"]), mb=round(path.stat().st_size / 2**20, 1))
+            rows_out.append(r)
         r = run(f"duckdb read_csv same file ({n:,} rows)", [PY, "-c", DUCKDB, str(path)])
         assert int(r.pop("stdout")) == n
         r.update(rows=n, rows_per_s=round(n / r["seconds"]), mb=round(path.stat().st_size / 2**20, 1))

@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from evorec.cli.main import app
+from evorec.data.describe import describe_dataset
 from evorec.data.forget import forget_users
 from evorec.data.ingest import IngestError, ingest_file
 from evorec.data.readers import FormatMismatch
@@ -152,6 +153,7 @@ def test_tmall_month_day_action_profile_layout(tmp_path):
     # 2015 assumed (the file has no year); the date is the row's month/day.
     ts = _q(store, "SELECT strftime(ts, '%Y-%m-%d') FROM events WHERE source_row = 2")[0][0]
     assert ts == f"2015-{int(one['month']):02d}-{int(one['day']):02d}"
+    assert describe_dataset(store, "user_log")["user_profiles"] == len(users)
     # Forgotten with the events.
     report = forget_users([rows[0]["user_id"]], store)
     assert report["tables"].get("users") == 1

@@ -130,7 +130,7 @@ def describe(
     t.add_column("what")
     t.add_column("value", justify="right")
     for key in ("rows_read", "events", "quarantined", "users", "items", "categories", "items_metadata",
-                "events_without_category", "events_without_item_metadata", "events_with_basket_id"):
+                "events_without_category", "events_without_item_metadata", "events_with_basket_id", "user_profiles"):
         if d.get(key) is not None:
             t.add_row(key, f"{d[key]:,}")
     t.add_row("time span", f"{d['time_min']} .. {d['time_max']}")

@@ -49,6 +49,10 @@ def describe_dataset(store: str | Path, dataset: str) -> dict:
             ).fetchall()
         ]
         n_items_meta = con.execute("SELECT count(*) FROM items WHERE dataset = ?", [dataset]).fetchall()[0][0]
+        n_profiles = (  # stores from before the users table (schema 3) have none
+            con.execute("SELECT count(*) FROM users WHERE dataset = ?", [dataset]).fetchall()[0][0]
+            if store_mod.table_columns(con, "users") else 0
+        )
         basket = "e.basket_id" if "basket_id" in store_mod.event_columns(con) else "NULL"  # stores from before baskets
         no_cat, no_meta, with_basket = con.execute(
             f"SELECT count(*) FILTER (WHERE e.category_id IS NULL), count(*) FILTER (WHERE i.item_id IS NULL), "
@@ -82,6 +86,7 @@ def describe_dataset(store: str | Path, dataset: str) -> dict:
         "events_without_category": int(no_cat or 0),
         "events_without_item_metadata": int(no_meta or 0) if n_items_meta else None,
         "events_with_basket_id": int(with_basket or 0),
+        "user_profiles": int(n_profiles),
         "ingests": ingests,
     }
 
