@@ -12,7 +12,7 @@ import re
 
 from evorec.data.readers import register
 from evorec.data.readers.amazon import check_options
-from evorec.data.readers.base import DelimitedReader, ReaderOptionError, first_lines, int_seconds, nullif_empty, sql_str
+from evorec.data.readers.base import DelimitedReader, ReaderOptionError, int_seconds, nullif_empty, sql_str
 from evorec.data.readers.layouts import (
     NUM,
     UNIX_S,
@@ -47,12 +47,11 @@ class AmazonRatings(DelimitedReader):
 
     def __init__(self, path, options=None):
         super().__init__(path, options)
-        lines = first_lines(self.path, 20) if self.path.is_file() else []
-        head = lines[0].lstrip(b"\xef\xbb\xbf").decode("utf-8", errors="replace").split(",") if lines else []
+        rows = self.head_fields(20)
+        head = rows[0] if rows else []
         self.order = self.options.get("order", "")
         if head and len(resolve(head, AR_ROLES)) < 2:
             self.header = False  # type: ignore[misc]
-            rows = [ln.decode("utf-8", errors="replace").split(",") for ln in lines]
             if not self.order:
                 self.order = "item_user" if _item_first(rows) else "user_item"
             self.columns = ("item", "user", "rating", "timestamp") if self.order == "item_user" else (  # type: ignore[misc]

@@ -231,6 +231,12 @@ class DelimitedReader(Reader):
         self._names: list[str] | None = None
         self._roles: dict[str, str] | None = None
 
+    def head_fields(self, n: int = 1) -> list[list[str]]:
+        """The first ``n`` lines split on the delimiter (BOM dropped), before header or not is decided."""
+        lines = first_lines(self.path, n) if self.path.is_file() else []
+        text = [ln.lstrip(codecs.BOM_UTF8).decode("utf-8", errors="replace") for ln in lines]
+        return [t.split(self.delimiter) for t in text]
+
     # -- columns by role --
     def role_columns(self) -> dict[str, str]:
         """Role -> the column of this file that holds it (headerless files: the role names)."""

@@ -346,8 +346,7 @@ class MovieLensCSV(DelimitedReader):
 
     def __init__(self, path, options=None):
         super().__init__(path, options)
-        lines = first_lines(self.path, 1) if self.path.is_file() else []
-        head = lines[0].lstrip(b"\xef\xbb\xbf").decode("utf-8", errors="replace").split(",") if lines else []
+        head = (self.head_fields(1) or [[]])[0]
         if head and head[0].strip().isdigit() and len(resolve(head, ML_CSV_ROLES)) == 0:
             self.header = False  # type: ignore[misc]  # a copy without a header
 

@@ -14,7 +14,6 @@ from evorec.data.readers.base import (
     FormatMismatch,
     ReaderOptionError,
     behavior_case,
-    first_lines,
     int_seconds,
     nullif_empty,
     q,
@@ -81,8 +80,7 @@ class TaobaoUserBehavior(DelimitedReader):
 
     def __init__(self, path, options=None):
         super().__init__(path, options)
-        lines = first_lines(self.path, 1) if self.path.is_file() else []
-        head = lines[0].lstrip(b"\xef\xbb\xbf").decode("utf-8", errors="replace").split(",") if lines else []
+        head = (self.head_fields(1) or [[]])[0]
         if len(resolve(head, TAOBAO_ROLES)) >= 3:  # a header naming the columns
             self.header = True  # type: ignore[misc]
 
