@@ -83,7 +83,12 @@ def forecast_data(cfg: ForecastExperimentConfig) -> SequenceData:
 def forecast_backtest(cfg: ForecastExperimentConfig, out_dir: str | Path | None = None) -> dict[str, Any]:
     """Run the backtest; with ``out_dir`` also save the model and the results there."""
     seq = forecast_data(cfg)
-    res, model, ctx = run_backtest(seq, cfg.forecast)
+    oracles = None
+    if cfg.simulate is not None:  # the planted interests give the forecasts' ceilings
+        from evorec.forecasting.oracles import simulated_oracles
+
+        oracles = simulated_oracles(SimConfig.model_validate(cfg.simulate), seq)
+    res, model, ctx = run_backtest(seq, cfg.forecast, oracles)
     res = {"dataset": _experiment(cfg).data.dataset, "sequence_fingerprint": seq.fingerprint, **res}
     if out_dir is not None:
         import torch

@@ -19,6 +19,7 @@ from evorec.data.simulate import (
     UNIT_USERS,
     SimConfig,
     ground_truth,
+    interest_oracles,
     items_table,
     sidecar_paths,
     simulate_batches,
@@ -312,6 +313,62 @@ def test_planted_table():
     assert _sql("select min(day) from p", p=planted)[0][0] >= 15
     assert _sql("select max(day) from p", p=planted)[0][0] < 85
     assert _sql(f"select count(*) from p where ts <> {cfg.t0} + day * 86400", p=planted)[0][0] == 0
+
+
+# ---------------------------------------------------------------------------- oracles
+
+
+def test_future_oracle_is_the_truth_of_the_window():
+    cfg = SimConfig(users=150, days=120, seed=4)
+    ids = [f"u{u:06d}" for u in range(0, 150, 7)]
+    o = interest_oracles(cfg, ids, np.full(len(ids), cfg.t0 + 35 * DAY), [7, 14])
+    assert o.future.shape == o.now.shape == (len(ids), 2, cfg.n_categories)
+    np.testing.assert_allclose(o.future.sum(-1), 1.0, atol=1e-9)
+    np.testing.assert_allclose(o.now.sum(-1), 1.0, atol=1e-9)
+    truth = ground_truth(cfg).interest.to_pandas()
+    col = {c: j for j, c in enumerate(o.category_ids)}
+    for s, u in enumerate(ids):
+        week = truth[(truth.user_id == u) & (truth.day == 35)]  # the 7-day period starting at day 35
+        got = o.future[s, 0, [col[c] for c in week.category_id]]
+        np.testing.assert_allclose(got, week.prob.to_numpy(), rtol=1e-5)
+        two = truth[(truth.user_id == u) & truth.day.isin([35, 42])].groupby("category_id").prob.sum() / 2
+        big = two[two > 0.05]  # both weeks above the truth table's floor
+        np.testing.assert_allclose(o.future[s, 1, [col[c] for c in big.index]], big.to_numpy(), rtol=1e-3)
+
+
+def test_now_oracle_carries_only_what_the_past_shows():
+    static = SimConfig(users=64, days=100, seed=5, drift_sigma=0.0, emerging_prob=0.0, fading_prob=0.0, life_event_prob=0.0)
+    ids = [f"u{u:06d}" for u in range(64)]
+    cut = np.full(64, static.t0 + 40 * DAY)
+    o = interest_oracles(static, ids, cut, [30])
+    np.testing.assert_allclose(o.now, o.future, atol=1e-12)  # nothing random after the cutoff: the two agree
+    # every user gets an emerging interest: an onset before the cutoff is carried forward, one after is not
+    cfg = SimConfig(users=64, days=200, seed=5, drift_sigma=0.0, emerging_prob=1.0, fading_prob=0.0, life_event_prob=0.0)
+    planted = ground_truth(cfg).planted.to_pandas()
+    onset = planted[planted.kind == "emerging"].set_index("user_id")
+    cut_day = 100
+    o = interest_oracles(cfg, ids, np.full(64, cfg.t0 + cut_day * DAY), [30])
+    col = {c: j for j, c in enumerate(o.category_ids)}
+    before = after = 0
+    for s, u in enumerate(ids):
+        c, day = col[onset.loc[u, "category_id"]], int(onset.loc[u, "day"])
+        if day < cut_day - 30:  # fully risen before the cutoff: the carried state has it
+            assert o.now[s, 0, c] == pytest.approx(o.future[s, 0, c], rel=1e-4)
+            before += 1
+        elif day > cut_day + 30:  # rises after the window: neither has it
+            assert o.now[s, 0, c] < 1e-3 and o.future[s, 0, c] < 1e-3
+        elif cut_day <= day < cut_day + 10:  # rises inside the window: only the future knows
+            assert o.future[s, 0, c] > 10 * o.now[s, 0, c]
+            after += 1
+    assert before and after
+
+
+def test_oracles_refuse_ids_that_are_not_simulated():
+    cfg = SimConfig(users=10, days=30)
+    with pytest.raises(ValueError, match="outside the simulated 10 users"):
+        interest_oracles(cfg, ["u000012"], np.array([cfg.t0]), [7])
+    with pytest.raises(ValueError, match="not a simulated user id"):
+        interest_oracles(cfg, ["alice"], np.array([cfg.t0]), [7])
 
 
 @pytest.mark.parametrize(

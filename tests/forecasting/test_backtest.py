@@ -81,6 +81,15 @@ def test_backtest_results_per_horizon(sim_run):
         lo, hi = e["model_ci"]["NDCG@10"]
         assert lo <= e["model"]["NDCG@10"] <= hi
         assert e["vs_best_baseline"]["baseline"] in e["baselines"]
+        # the planted interests bound every forecaster: the window's own interest ranks best, and the
+        # state carried forward from the cutoff is a ceiling for anything that sees only the past
+        fut, now = e["oracles"]["oracle_future"]["NDCG@10"], e["oracles"]["oracle_now"]["NDCG@10"]
+        best = max(b["NDCG@10"] for b in e["baselines"].values())
+        assert fut >= now - 0.01 and now > best and now > e["model"]["NDCG@10"]
+        lo, hi = e["oracles_ci"]["oracle_now"]["NDCG@10"]
+        assert lo <= now <= hi
+        g = e["gap_closed"]
+        assert g["NDCG@10"] == pytest.approx((e["model"]["NDCG@10"] - best) / (now - best))
     # the learned model is at least as good as the best baseline at 30 days (it sees every baseline's signal)
     e = res["horizons"]["30d"]
     assert e["model"]["NDCG@10"] >= max(b["NDCG@10"] for b in e["baselines"].values()) - 0.01

@@ -645,6 +645,85 @@ def ground_truth(cfg: SimConfig, *, chunk_users: int | None = None) -> GroundTru
                        pa.Table.from_batches(planted, PLANTED_SCHEMA))
 
 
+@dataclass(frozen=True)
+class InterestOracles:
+    """The simulator's interest over forecast windows, per sample and horizon.
+
+    ``future[s, j, c]``: the mean over the days of window ``[T_s, T_s + h_j)`` of user ``s``'s
+    true daily interest in category ``c`` (what the window was drawn from: the ceiling of any
+    forecaster). ``now[s, j, c]``: the same mean of the interest *state at the cutoff carried
+    forward by the simulator's deterministic parts only*: the taste in force (a life event
+    counts once it has happened), the drift at the cutoff decayed by its weekly mean reversion
+    (its expectation), the calendar season of each future day, and the emerging/fading ramps
+    whose onset lies before the cutoff; no future noise, no onset after the cutoff (the fair
+    ceiling of a forecaster that sees only the past)."""
+
+    future: np.ndarray  # (S, H, C) float64
+    now: np.ndarray  # (S, H, C) float64
+    category_ids: list[str]  # (C,) the simulator's category ids, in column order
+
+
+def _logits_now(cfg: SimConfig, world: _World, lat: _Latent, ui: np.ndarray, d: np.ndarray, dT: np.ndarray) -> np.ndarray:
+    """(n, L, C) logits of users ``ui`` (n, 1) on days ``d`` (n, L) as known at cutoff day ``dT`` (n, 1)."""
+    seen = dT - 1  # the last day before the cutoff
+    z = np.where((lat.l_day[ui] <= seen)[..., None], lat.base1[ui], lat.base0[ui])  # (n, 1, C)
+    k = np.maximum(seen, 0) // 7
+    f = ((np.maximum(seen, 0) % 7) / np.float32(7.0)).astype(np.float32)[..., None]
+    drift_T = lat.drift[ui, k] * (1 - f) + lat.drift[ui, k + 1] * f  # (n, 1, C)
+    keep = np.float32(1.0 - cfg.drift_reversion) ** ((d - seen) / np.float32(7.0)).astype(np.float32)  # (n, L)
+    z = z + drift_T * keep[..., None] + world.season[d]  # (n, L, C)
+    ub, db = np.broadcast_arrays(ui, d)
+    T = float(cfg.transition_days)
+    for cat, day, ramp in ((lat.e_cat, lat.e_day, True), (lat.f_cat, lat.f_day, False)):
+        has = cat[ub] >= 0
+        if ramp:  # an emerging category sits at its floor until an onset that the past has shown
+            sel = np.nonzero(has)
+            u = ub[sel]
+            r = np.where(day[u] <= np.broadcast_to(seen, db.shape)[sel], _smoothstep((db[sel] - day[u]) / T), 0.0)
+            z[sel + (cat[u],)] += lat.e_lo[u] + (lat.e_hi[u] - lat.e_lo[u]) * r
+        else:
+            sel = np.nonzero(has & (day[ub] <= np.broadcast_to(seen, db.shape)))
+            u = ub[sel]
+            z[sel + (cat[u],)] -= cfg.fade_depth * _smoothstep((db[sel] - day[u]) / T)
+    return z
+
+
+def interest_oracles(cfg: SimConfig, user_ids: list[str], cutoffs: np.ndarray, horizon_days: list[int],
+                     chunk: int = 2048) -> InterestOracles:
+    """The simulator's true (``future``) and carried-forward (``now``) interest over each
+    sample's windows: sample ``s`` is user ``user_ids[s]`` at unix time ``cutoffs[s]``; window
+    ``j`` covers the ``horizon_days[j]`` days from the cutoff's day (days past the simulated
+    period repeat its last day)."""
+    world = _world(cfg)
+    width = max(6, len(str(cfg.users - 1)))
+    try:
+        rows = np.array([int(u[1:]) for u in user_ids], dtype=np.int64)
+    except ValueError as e:
+        raise ValueError(f"not a simulated user id (expected u{'0' * width}..): {e}") from None
+    if len(rows) and (rows.min() < 0 or rows.max() >= cfg.users):
+        raise ValueError(f"user ids outside the simulated {cfg.users} users")
+    cut_day = (np.asarray(cutoffs, dtype=np.int64) - cfg.t0) // DAY
+    S, H, C, D = len(rows), len(horizon_days), cfg.n_categories, cfg.days
+    L = max(int(h) for h in horizon_days) if H else 0
+    future, now = np.zeros((S, H, C)), np.zeros((S, H, C))
+    ends = np.asarray(horizon_days, dtype=np.int64) - 1
+    units = rows // UNIT_USERS
+    for lo in range(0, int(units.max()) + 1 if S else 0, max(1, chunk // UNIT_USERS)):
+        hi = min(lo + max(1, chunk // UNIT_USERS), (cfg.users + UNIT_USERS - 1) // UNIT_USERS)
+        idx = np.flatnonzero((units >= lo) & (units < hi))
+        if not len(idx):
+            continue
+        lat = _latent(cfg, lo, hi)
+        for part in np.array_split(idx, max(1, len(idx) * L * C // 4_000_000 + 1)):
+            ui = (rows[part] - lat.user_lo)[:, None]  # (n, 1)
+            dT = cut_day[part][:, None]  # (n, 1)
+            d = np.clip(dT + np.arange(L)[None, :], 0, D - 1)  # (n, L)
+            for out, z in ((future, _logits(cfg, world, lat, ui, d)), (now, _logits_now(cfg, world, lat, ui, d, dT))):
+                cum = np.cumsum(_softmax(z.astype(np.float64)), axis=1)  # (n, L, C)
+                out[part] = cum[:, ends] / (ends + 1)[None, :, None]
+    return InterestOracles(future, now, world.cat_ids.to_pylist())
+
+
 def sidecar_paths(out: Path) -> dict[str, Path]:
     """Where :func:`write_simulation` puts each file for the events path ``out``."""
     out = Path(out)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,6 +44,8 @@ HALF_LIVES_EVENTS = [1, 3, 10, 30, 100, 300]
 METRICS = ("NDCG@5", "NDCG@10", "Recall@5", "JSD", "Brier", "EmergingRecall@10", "EmergingNDCG@10", "MixedEmergingRecall@10",
            "FadingPrecision")
 PAIRED = ("NDCG@10", "EmergingRecall@10")
+ORACLE_METRICS = ("NDCG@5", "NDCG@10", "Recall@5", "EmergingRecall@10", "EmergingNDCG@10")
+OracleFn = Callable[[WindowSamples], dict[str, np.ndarray]]  # test samples -> {name: (S, H, C) scores}
 LOWER_IS_BETTER = {"JSD", "Brier", "ECE"}
 
 
@@ -104,10 +107,15 @@ def _resolve(seq: SequenceData, cfg: BacktestConfig) -> dict[str, Any]:
     return {"unit": unit, "horizons": horizons, "valid": valid, "tests": tests, "train": train_cutoffs}
 
 
-def run_backtest(seq: SequenceData, cfg: BacktestConfig) -> tuple[dict[str, Any], Any, Context]:
+def run_backtest(seq: SequenceData, cfg: BacktestConfig, oracles: OracleFn | None = None) -> tuple[dict[str, Any], Any, Context]:
     """Train, calibrate and score (see the module docstring). Returns (results, model, context);
     the model is a :class:`Forecaster` (kind neural), a :class:`RankerForecaster` (kind ranker,
-    fitted at the last origin) or the fitted TIFU-KNN baseline (kind tifu_knn)."""
+    fitted at the last origin) or the fitted TIFU-KNN baseline (kind tifu_knn).
+
+    ``oracles`` (simulated data): scores of the test samples that know the planted interests,
+    ``{name: (S, H, C)}``; each is ranked like a forecaster and reported under ``oracles``, and
+    with ``oracle_now`` the share of the gap from the best baseline to it that the model closes
+    (``gap_closed``, NDCG@10)."""
     r = _resolve(seq, cfg)
     unit, horizons = r["unit"], r["horizons"]
     unknown = [b for b in cfg.baselines if b not in BASELINES]
@@ -144,6 +152,10 @@ def run_backtest(seq: SequenceData, cfg: BacktestConfig) -> tuple[dict[str, Any]
     first = seeds[0]
     preds_model, model, info = runs[first]
     counts, past = test.counts, f_test.past
+    oracle_preds = {}
+    for name, sc in (oracles(test) if oracles is not None else {}).items():
+        p = np.where(np.isfinite(sc), sc, 0.0)
+        oracle_preds[name] = Prediction(p / np.maximum(p.sum(-1, keepdims=True), 1e-12), p, sc, sc)
     out: dict[str, Any] = {
         "unit": unit,
         "note": None if unit == "seconds" else "order-only data: cutoffs are positions and horizons count events",
@@ -194,6 +206,18 @@ def run_backtest(seq: SequenceData, cfg: BacktestConfig) -> tuple[dict[str, Any]
                 "cis_overlap": None if lo_m is None or hi_b is None else bool(lo_m[0] <= hi_b[1]),
             }
             entry["paired"] = {b: _paired(vecs["model"], vecs[b], cfg) for b in entry["baselines"]}
+        if oracle_preds:
+            entry["oracles"], entry["oracles_ci"] = {}, {}
+            for name, pr in oracle_preds.items():
+                v = _horizon_vectors(pr, j, ok, c_ok, past[ok], f_test.last[j][ok] > 0)
+                entry["oracles"][name], entry["oracles_ci"][name] = _summarize({m: v[m] for m in ORACLE_METRICS}, cfg)
+            if "oracle_now" in oracle_preds and entry.get("baselines"):
+                best = max(entry["baselines"], key=lambda b: entry["baselines"][b]["NDCG@10"])
+                b, o = entry["baselines"][best]["NDCG@10"], entry["oracles"]["oracle_now"]["NDCG@10"]
+                entry["gap_closed"] = {
+                    "NDCG@10": (entry["model"]["NDCG@10"] - b) / (o - b) if o > b else None, "baseline": best,
+                    "definition": "(model - best baseline) / (oracle_now - best baseline)",
+                }
         if len(seeds) > 1:
             entry["seeds"] = {}
             for sd in seeds:
