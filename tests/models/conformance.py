@@ -43,8 +43,10 @@ def fitted(name: str, cfg: dict, seq, split, seed: int = 0, steps: int = 0):
     view = TrainView.from_split(seq, split)
     if not model.trainable:
         model.fit(view)
-    elif steps:
-        train_steps(model, view, steps, seed)
+    else:
+        model.prepare(view)  # as the trainer does before the first step (count-based members)
+        if steps:
+            train_steps(model, view, steps, seed)
     return model
 
 

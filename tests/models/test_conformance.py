@@ -20,6 +20,10 @@ MODELS: dict[str, dict] = {
     "sasrec": {"hidden": 32, "layers": 1, "heads": 2, "max_len": 20, "side": {"use_category": True, "time": "gap_buckets"}},
     "bert4rec": {"hidden": 32, "layers": 1, "heads": 2, "max_len": 20, "side": {"time": "gap_buckets"}},
     "hstu": {"hidden": 32, "layers": 1, "heads": 2, "max_len": 20, "side": {"use_behavior": True}},
+    "ptopfreq": {},
+    "tifuknn": {"k": 20, "alpha": 0.5},
+    "repeat": {"cuts": 2},
+    "trex": {"explore": {"name": "gru4rec", "config": {"embed_dim": 32, "hidden_size": 32, "dropout": 0.1}}, "threshold": 0.1},
     "ensemble": {
         "members": [
             {"name": "sasrec", "config": {"hidden": 32, "layers": 1, "heads": 2, "max_len": 20}},

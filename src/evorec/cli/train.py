@@ -70,7 +70,9 @@ def evaluate(
         f"{p['ranking']} ranking over {p['candidates']}, seen items {'excluded' if p['exclude_seen'] else 'kept'}; "
         f"CIs: {p['confidence_intervals']}"
     )
-    for k in ("HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR", "GAUC"):
+    if p.get("name") in ("next_basket", "next_period"):
+        typer.echo(f"  protocol {p['name']}: {p['targets']}; repeat targets {p['repeat_targets']}")
+    for k in ("HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR", "GAUC", "Recall@10", "PHR@10", "repeat Recall@10", "explore Recall@10"):
         if k in m:
             lo_hi = ci.get(k)
             band = f"  [{lo_hi[0]:.4f}, {lo_hi[1]:.4f}]" if lo_hi else ""

@@ -203,7 +203,7 @@ def evaluate_baskets(model, seq: SequenceData, split: Split, folds: list[str], c
             "targets": "every distinct item of the user's first basket after the cut" if cfg.protocol == "next_basket"
             else f"every distinct item the user bought in the {cfg.period_days:g} days after the cut",
             "baskets": getattr(seq, "basket_source", "basket_id"),
-            "split": split.kind, "folds": folds, "exclude_seen": cfg.exclude_seen,
+            "split": split.kind, "split_config": split.config, "folds": folds, "ranking": "full", "exclude_seen": cfg.exclude_seen,
             "repeat_targets": "dropped from the evaluation (seen items are not ranked)" if cfg.exclude_seen else "kept and ranked",
             "candidates": "all items" if cfg.candidates == "all" else "items that existed before the fold's cut",
             "max_len": max_len, "model_training": {"set": training.key, "cut": training.cut},

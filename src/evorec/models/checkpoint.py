@@ -51,7 +51,7 @@ def model_payload(model, experiment: dict, vocabs: dict[str, list], extra: dict 
         "model_name": model.name,
         "model_config": model.config.model_dump(mode="json"),
         "sizes": model.sizes.to_dict(),
-        "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state": {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in model.state_dict().items()},  # extra state: a dict
         "experiment": experiment,
         "vocabs": vocabs,
         **(extra or {}),

@@ -19,6 +19,8 @@ as a ``scipy.sparse.csr_matrix`` (items: tens of thousands of columns, most of t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import sparse
 
@@ -131,3 +133,77 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     v = np.take_along_axis(s, part, 1)
     order = np.lexsort((part, -v), axis=1)
     return np.take_along_axis(part, order, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Baskets of a batch or of the training events, as cells
+
+
+SECONDS_PER_DAY = 86400
+
+
+@dataclass
+class Cells:
+    """Distinct (row, basket, item) cells of some histories; baskets renumbered 0..n-1 per row
+    (0 = the oldest basket kept), in time order."""
+
+    row: np.ndarray  # (E,) int64
+    basket: np.ndarray  # (E,) int64
+    item: np.ndarray  # (E,) int64
+    ts: np.ndarray  # (E,) int64 latest time of the item's lines in the basket
+    n_baskets: np.ndarray  # (R,) int64 baskets per row
+    basket_ts: np.ndarray  # (R, max baskets) int64 time of each basket (its latest line), 0 past n_baskets
+
+
+def basket_cells(row: np.ndarray, basket_key: np.ndarray, item: np.ndarray, ts: np.ndarray, n_rows: int) -> Cells:
+    """Cells from flat events: ``basket_key`` orders a row's baskets (any non-decreasing numbering,
+    e.g. ``SequenceData.basket``); events with item 0 (unknown) are left out."""
+    row, key, item, ts = (np.asarray(a, np.int64) for a in (row, basket_key, item, ts))
+    ok = item > 0
+    row, key, item, ts = row[ok], key[ok], item[ok], ts[ok]
+    if not len(row):
+        z = np.zeros(0, np.int64)
+        return Cells(z, z, z, z, np.zeros(n_rows, np.int64), np.zeros((n_rows, 1), np.int64))
+    key = key - key.min()
+    span = np.int64(key.max() + 1)
+    rb, inv = np.unique(row * span + key, return_inverse=True)  # distinct (row, basket), sorted
+    rb_row = rb // span
+    first = np.searchsorted(rb_row, np.arange(n_rows))  # first (row, basket) of each row
+    n_baskets = np.bincount(rb_row, minlength=n_rows).astype(np.int64)
+    b_of = np.arange(len(rb)) - first[rb_row]  # (RB,) 0-based basket number within the row
+    b_ts = np.zeros(len(rb), np.int64)
+    np.maximum.at(b_ts, inv.ravel(), ts)
+    basket_ts = np.zeros((n_rows, max(int(n_baskets.max()), 1)), np.int64)
+    basket_ts[rb_row, b_of] = b_ts
+    basket = b_of[inv.ravel()]
+    n_items = np.int64(item.max() + 1)
+    nb = np.int64(basket.max() + 1)
+    cell, cinv = np.unique((row * nb + basket) * n_items + item, return_inverse=True)
+    c_ts = np.zeros(len(cell), np.int64)
+    np.maximum.at(c_ts, cinv.ravel(), ts)
+    return Cells(row=cell // (nb * n_items), basket=(cell // n_items) % nb, item=cell % n_items, ts=c_ts,
+                 n_baskets=n_baskets, basket_ts=basket_ts)
+
+
+def batch_cells(batch) -> Cells:  # noqa: ANN001 - evorec.types.SequenceBatch
+    """Cells of a batch's histories: its ``baskets`` (the data's basket numbers) where it has them,
+    else a user's events of one day (UTC) form a basket."""
+    items = batch.items.cpu().numpy()
+    mask = batch.mask.cpu().numpy() & (items > 0)
+    ts = batch.timestamps.cpu().numpy()
+    key = batch.baskets.cpu().numpy() if batch.baskets is not None else ts // SECONDS_PER_DAY
+    r, c = np.nonzero(mask)
+    return basket_cells(r, key[r, c], items[r, c], ts[r, c], items.shape[0])
+
+
+def training_cells(view) -> tuple[Cells, np.ndarray]:  # noqa: ANN001 - evorec.data.batches.TrainView
+    """(cells of every user's training part, (n_users,) user rows): rows are user rows."""
+    seq = view.seq
+    start = np.asarray(seq.offsets[:-1], np.int64)
+    lengths = np.maximum(np.asarray(view.end, np.int64) - start, 0)
+    user = np.repeat(np.arange(len(start), dtype=np.int64), lengths)
+    pos = np.repeat(start - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+    if not len(pos):
+        return basket_cells(user, user, user, user, len(start)), np.arange(len(start))
+    basket = np.asarray(seq.basket)[pos]
+    return basket_cells(user, basket, np.asarray(seq.item)[pos], np.asarray(seq.ts)[pos], len(start)), np.arange(len(start))

@@ -19,6 +19,7 @@ _LOADED = False
 BUILTIN = (
     "pop", "itemknn", "markov",
     "gru4rec", "caser", "sasrec", "bert4rec", "hstu", "dien", "multvae", "ensemble",
+    "ptopfreq", "tifuknn", "repeat", "trex",
 )
 
 
