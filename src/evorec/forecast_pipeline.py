@@ -25,6 +25,7 @@ from evorec.forecasting.backtest import BacktestConfig, run_backtest
 from evorec.pipeline import DataSourceConfig, ExperimentConfig, _prepared
 from evorec.utils.io import atomic_write_text, json_default
 from evorec.utils.config import load_config
+from evorec.utils.tracking import log_forecast_backtest
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +81,9 @@ def forecast_data(cfg: ForecastExperimentConfig) -> SequenceData:
     return seq
 
 
-def forecast_backtest(cfg: ForecastExperimentConfig, out_dir: str | Path | None = None) -> dict[str, Any]:
-    """Run the backtest; with ``out_dir`` also save the model and the results there."""
+def forecast_backtest(cfg: ForecastExperimentConfig, out_dir: str | Path | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Run the backtest; with ``out_dir`` also save the model and the results there; with
+    ``tracking_uri`` log them to MLflow (``evorec.utils.tracking.log_forecast_backtest``)."""
     seq = forecast_data(cfg)
     oracles = None
     if cfg.simulate is not None:  # the planted interests give the forecasts' ceilings
@@ -113,6 +115,8 @@ def forecast_backtest(cfg: ForecastExperimentConfig, out_dir: str | Path | None 
             out / "forecaster.pt",
         )
         atomic_write_text(out / "backtest.json", json.dumps(res, indent=2, default=json_default))
+    if tracking_uri:
+        log_forecast_backtest(tracking_uri, cfg.model_dump(mode="json"), res, out_dir)
     return res
 
 

@@ -32,6 +32,7 @@ from evorec.training.trainer import TrainConfig, Trainer
 from evorec.types import BEHAVIORS
 from evorec.utils.config import load_config
 from evorec.utils.io import atomic_write_parquet, atomic_write_text, json_default
+from evorec.utils.tracking import RunTracker, evaluation_metrics, log_result, numeric
 
 log = logging.getLogger(__name__)
 
@@ -214,16 +215,46 @@ def vocab_payload(seq: SequenceData) -> dict[str, list]:
     }
 
 
-def train(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = False):
+def train(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = False, tracking_uri: str | None = None):
     """Prepare the data, build the model, train with early stopping; returns (state, run_dir).
 
     Under ``torchrun`` each process joins the process group here (DDP, see
-    ``evorec.training.distributed``); process 0 prepares the data cache before the others read it."""
+    ``evorec.training.distributed``); process 0 prepares the data cache before the others read it.
+    With ``tracking_uri`` process 0 also logs the run to MLflow (``evorec.utils.tracking``): the
+    merged config, each epoch's record, the best validation metrics, the sequences' fingerprint,
+    ``best.pt``, ``history.json`` and ``config.yaml``; a failing tracking server is warned about once."""
+    from evorec.training.distributed import rank
+
     with process_group_from_env(cfg.train.device):
-        return _train(cfg, out_dir, resume=resume)
+        tracker = None
+        if tracking_uri and rank() == 0:
+            tracker = RunTracker.start(tracking_uri, kind="train", run_name=cfg.name or Path(out_dir).name,
+                                       resume_from=out_dir if resume else None, tags={"evorec.model": cfg.model.name})
+        try:
+            state, out = _train(cfg, out_dir, resume=resume, tracker=tracker)
+        except BaseException:
+            if tracker is not None:
+                tracker.finish("FAILED")
+            raise
+        if tracker is not None:
+            best = state.history[state.best_epoch - 1] if 0 < state.best_epoch <= len(state.history) else {}
+            final = {f"best/{k}": v for k, v in best.items() if k.startswith("valid/")}
+            final.update(numeric({"best_epoch": state.best_epoch, "epochs": state.epoch, "train_seconds": state.train_seconds}))
+            tracker.set_tags({"evorec.stopped": state.stopped, "evorec.precision": state.precision})
+            log_result(tracker, config=cfg.model_dump(mode="json"), fingerprint=_run_fingerprint(out), metrics=final,
+                       files=[out / "best.pt", out / "history.json", out / "config.yaml"], run_dir=out)
+            tracker.finish()
+        return state, out
 
 
-def _train(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool):
+def _run_fingerprint(run_dir: Path) -> str | None:
+    """The sequences' fingerprint recorded in a run's ``best.pt`` (None without one)."""
+    if not (run_dir / "best.pt").exists():
+        return None
+    return load_checkpoint(run_dir / "best.pt")["vocabs"].get("sequence_fingerprint")
+
+
+def _train(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool, tracker: RunTracker | None = None):
     import torch
 
     out = Path(out_dir)
@@ -264,7 +295,7 @@ def _train(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool):
         # training-part item counts travel with the model: serving's fallback for users without history
         return model_payload(m, merged, vocabs, {"item_popularity": popularity.tolist(), **(extra or {})})
 
-    state = Trainer(model, view, valid, cfg.train, out, payload, exclude_seen=cfg.eval.exclude_seen).fit(resume=resume)
+    state = Trainer(model, view, valid, cfg.train, out, payload, exclude_seen=cfg.eval.exclude_seen, tracker=tracker).fit(resume=resume)
     return state, out
 
 
@@ -297,6 +328,7 @@ def evaluate_run(
     protocol: str | None = None,
     split_overrides: list[str] | None = None,
     eval_overrides: list[str] | None = None,
+    tracking_uri: str | None = None,
 ) -> dict:
     """Evaluate a run's best checkpoint; writes ``metrics.json`` and ``per_user.parquet``.
 
@@ -304,7 +336,10 @@ def evaluate_run(
     one builds that split over the same sequences (:func:`default_split_config`, adjusted by
     ``split_overrides`` such as ``test_start=2014-01-01``), and the leakage guard refuses it when
     the model's training data reaches into its folds. ``eval_overrides`` adjust the run's
-    ``eval`` config (``bootstrap=2000``, ``candidates=all``, ...)."""
+    ``eval`` config (``bootstrap=2000``, ``candidates=all``, ...). With ``tracking_uri`` the metrics
+    with their CIs (``test/NDCG_at_10``, ``..._ci_low``/``_high``), the eval config and
+    ``metrics.json`` go to MLflow: into the training's MLflow run when ``RUN/mlflow.json`` names
+    the same tracking URI, else a new run."""
     from evorec.utils.config import apply_overrides
 
     run_dir = Path(run_dir)
@@ -351,6 +386,13 @@ def evaluate_run(
     }
     atomic_write_parquet(run_dir / "per_user.parquet", ev.table)
     atomic_write_text(run_dir / "metrics.json", json.dumps(out, indent=2, default=json_default))
+    if tracking_uri:
+        prefix = "" if len(folds) > 1 else f"{folds[0]}/"
+        with RunTracker.start(tracking_uri, kind="evaluate", run_name=run_dir.name, resume_from=run_dir) as tracker:
+            log_result(tracker, config={"folds": folds, "split": split.kind, **ecfg.model_dump(mode="json")},
+                       fingerprint=seq.fingerprint, metrics=evaluation_metrics(out, prefix or "test/"),
+                       files=[run_dir / "metrics.json"], run_dir=run_dir, params_prefix="evaluate.",
+                       config_name="evaluate.yaml")
     return out
 
 

@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from evorec.cli.common import emit_json, fail, user_errors
+from evorec.cli.train import TRACK_HELP, URI_HELP
 from evorec.utils.io import atomic_write_parquet
 
 
@@ -36,14 +37,17 @@ def backtest(
     out: Path | None = typer.Option(None, "--out", "-o", help="Run directory for the model and backtest.json."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     seeds: str | None = typer.Option(None, "--seeds", help="Model seeds to run, e.g. 0,1,2 (the first is the reported model)."),
+    track: bool = typer.Option(False, "--track", help=TRACK_HELP),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
 ) -> None:
     """Rolling-origin backtest: the learned forecaster vs every baseline, per horizon, with CIs."""
     from evorec.forecast_pipeline import forecast_backtest, load_forecast_experiment
+    from evorec.utils.tracking import tracking_target
 
     with user_errors():
         extra = [f"forecast.seeds=[{seeds}]"] if seeds else []
         cfg = load_forecast_experiment(config, list(setting or []) + extra)
-        res = forecast_backtest(cfg, out)
+        res = forecast_backtest(cfg, out, tracking_uri=tracking_target(track, tracking_uri))
     if as_json:
         emit_json(res)
         return

@@ -8,6 +8,9 @@ import typer
 
 from evorec.cli.common import emit_json, fail, user_errors
 
+TRACK_HELP = "Log to MLflow (params, per-epoch and final metrics, config, artefacts): the local ./mlruns store unless --tracking-uri or EVOREC_MLFLOW_URI names one."
+URI_HELP = "MLflow tracking URI (turns --track on; default: EVOREC_MLFLOW_URI, else ./mlruns)."
+
 
 def train(
     config: Path = typer.Option(..., "--config", "-c", help="Experiment YAML (data source, prepare, model, train)."),
@@ -16,10 +19,13 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint."),
     time_budget: float | None = typer.Option(None, "--time-budget", help="Stop cleanly after this many training seconds."),
     as_json: bool = typer.Option(False, "--json", help="Print the final state as JSON."),
+    track: bool = typer.Option(False, "--track", help=TRACK_HELP),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
 ) -> None:
     """Train a model; early-stops on validation NDCG@10 and keeps the best checkpoint."""
     from evorec.pipeline import load_experiment
     from evorec.pipeline import train as run_train
+    from evorec.utils.tracking import tracking_target
 
     overrides = list(setting or [])
     if time_budget is not None:
@@ -28,7 +34,7 @@ def train(
         cfg = load_experiment(config, overrides)
         if as_json:
             cfg.train.progress = False
-        state, run_dir = run_train(cfg, out, resume=resume)
+        state, run_dir = run_train(cfg, out, resume=resume, tracking_uri=tracking_target(track, tracking_uri))
     best = {k: v for k, v in (state.history[state.best_epoch - 1] if state.best_epoch > 0 else {}).items() if k.startswith("valid/")}
     if as_json:
         emit_json({"run": str(run_dir), **state.to_dict(), "best": best})
@@ -49,9 +55,12 @@ def evaluate(
     split_set: list[str] = typer.Option(None, "--split-set", help="Adjust the protocol's split, e.g. test_start=2014-01-01 (repeatable)."),
     setting: list[str] = typer.Option(None, "--set", help="Adjust the eval config, e.g. bootstrap=2000 or candidates=all (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
+    track: bool = typer.Option(False, "--track", help=TRACK_HELP + " Into the training's MLflow run when it was tracked there."),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
 ) -> None:
     """Metrics of a run's best checkpoint with confidence intervals (writes RUN_DIR/metrics.json and per_user.parquet)."""
     from evorec.pipeline import evaluate_run
+    from evorec.utils.tracking import tracking_target
 
     if protocol is not None and protocol not in ("loo", "time", "backtest"):
         fail(f"--protocol must be loo, time or backtest, not {protocol!r}")
@@ -59,6 +68,7 @@ def evaluate(
         res = evaluate_run(
             run_dir, fold=fold, exclude_seen=exclude_seen, protocol=protocol,
             split_overrides=list(split_set or []), eval_overrides=list(setting or []),
+            tracking_uri=tracking_target(track, tracking_uri),
         )
     if as_json:
         emit_json(res)

@@ -26,6 +26,7 @@ from evorec.serving.store import ROLES, EventStore
 from evorec.serving.web import add_dashboard
 from evorec.types import Behavior
 from evorec.utils.privacy import Pseudonymizer
+from evorec.utils.tracking import download_run, is_artifact_uri
 
 logger = logging.getLogger(__name__)
 
@@ -101,9 +102,23 @@ class RecommendationsOut(BaseModel):
     model_version: str
 
 
+def local_run(run: str | None) -> str | None:
+    """The run to load: a local path as given, or a run logged to MLflow (``runs:/ID/run``,
+    ``mlflow-artifacts:/...``: needs ``evorec[tracking]``; server from ``EVOREC_MLFLOW_URI``)
+    downloaded once into a fresh temporary folder (``TMPDIR``: writable also on a read-only root)."""
+    if not run or not is_artifact_uri(run):
+        return run
+    import tempfile
+
+    local = download_run(run, tempfile.mkdtemp(prefix="evorec-mlflow-run-"))
+    logger.info("serving %s, downloaded from MLflow into %s", run, local)
+    return str(local)
+
+
 def create_app(settings: ServeSettings | None = None, state: ServiceState | None = None) -> FastAPI:
     settings = settings or ServeSettings()
-    state = state or ServiceState(EventStore(settings.db_url), settings.run, settings.history_len, settings.forecast_run)
+    if state is None:
+        state = ServiceState(EventStore(settings.db_url), local_run(settings.run), settings.history_len, settings.forecast_run)
     pseudo = Pseudonymizer.from_environment() if settings.pseudonymize else None
     registry = CollectorRegistry()
     requests = Counter("evorec_requests_total", "HTTP requests", ["route", "method", "status"], registry=registry)

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EVOREC_SERVE_", extra="forbid")
 
-    run: str | None = Field(None, description="run directory of a trained recommender (its best.pt)")
+    run: str | None = Field(None, description="run directory of a trained recommender (its best.pt), or a run logged to MLflow (runs:/ID/run)")
     forecast_run: str | None = Field(None, description="run directory of a trained interest forecaster (forecaster.pt)")
     db_url: str = Field("sqlite:///evorec-serve.db", description="event store: sqlite:///FILE or postgresql+psycopg://...")
     pseudonymize: bool = Field(True, description="store and look up users by keyed HMAC, as at ingest")

@@ -30,6 +30,7 @@ from evorec.models.checkpoint import atomic_save, load_checkpoint
 from evorec.training import distributed as D
 from evorec.training.losses import LossConfig, make_loss
 from evorec.utils.hardware import check_precision, choose_precision, choose_threads, usable_cores
+from evorec.utils.tracking import RunTracker
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,10 @@ class Trainer:
 
     def __init__(
         self, model, train: TrainView, valid: EvalSet | None, cfg: TrainConfig, run_dir: str | Path, payload_fn, *, exclude_seen: bool = True,
+        tracker: RunTracker | None = None,
     ):
         self.model = model
+        self.tracker = tracker  # MLflow: each epoch's record (process 0 only); see evorec.utils.tracking
         self.exclude_seen = exclude_seen
         self.train_view = train
         self.valid = valid
@@ -406,6 +409,8 @@ class Trainer:
             state.wall_seconds = time.perf_counter() - wall0
             record["wall_seconds"] = state.wall_seconds
             state.history.append(record)
+            if self.tracker is not None and self.rank == 0:
+                self.tracker.log_metrics(record, step=state.epoch)
             log.info("epoch %d: %s", state.epoch, {k: round(v, 5) if isinstance(v, float) else v for k, v in record.items()})
             if out_of_time:
                 state.stopped = f"time budget of {cfg.time_budget_s:g}s reached"

@@ -67,6 +67,15 @@ class Pseudonymizer:
         )
 
 
+def _no_key(path: Path, exc: OSError) -> SecretError:
+    """No key given and none can be made (e.g. a container without the key mounted: /run/secrets
+    is not the user's, or the root file system is read-only): say what to give."""
+    return SecretError(
+        f"no pseudonymisation key: the key file {path} does not exist and cannot be created ({exc.strerror or exc}); "
+        "give the key as EVOREC_SECRET or mount a key file there (EVOREC_SECRET_FILE names another path)"
+    )
+
+
 def load_or_create_key(path: Path) -> bytes:
     """Read the key file, creating it (0600, 32 random bytes) if it does not exist."""
     path = Path(path)
@@ -78,12 +87,17 @@ def load_or_create_key(path: Path) -> bytes:
         if len(key) < 16:
             raise SecretError(f"key file {path} holds {len(key)} bytes; at least 16 are needed")
         return key
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = secrets.token_hex(32).encode("ascii")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise _no_key(path, exc) from exc
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process created it first: use theirs
         return load_or_create_key(path)
+    except OSError as exc:
+        raise _no_key(path, exc) from exc
     with os.fdopen(fd, "wb") as f:
         f.write(key)
     log.info("created pseudonymisation key file %s (0600)", path)
