@@ -9,7 +9,7 @@ DEMO := demo_out
 SHARED := ../shared/data
 export EVOREC_SECRET_FILE ?= $(CURDIR)/$(DEMO)/secret.key
 
-.PHONY: demo test venv venv-test lint clean
+.PHONY: demo test venv venv-test venv-policy lint clean image-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,19 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# The static policy check of deploy/k8s (tests/deploy/test_k8s.py): checkov in an environment of its
+# own, because its pins (networkx<2.7, packaging 23.2, ...) would downgrade what torch uses.
+POLICY_VENV := .venv-policy
+CHECKOV := checkov==3.3.30
+$(POLICY_VENV)/.installed:
+	$(PYTHON) -m venv $(POLICY_VENV)
+	$(POLICY_VENV)/bin/pip install --quiet --upgrade pip
+	$(POLICY_VENV)/bin/pip install --quiet '$(CHECKOV)'
+	touch $@
+
 venv: $(VENV)/.installed
 venv-test: $(VENV)/.installed-test
+venv-policy: $(POLICY_VENV)/.installed
 
 # The main job, end to end: simulated data and (when ../shared/data is there) a real Taobao log
 # through ingest -> clean -> sequences -> splits, then 60 s of SASRec on Amazon Beauty + its test metrics,
@@ -50,9 +61,17 @@ demo: venv
 	$(BIN)/evorec report $$(ls -d $(DEMO)/runs/sasrec 2>/dev/null) $(DEMO)/runs/forecast-sim --out $(DEMO)/report --users-sample 6
 	@echo "demo outputs in $(DEMO)/; open the report: $(DEMO)/report/index.html"
 
-test: venv-test
+test: venv-test venv-policy
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	EVOREC_CHECKOV=$(CURDIR)/$(POLICY_VENV)/bin/checkov $(BIN)/python -m pytest -q
+
+# The container image built with Podman and checked running: serves a run, takes events, forgets a
+# user, non-root on a read-only root file system, no secret in any layer (deploy/image/image_test.py;
+# Debian base built with mmdebstrap and cached in .image-build/). The torch CPU wheel on the machines'
+# disk is used when present (else the CPU index): TORCH_WHEEL=path/to/torch-...whl to choose another.
+TORCH_WHEEL ?= /opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl
+image-test: venv-test
+	$(BIN)/python deploy/image/image_test.py --torch-wheel $(TORCH_WHEEL)
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
