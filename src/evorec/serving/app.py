@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from evorec.serving.settings import ServeSettings
-from evorec.serving.state import NoHistory, ServiceState, UnknownCategory, UnknownItem
+from evorec.serving.state import RECOMMEND_MODES, NoHistory, ServiceState, UnknownCategory, UnknownItem
 from evorec.serving.store import ROLES, EventStore
 from evorec.serving.web import add_dashboard
 from evorec.types import Behavior
@@ -91,6 +91,7 @@ class Item(BaseModel):
     item_id: str
     score: float
     category_id: str | None
+    repeat: bool = Field(False, description="the user had this item before (a buy-again recommendation)")
 
 
 class RecommendationsOut(BaseModel):
@@ -100,6 +101,7 @@ class RecommendationsOut(BaseModel):
     history_used: int
     unknown_items_skipped: int
     model_version: str
+    mode: str | None = Field(None, description="buy_again | explore | mixed when asked for, else null (exclude_seen decided)")
 
 
 def local_run(run: str | None) -> str | None:
@@ -253,15 +255,23 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
         user_id: str,
         _: str = read,
         k: int = Query(10, ge=1, description="how many items"),
-        exclude_seen: bool = Query(True, description="leave out items the user already interacted with"),
+        exclude_seen: bool | None = Query(None, description="leave out items the user already interacted with (default true; not with mode)"),
         category: str | None = Query(None, description="only items of this category"),
+        mode: str | None = Query(
+            None, description="buy_again: only items the user had before; explore: only items new to the user; mixed: both, in the "
+            "model's order (a repeat-aware model such as trex ranks the due repeats first). Replaces exclude_seen",
+        ),
     ) -> RecommendationsOut:
+        if mode is not None and mode not in RECOMMEND_MODES:
+            raise HTTPException(422, f"unknown mode {mode!r}; valid modes: {', '.join(RECOMMEND_MODES)}")
+        if mode is not None and exclude_seen is not None:
+            raise HTTPException(422, f"mode={mode} decides which seen items are listed: leave out exclude_seen")
         m = model_or_503()
         if k > settings.max_k:
             raise HTTPException(422, f"k={k} is larger than the limit {settings.max_k}")
         history = state.store.recent(uid(user_id), m.history_len * 4)
         try:
-            res = m.recommend(history, k, exclude_seen=exclude_seen, category=category)
+            res = m.recommend(history, k, exclude_seen=True if exclude_seen is None else exclude_seen, category=category, mode=mode)
         except UnknownCategory as exc:
             raise HTTPException(404, str(exc.args[0])) from None
         return RecommendationsOut(user_id=user_id, **res)

@@ -145,9 +145,15 @@ class ModelState:
 
     def recommend(
         self, history: list[StoredEvent], k: int, *, exclude_seen: bool = True, category: str | None = None, now: int | None = None,
+        mode: str | None = None,
     ) -> dict[str, Any]:
         """Top-k items for this history (model scores), or by popularity when the history holds no
         item the model knows (``fallback`` says which).
+
+        ``mode`` (replaces ``exclude_seen`` when given; see ``RECOMMEND_MODES``): ``buy_again``
+        ranks only items of the user's history, ``explore`` only items new to the user,
+        ``mixed`` both together in the model's own order (a repeat-aware model such as ``trex``
+        puts the due repeats first). Every listed item says whether it is a ``repeat``.
 
         With an item index (large catalogues, see ``from_run``) the model only encodes the history
         and FAISS finds the top k; otherwise (and for the popularity fallback) the brute-force
@@ -155,21 +161,26 @@ class ModelState:
         n = len(self.items)
         if category is not None and category not in self.category_index:
             raise UnknownCategory(f"unknown category {category!r}")
+        if mode is not None and mode not in RECOMMEND_MODES:
+            raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(RECOMMEND_MODES)}")
+        if mode is not None:
+            exclude_seen = mode == "explore"
         now = int(time.time()) if now is None else int(now)
         batch, unknown = self.batch(history, now)
         fallback = not bool(batch.mask.any())
-        if not fallback and self.index is not None:
+        seen_set = {self.item_index[e.item_id] for e in history if e.item_id in self.item_index}
+        if not fallback and self.index is not None and mode in (None, "explore"):
             with torch.no_grad():
                 query = self.model.encode(batch)[0].float().cpu().numpy()  # (D,)
             seen = [self.item_index[e.item_id] for e in history if e.item_id in self.item_index] if exclude_seen else []
             allowed = self.item_category[:n] == self.category_index[category] if category is not None else None
             idx, vals = self.index.search(query, min(k, n - 1), exclude=np.asarray(seen, dtype=np.int64), allowed=allowed)
             out = [
-                {"item_id": self.items[int(i)], "score": float(v), "category_id": self._cat(int(i))}
+                {"item_id": self.items[int(i)], "score": float(v), "category_id": self._cat(int(i)), "repeat": int(i) in seen_set}
                 for v, i in zip(vals.tolist(), idx.tolist())
             ]
             return {"items": out, "fallback": None, "history_used": int(batch.mask.sum()),
-                    "unknown_items_skipped": unknown, "model_version": self.version}
+                    "unknown_items_skipped": unknown, "model_version": self.version, "mode": mode}
         if fallback:
             scores = torch.from_numpy(np.log1p(self.popularity)).float().clone()
             scores[0] = float("-inf")
@@ -181,6 +192,11 @@ class ModelState:
             seen = [self.item_index[e.item_id] for e in history if e.item_id in self.item_index]
             if seen:
                 scores[torch.tensor(seen)] = float("-inf")
+        if mode == "buy_again":  # only the user's own items (none without a usable history)
+            only = torch.ones(n, dtype=torch.bool)
+            if seen_set:
+                only[torch.tensor(sorted(seen_set))] = False
+            scores[only] = float("-inf")
         if category is not None:
             c = self.category_index[category]
             scores[torch.from_numpy(self.item_category[:n] != c)] = float("-inf")
@@ -188,11 +204,11 @@ class ModelState:
         vals, idx = torch.topk(scores, k)
         keep = torch.isfinite(vals)
         out = [
-            {"item_id": self.items[int(i)], "score": float(v), "category_id": self._cat(int(i))}
+            {"item_id": self.items[int(i)], "score": float(v), "category_id": self._cat(int(i)), "repeat": int(i) in seen_set}
             for v, i in zip(vals[keep].tolist(), idx[keep].tolist())
         ]
-        return {"items": out, "fallback": "popularity" if fallback else None, "history_used": int(batch.mask.sum()),
-                "unknown_items_skipped": unknown, "model_version": self.version}
+        return {"items": out, "fallback": "popularity" if fallback and mode != "buy_again" else None, "history_used": int(batch.mask.sum()),
+                "unknown_items_skipped": unknown, "model_version": self.version, "mode": mode}
 
     def explain(self, history: list[StoredEvent], item_id: str, *, method: str = "auto", steps: int = 32, now: int | None = None) -> dict[str, Any]:
         """Which of the user's recent events drove ``item_id``'s score (see evorec.explain)."""
@@ -313,6 +329,10 @@ class ForecastState:
         from evorec.forecasting.predict import forecast_history
 
         return forecast_history(self.state, self.seq, [(e.item_id, e.category_id, e.behavior, int(e.ts)) for e in events], now, horizons)
+
+
+RECOMMEND_MODES = ("buy_again", "explore", "mixed")
+"""``/recommendations?mode=``: the user's own items again, items new to the user, or both."""
 
 
 class ServiceState:
