@@ -16,10 +16,16 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 
 err = Console(stderr=True)
 
-from evorec.data.splits import LeakageError
+# Errors a user can fix: printed as one clear line, exit code 2, no traceback. Plus
+# evorec.data.splits.LeakageError (an AssertionError), added by user_errors only once that module
+# is loaded: importing it here would load Ibis, NumPy and the whole data layer into every command
+# (`evorec data sniff` and `evorec --help` must start fast).
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError, KeyError)
 
-# Errors a user can fix: printed as one clear line, exit code 2, no traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError, KeyError, LeakageError)
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    splits = sys.modules.get("evorec.data.splits")  # not loaded: no LeakageError can have been raised
+    return USER_ERRORS + (splits.LeakageError,) if splits is not None else USER_ERRORS
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -34,7 +40,7 @@ def user_errors() -> Iterator[None]:
         yield
     except typer.Exit:
         raise
-    except USER_ERRORS as exc:
+    except _user_errors() as exc:
         msg = str(exc)
         if isinstance(exc, KeyError) and exc.args:
             msg = str(exc.args[0])
