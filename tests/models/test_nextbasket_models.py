@@ -13,7 +13,7 @@ import torch
 from evorec.models.base import DataSizes
 from evorec.models.nbr import batch_cells, basket_cells
 from evorec.models.registry import build_model
-from evorec.models.repeat import FEATURES, pair_features
+from evorec.models.repeat import FEATURES, ItemStats, pair_features
 from evorec.types import SequenceBatch, TimeKind
 
 DAY = 86400
@@ -108,21 +108,24 @@ def test_tifu_checkpoint_keeps_the_pool():
 
 def test_repeat_features_by_hand():
     c = batch_cells(batch([USER0]))
-    rate = np.full(7, 0.5)
-    pop = np.arange(7, dtype=float)
-    row, item, X = pair_features(c, np.array([10 * DAY]), rate, pop)
+    stats = ItemStats(rate=np.full(7, 0.5), pop=np.arange(7, dtype=float), cycle=np.full(7, 2.0), category=np.array([0, 1, 1, 2, 2, 2, 2]))
+    row, item, X = pair_features(c, np.array([10 * DAY]), stats)
     f = dict(zip(FEATURES, X[item.tolist().index(1)]))
     # item 1: baskets on days 1, 2, 3 (3 of 3); asked on day 10: 7 days since, mean gap 1 day
     assert f["log_count"] == pytest.approx(math.log1p(3)) and f["share"] == pytest.approx(1.0)
     assert f["log_days_since"] == pytest.approx(math.log1p(7)) and f["has_cycle"] == 1.0
     assert f["log_due"] == pytest.approx(math.log1p(7 / 1)) and f["off_cycle"] == pytest.approx(abs(math.log(8 / 2)))
     assert f["decayed"] == pytest.approx(1 + 0.9 + 0.81) and f["log_visit_gap"] == pytest.approx(math.log1p(7))
+    # items 1 and 2 share category 1: baskets holding it: all 3; item 1 in all of them, item 2 in 2 of 3
+    assert f["log_cat_baskets"] == pytest.approx(math.log1p(3)) and f["cat_loyalty"] == pytest.approx(1.0)
+    assert f["log_item_due"] == pytest.approx(math.log1p(7 / 2)) and f["log_cat_since"] == pytest.approx(math.log1p(7))
+    assert dict(zip(FEATURES, X[item.tolist().index(2)]))["cat_loyalty"] == pytest.approx(2 / 3)
     g = dict(zip(FEATURES, X[item.tolist().index(3)]))
     # item 3: once, day 2 (basket 1 of 3): no cycle, one basket since
     assert g["has_cycle"] == 0.0 and g["log_due"] == 0.0 and g["log_baskets_since"] == pytest.approx(math.log1p(1))
 
 
-@pytest.mark.parametrize("learner", ["logistic", "gbdt"])
+@pytest.mark.parametrize("learner", ["logistic", "gbdt", "rank"])
 def test_repeat_ranks_history_first(learner):
     m = build_model("repeat", {"learner": learner, "trees": 5, "cuts": 2}, SIZES)
     m.fit(View())

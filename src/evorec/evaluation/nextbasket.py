@@ -25,6 +25,7 @@ time-respecting folds (``eval.protocol``):
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,3 +216,19 @@ def evaluate_baskets(model, seq: SequenceData, split: Split, folds: list[str], c
     }
     table["user"] = np.array(seq.users.reverse(table["user_row"] + 1), dtype=object)
     return Evaluation(table=pa.table({k: pa.array(v) for k, v in table.items()}), summary=summary)
+
+
+def tune_on_validation(
+    candidates: list[tuple[str, Callable[[], Any]]], seq: SequenceData, split: Split, cfg, training, *, max_len: int,  # noqa: ANN001
+    metric: str = "NDCG@10", fold: str = "valid",
+) -> tuple[str, dict[str, float]]:
+    """(label of the best candidate, {label: validation metric}): each candidate is a label and a
+    function giving a fitted model; all are scored on ``fold`` under ``cfg`` (no bootstrap)."""
+    quick = cfg.model_copy(update={"bootstrap": 0})
+    scores: dict[str, float] = {}
+    for label, make in candidates:
+        ev = evaluate_baskets(make(), seq, split, [fold], quick, training, max_len=max_len)
+        scores[label] = float(ev.summary["metrics"][metric])
+        logger.info("validation %s %s: %.4f", label, metric, scores[label])
+    best = max(scores, key=lambda k: scores[k])
+    return best, scores

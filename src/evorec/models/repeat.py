@@ -23,6 +23,12 @@ decayed               sum over the item's baskets of 0.9 ** (baskets after it): 
 recent_share          share of the user's last 5 baskets holding the item
 log_visit_gap         log1p(days since the user's last basket)   (user-level: interactions, gbdt)
 log_user_cycle        log1p(the user's mean days between baskets) (user-level)
+log_item_cycle        log1p(the item's mean repurchase gap over all its training repeaters, smoothed)
+log_item_due          log1p(days since last / the item's mean gap): due by the population's cycle
+log_cat_baskets       log1p(the user's baskets holding the item's category)
+cat_loyalty           baskets holding the item / baskets holding its category: the user's pick
+                      among substitutes
+log_cat_since         log1p(days since the user last bought the category)
 ====================  ==========================================================================
 
 ``fit`` builds samples from the training histories: for each user, each of the last ``cuts``
@@ -39,6 +45,7 @@ gives p to the combination model (``trex``).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -58,6 +65,7 @@ logger = logging.getLogger(__name__)
 FEATURES = (
     "log_count", "share", "log_days_since", "log_baskets_since", "has_cycle", "log_due", "off_cycle", "log_mean_gap",
     "item_repeat_rate", "log_popularity", "log_user_baskets", "decayed", "recent_share", "log_visit_gap", "log_user_cycle",
+    "log_item_cycle", "log_item_due", "log_cat_baskets", "cat_loyalty", "log_cat_since",
 )
 RECENT = 5  # baskets behind recent_share
 DECAY = 0.9  # per basket, behind decayed
@@ -65,9 +73,10 @@ RATE_PRIOR = 5.0  # pseudo-buyers pulling an item's repeat rate towards the over
 
 
 class RepeatConfig(ModelConfig):
-    learner: Literal["logistic", "gbdt"] = Field(
+    learner: Literal["logistic", "gbdt", "rank"] = Field(
         "logistic", description="logistic: a standardised L2 logistic regression (weights readable); gbdt: LightGBM "
-        "(binary, the same features; interactions such as 'due' x 'user's cycle')",
+        "(binary, the same features; interactions such as 'due' x 'user's cycle'); rank: LightGBM lambdarank with one "
+        "group per (user, target basket), optimising the order within a user (scores then are not probabilities)",
     )
     trees: int = Field(200, ge=1, description="gbdt: boosting rounds")
     leaves: int = Field(31, ge=2, description="gbdt: leaves per tree")
@@ -77,9 +86,20 @@ class RepeatConfig(ModelConfig):
     seed: int = 0
 
 
-def pair_features(c: Cells, query_ts: np.ndarray, item_rate: np.ndarray, item_pop: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass
+class ItemStats:
+    """Per-item numbers from the training data (each (n_items,))."""
+
+    rate: np.ndarray  # smoothed share of buyers with >= 2 baskets holding the item
+    pop: np.ndarray  # training purchase lines
+    cycle: np.ndarray  # smoothed mean repurchase gap in days
+    category: np.ndarray  # category index (0 = unknown)
+
+
+def pair_features(c: Cells, query_ts: np.ndarray, stats: ItemStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, item, X): one row of ``FEATURES`` per distinct (row, item) of the cells; ``query_ts``
     (R,) the time each row's next basket is asked for."""
+    item_rate, item_pop = stats.rate, stats.pop
     if not len(c.row):
         z = np.zeros(0, np.int64)
         return z, z, np.zeros((0, len(FEATURES)))
@@ -106,11 +126,26 @@ def pair_features(c: Cells, query_ts: np.ndarray, item_rate: np.ndarray, item_po
     since = np.maximum(query_ts[row].astype(np.float64) - last_ts, 0) / SECONDS_PER_DAY
     has = cnt >= 2
     gap = np.where(has, (last_ts - first_ts) / SECONDS_PER_DAY / np.maximum(cnt - 1, 1), 0.0)
+    # the category: distinct (row, basket, category) cells, per (row, category) count and last time
+    C = np.int64(max(int(stats.category.max()) + 1, 1))
+    cat_cell = stats.category[c.item]  # (E,)
+    ck, cinv = np.unique((c.row * (int(c.basket.max()) + 1) + c.basket) * C + cat_cell, return_inverse=True)
+    rc = (ck // C) // (int(c.basket.max()) + 1) * C + ck % C  # (CK,) (row, category) of each distinct cell
+    rc_u, rc_inv = np.unique(rc, return_inverse=True)
+    cat_count = np.bincount(rc_inv.ravel(), minlength=len(rc_u)).astype(np.float64)
+    cat_last = np.zeros(len(rc_u))
+    np.maximum.at(cat_last, rc_inv.ravel()[cinv.ravel()], c.ts.astype(np.float64))
+    at = np.searchsorted(rc_u, row * C + stats.category[item])  # (P,) each pair's (row, category)
+    p_cat_count, p_cat_last = cat_count[at], cat_last[at]
+    cat_since = np.maximum(query_ts[row].astype(np.float64) - p_cat_last, 0) / SECONDS_PER_DAY
+    icycle = stats.cycle[item]
     X = np.column_stack([
         np.log1p(cnt), cnt / np.maximum(nb, 1), np.log1p(since), np.log1p(nb - 1 - last_b), has.astype(np.float64),
         np.where(has, np.log1p(since / np.maximum(gap, 1e-3)), 0.0), np.where(has, np.abs(np.log((since + 1) / (gap + 1))), 0.0),
         np.log1p(gap), item_rate[item], np.log1p(item_pop[item]), np.log1p(nb),
         decayed, recent / np.minimum(np.maximum(nb, 1), RECENT), np.log1p(visit_gap[row]), np.log1p(cycle[row]),
+        np.log1p(icycle), np.log1p(since / np.maximum(icycle, 1e-3)), np.log1p(p_cat_count), cnt / np.maximum(p_cat_count, 1),
+        np.log1p(cat_since),
     ])
     return row, item, X
 
@@ -126,10 +161,31 @@ def item_repeat_rates(c: Cells, n_items: int) -> np.ndarray:
     return (repeaters + RATE_PRIOR * overall) / (buyers + RATE_PRIOR)
 
 
-def training_samples(c: Cells, cuts: int, item_rate: np.ndarray, item_pop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(X, y) from each user's last ``cuts`` baskets as targets (history: the baskets before)."""
-    Xs, ys = [], []
-    n = np.int64(len(item_rate))
+def item_cycles(c: Cells, n_items: int) -> np.ndarray:
+    """(n_items,) each item's mean gap in days between consecutive baskets holding it, averaged over
+    its repeat buyers (mean of their mean gaps), smoothed towards the overall mean by RATE_PRIOR."""
+    n = np.int64(n_items)
+    key = c.row * n + c.item
+    order = np.lexsort((c.ts, key))
+    k, t = key[order], c.ts[order].astype(np.float64)
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]]) if len(k) else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], len(k)] if len(k) else np.zeros(0, np.int64)
+    cnt = ends - starts
+    rep = cnt >= 2
+    gap = np.zeros(len(starts))
+    gap[rep] = (t[ends[rep] - 1] - t[starts[rep]]) / SECONDS_PER_DAY / (cnt[rep] - 1)
+    items = (k[starts] % n) if len(k) else np.zeros(0, np.int64)
+    s = np.bincount(items[rep], weights=gap[rep], minlength=n_items)
+    m = np.bincount(items[rep], minlength=n_items).astype(np.float64)
+    overall = s.sum() / max(m.sum(), 1) if m.sum() else 30.0
+    return (s + RATE_PRIOR * overall) / (m + RATE_PRIOR)
+
+
+def training_samples(c: Cells, cuts: int, stats: ItemStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X, y, group) from each user's last ``cuts`` baskets as targets (history: the baskets
+    before); ``group`` numbers the (user, target basket) of each sample, contiguous."""
+    Xs, ys, gs = [], [], []
+    n = np.int64(len(stats.rate))
     for j in range(1, cuts + 1):
         target = c.n_baskets - j  # (R,) target basket of each row; needs >= 1 basket before it
         ok = target >= 1
@@ -139,15 +195,16 @@ def training_samples(c: Cells, cuts: int, item_rate: np.ndarray, item_pop: np.nd
         h_cell = c.basket < target[c.row]
         hist = Cells(c.row[h_cell], c.basket[h_cell], c.item[h_cell], c.ts[h_cell], np.where(ok, target, 0), c.basket_ts)
         q = c.basket_ts[np.arange(len(target)), np.maximum(target, 0)]
-        row, item, X = pair_features(hist, q, item_rate, item_pop)
+        row, item, X = pair_features(hist, q, stats)
         tgt = np.unique(c.row[t_cell] * n + c.item[t_cell])
         key = row * n + item
         y = np.isin(key, tgt)
         Xs.append(X)
         ys.append(y)
+        gs.append(row + (j - 1) * len(target))
     if not Xs:
-        return np.zeros((0, len(FEATURES))), np.zeros(0, bool)
-    return np.concatenate(Xs), np.concatenate(ys)
+        return np.zeros((0, len(FEATURES))), np.zeros(0, bool), np.zeros(0, np.int64)
+    return np.concatenate(Xs), np.concatenate(ys), np.concatenate(gs)
 
 
 @register_model("repeat", RepeatConfig)
@@ -166,6 +223,9 @@ class RepeatModel(Recommender):
         self.register_buffer("scale", torch.ones(F, dtype=torch.float64))  # (F,)
         self.register_buffer("item_rate", torch.zeros(sizes.n_items, dtype=torch.float64))  # (n_items,)
         self.register_buffer("item_pop", torch.zeros(sizes.n_items, dtype=torch.float64))  # (n_items,)
+        self.register_buffer("item_cycle", torch.zeros(sizes.n_items, dtype=torch.float64))  # (n_items,) days
+        cat = sizes.item_category if sizes.item_category is not None else (0,) * sizes.n_items
+        self.register_buffer("item_category", torch.tensor(cat, dtype=torch.int64), persistent=False)  # (n_items,) from the sizes
         self.register_buffer("prior", torch.zeros(sizes.n_items, dtype=torch.float64))  # (n_items,) in (0, 0.5]
         self.register_buffer("fitted", torch.tensor(False))
         self.booster = None  # gbdt: a lightgbm.Booster, saved as its model text (get_extra_state)
@@ -190,21 +250,40 @@ class RepeatModel(Recommender):
         counts = item_counts(training_events(train).item, self.n_items)
         c, _ = training_cells(train)
         rate = item_repeat_rates(c, self.n_items)
-        X, y = training_samples(c, cfg.cuts, rate, counts)
-        if len(y) > cfg.max_samples:
-            keep = np.sort(np.random.default_rng(cfg.seed).choice(len(y), cfg.max_samples, replace=False))
-            X, y = X[keep], y[keep]
+        cycle = item_cycles(c, self.n_items)
+        X, y, group = training_samples(c, cfg.cuts, ItemStats(rate, counts, cycle, self.item_category.numpy()))
+        if len(y) > cfg.max_samples:  # a seeded subset of whole groups (rank) or of samples
+            rng = np.random.default_rng(cfg.seed)
+            if cfg.learner == "rank":
+                g = np.unique(group)
+                take = rng.permutation(g)
+                sizes = np.bincount(group)[take]
+                take = take[np.cumsum(sizes) <= cfg.max_samples]
+                keep = np.flatnonzero(np.isin(group, take))
+            else:
+                keep = np.sort(rng.choice(len(y), cfg.max_samples, replace=False))
+            X, y, group = X[keep], y[keep], group[keep]
         self.item_rate.copy_(torch.from_numpy(rate))
         self.item_pop.copy_(torch.from_numpy(counts))
+        self.item_cycle.copy_(torch.from_numpy(cycle))
         self.prior.copy_(torch.from_numpy(0.5 * popularity_prior(counts)))
         self.booster = None
-        if len(y) and 0 < y.sum() < len(y) and cfg.learner == "gbdt":
+        if len(y) and 0 < y.sum() < len(y) and cfg.learner in ("gbdt", "rank"):
             import lightgbm as lgb
 
-            params = {"objective": "binary", "num_leaves": cfg.leaves, "learning_rate": 0.05, "min_data_in_leaf": 50,
+            ds = lgb.Dataset(X, y.astype(np.float64), feature_name=list(FEATURES))
+            if cfg.learner == "rank":
+                has_pos = np.bincount(group, weights=y.astype(np.float64)) > 0  # groups without a positive teach nothing
+                keep = has_pos[group]
+                X, y, group = X[keep], y[keep], group[keep]
+                ds = lgb.Dataset(X, y.astype(np.float64), group=np.bincount(group)[np.unique(group)], feature_name=list(FEATURES))
+            params = {"objective": "binary" if cfg.learner == "gbdt" else "lambdarank", "num_leaves": cfg.leaves, "learning_rate": 0.05, "min_data_in_leaf": 50,
                       "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1, "seed": cfg.seed,
                       "deterministic": True, "num_threads": 2, "verbose": -1}
-            self.booster = lgb.train(params, lgb.Dataset(X, y.astype(np.float64), feature_name=list(FEATURES)), cfg.trees)
+            if cfg.learner == "rank":
+                params["lambdarank_truncation_level"] = 20
+                params["eval_at"] = [10]
+            self.booster = lgb.train(params, ds, cfg.trees)
             logger.info("repeat hazard (gbdt, %d trees) fitted on %d samples (%.2f%% positive)", cfg.trees, len(y), 100 * y.mean())
         elif len(y) and 0 < y.sum() < len(y):
             mu, sd = X.mean(0), X.std(0)
@@ -223,7 +302,8 @@ class RepeatModel(Recommender):
 
     def _pairs(self, batch: SequenceBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         c = batch_cells(batch)
-        return pair_features(c, batch.query_ts.cpu().numpy().astype(np.int64), self.item_rate.cpu().numpy(), self.item_pop.cpu().numpy())
+        stats = ItemStats(self.item_rate.cpu().numpy(), self.item_pop.cpu().numpy(), self.item_cycle.cpu().numpy(), self.item_category.cpu().numpy())
+        return pair_features(c, batch.query_ts.cpu().numpy().astype(np.int64), stats)
 
     def repeat_probabilities(self, batch: SequenceBatch) -> tuple[Tensor, Tensor]:
         """((B, n_items) hazard p of each history item (0 elsewhere), (B, n_items) bool: in the history)."""
