@@ -66,6 +66,37 @@ def test_windows_and_features_match_brute_force(sim_run):
             assert f.recency[i, k] == pytest.approx(T - t[past][-1])
 
 
+def test_calendar_signals_match_brute_force(sim_run):
+    from evorec.forecasting import nbr
+    from evorec.forecasting.ranker import FEATURES, YEAR, SignalContext, signals
+
+    cfg, _, _ = sim_run
+    seq = forecast_data(cfg)
+    T, h = int(np.datetime64("2025-04-15", "s").astype(np.int64)), 30 * DAY
+    s = build_samples(seq, [T], [h], visible_until=T)
+    X = signals(s, seq, 0, SignalContext(seq, nbr.basket_ordinals(seq), nbr.TifuParams()), narrow_k=10)
+    off, ts, cat = np.asarray(seq.offsets), np.asarray(seq.ts), np.asarray(seq.category)
+    C = seq.categories.size
+    f = {n: X[:, :, FEATURES.index(n)] for n in ("year_ago_user", "year_ago_reach", "year_ago_trend")}
+    user_of = np.repeat(np.arange(len(off) - 1), np.diff(off))
+
+    def reach(lo, hi):
+        sel = (ts >= lo) & (ts < hi)
+        pairs = np.unique(user_of[sel] * C + cat[sel])
+        return np.bincount(pairs % C, minlength=C) / len(np.unique(user_of[sel]))
+
+    assert np.allclose(f["year_ago_reach"], reach(T - YEAR, T - YEAR + h)[None, :])
+    assert np.allclose(f["year_ago_trend"], (reach(T - YEAR, T - YEAR + h) - reach(T - YEAR - h, T - YEAR))[None, :])
+    for i in np.random.default_rng(1).choice(len(s), 20, replace=False):
+        u = int(s.users[i])
+        t, c = ts[off[u] : off[u + 1]], cat[off[u] : off[u + 1]]
+        if t[0] > T - YEAR:  # a user who started within the year: nothing known of a year ago
+            assert np.isnan(f["year_ago_user"][i]).all()
+        else:
+            win = (t >= T - YEAR) & (t < T - YEAR + h)
+            assert np.array_equal(f["year_ago_user"][i], np.bincount(c[win], minlength=C))
+
+
 def test_backtest_results_per_horizon(sim_run):
     _, res, run = sim_run
     assert set(res["horizons"]) == {"1d", "7d", "30d", "90d"}

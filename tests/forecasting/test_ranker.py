@@ -14,7 +14,7 @@ import pytest
 
 from evorec.forecast_pipeline import forecast_backtest, forecast_data, forecast_run, load_forecast_experiment
 from evorec.forecasting import nbr
-from evorec.forecasting.ranker import FEATURES, RankerConfig, RankerForecaster, SignalContext, signals
+from evorec.forecasting.ranker import FEATURES, GROUPS, RankerConfig, RankerForecaster, SignalContext, signals
 from evorec.forecasting.windows import build_samples
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +83,10 @@ def test_signals_match_a_brute_force_from_the_csv(cj_run):
     s = build_samples(seq, [T], [30 * DAY], visible_until=T)
     sc = SignalContext(seq, nbr.basket_ordinals(seq), nbr.TifuParams(1.0, 0.9, 7, 50, 0.0, "cosine"))
     X = signals(s, seq, 0, sc, narrow_k=10)
-    assert X.shape == (len(s), seq.categories.size, len(FEATURES)) and np.isfinite(X).all()
+    assert X.shape == (len(s), seq.categories.size, len(FEATURES))
+    calendar = [FEATURES.index(f) for f in GROUPS["calendar"]]
+    assert np.isnan(X[:, :, calendar]).all()  # a one-year log knows nothing of a year ago: missing, not zero
+    assert np.isfinite(np.delete(X, calendar, axis=2)).all()
     tx = pd.read_csv(DATA / "transactions_sample.csv")
     pr = pd.read_csv(DATA / "products.csv")
     tx = tx.merge(pr[["product_id", "product_category"]], on="product_id", how="left")
@@ -163,3 +166,37 @@ def test_explanations_add_up_and_bad_inputs_are_named(cj_run):
     assert r.exit_code == 2 and "unknown category 'nope'" in r.output
     r = cli.invoke(app, ["forecast", "explain", str(run), "--user", "ghost", "--category", uf.categories[top], "--cutoff", "2017-09-15"])
     assert r.exit_code == 2 and "unknown user" in r.output
+
+
+def test_service_explains_a_live_users_interests(cj_run, tmp_path):
+    """/v1/users/{id}/interests?explain=true: every listed category carries the signal groups that
+    drive its ranker score, and they add up to the score that ranks it."""
+    from fastapi.testclient import TestClient
+
+    from evorec.serving.app import create_app
+    from evorec.serving.settings import ServeSettings
+    from evorec.serving.state import ServiceState
+    from evorec.serving.store import EventStore
+
+    _, _, run = cj_run
+    settings = ServeSettings(forecast_run=str(run), db_url=f"sqlite:///{tmp_path / 's.db'}", pseudonymize=False)
+    state = ServiceState(EventStore(settings.db_url), None, forecast_run=settings.forecast_run)
+    client = TestClient(create_app(settings, state))
+    key = {"Authorization": f"Bearer {state.store.create_key('write')}"}
+    seq = state.forecast.seq
+    items = seq.items.ids.to_pylist()[:40]
+    t0 = int(pd.Timestamp("2017-06-01", tz="UTC").timestamp())
+    events = [{"user_id": "hh", "item_id": it, "ts": t0 + 3 * DAY * (t // 3), "behavior": "buy"} for t, it in enumerate(items)]
+    assert client.post("/v1/events", json={"events": events}, headers=key).json()["accepted"] == 40
+    plain = client.get("/v1/users/hh/interests?horizons=30d&top=5", headers=key).json()
+    r = client.get("/v1/users/hh/interests?horizons=30d&top=5&explain=true", headers=key)
+    assert r.status_code == 200, r.text
+    f = r.json()["forecasts"]["30d"]
+    assert [c["category_id"] for c in f["categories"]] == [c["category_id"] for c in plain["forecasts"]["30d"]["categories"]]
+    assert f["categories"] and f["new"]
+    for c in f["categories"] + f["new"]:
+        ex = c["explanation"]
+        assert set(ex["groups"]) == set(GROUPS) and len(ex["top_signals"]) == 3
+        assert ex["base"] + sum(ex["groups"].values()) == pytest.approx(ex["score"], abs=1e-6)
+    hist_cats = {c["category_id"] for c in r.json()["current"]}
+    assert not hist_cats & {c["category_id"] for c in f["new"]}

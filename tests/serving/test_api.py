@@ -221,6 +221,8 @@ def test_interests_audiences_and_segments(forecast_service):
     assert all(0 <= c["p_engage"] <= 1 for c in f30["new"])
     assert client.get("/v1/users/shopper/interests?horizons=5d", headers=h(key)).status_code == 422
     assert client.get("/v1/users/ghost/interests", headers=h(key)).status_code == 404
+    r = client.get("/v1/users/shopper/interests?horizons=30d&explain=true", headers=h(key))  # the neural forecaster has no signals
+    assert r.status_code == 422 and "ranker" in r.json()["detail"]
     cat = doc["current"][0]["category_id"]
     a = client.get(f"/v1/audiences?category={cat}&horizon=30d&top=10", headers=h(key))
     assert a.status_code == 200, a.text

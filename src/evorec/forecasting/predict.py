@@ -21,7 +21,7 @@ from evorec.forecasting.backtest import HALF_LIVES_EVENTS, HALF_LIVES_S, horizon
 from evorec.forecasting.baselines import Context, FittedBaseline, new_mask, normalize
 from evorec.forecasting.forecaster import Featurizer, Forecaster
 from evorec.forecasting.ranker import RankerForecaster
-from evorec.forecasting.windows import _fmt, build_samples, history_features, horizon_unit
+from evorec.forecasting.windows import WindowSamples, _fmt, build_samples, history_features, horizon_unit
 
 CURRENT_HALF_LIFE_S = 30 * 86_400  # "current interests": history decayed with a 30-day half-life
 CURRENT_HALF_LIFE_EVENTS = 10
@@ -293,12 +293,18 @@ def forecast_history(
     """Forecast one user from their own events ``(item_id, category_id, behavior, ts)`` (e.g. a
     live service's store) with a forecaster trained on ``seq``; items and categories the model
     does not know are kept as "unknown category" events. Raises ValueError on an empty history."""
+    model = load_model(state["forecaster"])
+    want = _wanted_horizons(model, horizon_unit(seq), horizons)
+    one, samples = _one_user(model, seq, events, cutoff)
+    return _forecast(model, state, one, seq, samples, want, int(cutoff), ["?"], [])
+
+
+def _one_user(model: Any, seq: SequenceData, events: list[tuple[str, str | None, str, int]], cutoff: int) -> tuple[_OneUser, WindowSamples]:
+    """One user's own events as sequences beside ``seq`` (its vocabularies) and their sample at ``cutoff``."""
     from evorec.types import BEHAVIOR_INDEX
 
     if not events:
         raise ValueError("the user has no events: nothing to forecast from")
-    model = load_model(state["forecaster"])
-    want = _wanted_horizons(model, horizon_unit(seq), horizons)
     item_idx = seq.items.lookup([e[0] for e in events])
     item_cat = np.zeros(seq.items.size, dtype=np.int64)
     if seq.n_events:
@@ -310,7 +316,51 @@ def forecast_history(
     samples = build_samples(one, [int(cutoff)], list(model.horizons), min_history=1, visible_until=int(cutoff))
     if not len(samples):
         raise ValueError("the user has no event before the cutoff: nothing to forecast from")
-    return _forecast(model, state, one, seq, samples, want, int(cutoff), ["?"], [])
+    return one, samples
+
+
+@dataclass
+class SignalAttribution:
+    """Why one (horizon, category) of a forecast scores what it does: the ranker's raw score as a
+    base plus the exact (TreeSHAP) contribution of each signal group, and the strongest signals."""
+
+    score: float
+    base: float
+    groups: dict[str, float]  # signal group -> contribution, largest magnitude first
+    top_signals: dict[str, float]  # the 3 signals with the largest contributions: their values
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def explain_history(
+    state: dict[str, Any], seq: SequenceData, events: list[tuple[str, str | None, str, int]], cutoff: int,
+    pairs: list[tuple[str, int]],
+) -> dict[tuple[str, int], SignalAttribution]:
+    """Attributions of a live user's forecast (as :func:`forecast_history`) for each (horizon
+    label, category index) of ``pairs``; a forecaster that is not a ranker raises ValueError."""
+    from evorec.forecasting.ranker import FEATURES, GROUPS
+
+    model = load_model(state["forecaster"])
+    if not isinstance(model, RankerForecaster):
+        kind = state["forecaster"].get("kind", "neural")
+        raise ValueError(f"explanations need a ranker forecaster (forecast.model.kind: ranker); this run's forecaster is {kind}")
+    unit = horizon_unit(seq)
+    index = {horizon_label(h, unit): j for j, h in enumerate(model.horizons)}
+    one, samples = _one_user(model, seq, events, cutoff)
+    ctx = load_context(state, seq)
+    got = model.contributions(samples, seq, ctx.baskets, [(0, index[label], int(c)) for label, c in pairs], data=one)
+    out = {}
+    for (label, c), (X, contrib, base) in zip(pairs, got):
+        groups = {g: float(sum(contrib[FEATURES.index(f)] for f in fs)) for g, fs in GROUPS.items()}
+        strongest = np.argsort(-np.abs(contrib), kind="stable")[:3]
+        out[(label, int(c))] = SignalAttribution(
+            score=float(base + contrib.sum()), base=float(base), groups=dict(sorted(groups.items(), key=lambda kv: -abs(kv[1]))),
+            top_signals={FEATURES[f]: float(X[f]) for f in strongest},
+        )
+    return out
 
 
 @dataclass

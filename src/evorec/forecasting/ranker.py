@@ -12,8 +12,13 @@ with c in [T, T + h) from signals that the simple methods hold one at a time and
   last window of length h;
 - the population: the share of active users that engaged with c in the last window, in the one
   before (trend) and over all history;
+- the calendar a year ago (missing where the log does not reach back a year): the share of the
+  active users that engaged with c in the same window one year earlier, how that share moved
+  against the window before it (what c did at this time last year: seasons, holidays), and the
+  user's own events in c in that window a year ago;
 - the user's activity: baskets, baskets per day, days since the first and the last event, the
-  number of distinct categories (the ranker learns how the other signals depend on them).
+  number of distinct categories (the ranker learns how the other signals depend on them), and
+  the 60-day decayed share of c among the user's categories (a taste estimate).
 
 Training samples are every user at cutoffs every ``train_every`` whose whole window ends by the
 fit origin (nothing after it is seen); every positive (user, category) pair is kept with a
@@ -34,26 +39,28 @@ from pydantic import BaseModel, ConfigDict, Field
 from evorec.data.sequences import SequenceData
 from evorec.forecasting import nbr
 from evorec.forecasting.calibration import IsotonicCalibrator
-from evorec.forecasting.windows import WindowSamples, build_samples, history_features
+from evorec.forecasting.windows import WindowSamples, build_samples, history_features, history_positions
 
 logger = logging.getLogger(__name__)
 
 DAY = 86_400
 HALF_LIVES_DAYS = (14, 60, 180)
 NEVER = 9999.0  # "days since" of a category never engaged with
+YEAR = 365 * DAY
 FEATURES = (
     "ptop", "ptop_share", "tifu_own", "tifu_nn", "tifu_nn_narrow", "decayed_14d", "decayed_60d", "decayed_180d",
     "last_window", "days_since", "user_interval", "due_user", "pop_interval", "due_pop", "neighbours_recent",
     "reach_last", "reach_prev", "reach_all", "baskets", "baskets_per_day", "days_since_first", "days_since_last",
-    "n_categories",
+    "n_categories", "share_60d", "year_ago_reach", "year_ago_trend", "year_ago_user",
 )
 
 # What each signal is about, for explanations (every feature in exactly one group).
 GROUPS = {
-    "own history": ("ptop", "ptop_share", "tifu_own", "decayed_14d", "decayed_60d", "decayed_180d", "last_window"),
+    "own history": ("ptop", "ptop_share", "tifu_own", "decayed_14d", "decayed_60d", "decayed_180d", "last_window", "share_60d"),
     "repurchase timing": ("days_since", "user_interval", "due_user", "pop_interval", "due_pop"),
     "similar users": ("tifu_nn", "tifu_nn_narrow", "neighbours_recent"),
     "population trend": ("reach_last", "reach_prev", "reach_all"),
+    "calendar": ("year_ago_reach", "year_ago_trend", "year_ago_user"),
     "user activity": ("baskets", "baskets_per_day", "days_since_first", "days_since_last", "n_categories"),
 }
 
@@ -86,20 +93,43 @@ class SignalContext:
     tifu: nbr.TifuParams  # the horizon's tuned TIFU-KNN setting
 
 
-def _population(seq: SequenceData, T: int, h: int, user_of: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(C,) x 3: share of the active users that engaged with each category in [T - h, T), in
-    [T - 2h, T - h) and over everything before T."""
+def _population(seq: SequenceData, T: int, h: int, user_of: np.ndarray) -> np.ndarray:
+    """(5, C): share of the active users that engaged with each category in [T - h, T), in
+    [T - 2h, T - h), over everything before T, and a year earlier: in [T - Y, T - Y + h) and in
+    [T - Y - h, T - Y) (NaN where the log does not reach back to the window's start)."""
     ts = np.asarray(seq.ts)
     cat = np.asarray(seq.category).astype(np.int64)
     C = seq.categories.size
+    start = int(ts.min()) if len(ts) else T
     out = []
-    for lo, hi in ((T - h, T), (T - 2 * h, T - h), (None, T)):
+    windows = ((T - h, T, False), (T - 2 * h, T - h, False), (None, T, False),
+               (T - YEAR, min(T - YEAR + h, T), True), (T - YEAR - h, T - YEAR, True))
+    for lo, hi, year_ago in windows:
+        if year_ago and lo < start:  # the log does not reach back that far: unknown, not zero
+            out.append(np.full(C, np.nan))
+            continue
         sel = ts < hi if lo is None else (ts >= lo) & (ts < hi)
         u = user_of[sel]
         pairs = np.unique(u * C + cat[sel])
         n_users = len(np.unique(u))
         out.append(np.bincount(pairs % C, minlength=C) / max(n_users, 1))
-    return out[0], out[1], out[2]
+    return np.stack(out)
+
+
+def _year_ago_counts(data: SequenceData, samples: WindowSamples, h: int) -> np.ndarray:
+    """(S, C) the user's events per category in [T - Y, T - Y + h); NaN for users whose history
+    starts after T - Y (nothing is known of them a year ago)."""
+    S, C = len(samples), data.categories.size
+    rows, pos = history_positions(samples)
+    ts = np.asarray(data.ts)[pos].astype(np.int64)
+    T = samples.cutoff[rows]
+    win = (ts >= T - YEAR) & (ts < np.minimum(T - YEAR + h, T))
+    cat = np.asarray(data.category)[pos].astype(np.int64)
+    out = np.bincount(rows[win] * C + cat[win], minlength=S * C).reshape(S, C).astype(np.float64)
+    has = samples.hist_end > samples.hist_start
+    first = np.where(has, np.asarray(data.ts)[np.where(has, samples.hist_start, 0)], np.iinfo(np.int64).max)
+    out[first > samples.cutoff - YEAR] = np.nan
+    return out
 
 
 def _interval_median(hist: nbr.BasketHistory) -> np.ndarray:
@@ -140,7 +170,7 @@ def signals(samples: WindowSamples, data: SequenceData, j: int, sc: SignalContex
     hf = history_features(data, samples, [d * DAY for d in HALF_LIVES_DAYS])
     last = hf.last[j].astype(np.float64)
     nn, nn_narrow, recent = np.zeros((S, C)), np.zeros((S, C)), np.zeros((S, C))
-    reach = np.zeros((3, S, C))
+    reach = np.zeros((5, S, C))
     pop_interval = np.full((S, C), -1.0)
     off = np.asarray(seq.offsets, dtype=np.int64)
     user_of = np.repeat(np.arange(len(off) - 1, dtype=np.int64), np.diff(off))
@@ -160,7 +190,7 @@ def signals(samples: WindowSamples, data: SequenceData, j: int, sc: SignalContex
         nn[rows] = nbr.neighbour_mean(pvec, idx, ok, p.k)
         nn_narrow[rows] = nbr.neighbour_mean(pvec, idx, ok, narrow_k)
         recent[rows] = nbr.neighbour_mean(plast, idx, ok, p.k)
-        reach[:, rows] = np.stack(_population(seq, Tp, h, user_of))[:, None, :]
+        reach[:, rows] = _population(seq, Tp, h, user_of)[:, None, :]
         pop_interval[rows] = np.nan_to_num(_interval_median(phist), nan=-1.0)[None, :]
     days_since = np.where(np.isfinite(hf.recency), hf.recency / DAY, NEVER)
     first = np.full(S * C, np.inf)
@@ -180,7 +210,10 @@ def signals(samples: WindowSamples, data: SequenceData, j: int, sc: SignalContex
         "baskets": nb[:, 0], "baskets_per_day": nb[:, 0] / np.maximum(since_first, 1.0),
         "days_since_first": since_first, "days_since_last": since_last, "n_categories": (pt > 0).sum(1).astype(np.float64),
     }
+    d60 = hf.decayed[1].astype(np.float64)
     cols = {
+        "share_60d": d60 / np.maximum(d60.sum(1, keepdims=True), 1e-12), "year_ago_reach": reach[3],
+        "year_ago_trend": reach[3] - reach[4], "year_ago_user": _year_ago_counts(data, samples, h),
         "ptop": pt, "ptop_share": pt / np.maximum(nb, 1.0), "tifu_own": own, "tifu_nn": nn, "tifu_nn_narrow": nn_narrow,
         "decayed_14d": hf.decayed[0], "decayed_60d": hf.decayed[1], "decayed_180d": hf.decayed[2], "last_window": last,
         "days_since": days_since, "user_interval": user_interval, "due_user": due_user, "pop_interval": pop_interval,
@@ -190,6 +223,16 @@ def signals(samples: WindowSamples, data: SequenceData, j: int, sc: SignalContex
     for f, name in enumerate(FEATURES):
         out[:, :, f] = cols[name] if name in cols else user[name][:, None]
     return out
+
+
+def _columns(booster) -> list[int]:  # noqa: ANN001 - lightgbm.Booster
+    """The columns of :data:`FEATURES` that a trained model reads, in its order (a model saved
+    before a signal was added reads the signals it was trained on)."""
+    names = booster.feature_name()
+    unknown = [n for n in names if n not in FEATURES]
+    if unknown:
+        raise ValueError(f"the saved ranker reads signals this version does not compute: {', '.join(unknown)}")
+    return [FEATURES.index(n) for n in names]
 
 
 @dataclass
@@ -288,10 +331,12 @@ class RankerForecaster:
             m = self.models[int(h)]
             X = signals(samples, seq if data is None else data, j, SignalContext(seq, baskets, self.tifu[int(h)]), self.cfg.narrow_k)[:, 1:]
             flat = X.reshape(-1, X.shape[-1])
-            p_all = lgb.Booster(model_str=m.all).predict(flat).reshape(S, C - 1)
+            b_all = lgb.Booster(model_str=m.all)
+            p_all = b_all.predict(flat[:, _columns(b_all)]).reshape(S, C - 1)
             out_all[:, j, 1:] = p_all
             if m.new is not None:
-                p_new = lgb.Booster(model_str=m.new).predict(flat).reshape(S, C - 1)
+                b_new = lgb.Booster(model_str=m.new)
+                p_new = b_new.predict(flat[:, _columns(b_new)]).reshape(S, C - 1)
             else:
                 p_new = p_all
             out_new[:, j, 1:] = np.where(X[:, :, FEATURES.index("ptop")] == 0, p_new, -np.inf)
@@ -304,14 +349,22 @@ class RankerForecaster:
         exact TreeSHAP attributions of the model's raw score."""
         import lightgbm as lgb
 
-        out = []
-        for i, j, c in pairs:
+        out: list[tuple[np.ndarray, np.ndarray, float] | None] = [None] * len(pairs)
+        for j in sorted({j for _, j, _ in pairs}):  # the signals of a horizon once for every sample it needs
             h = int(samples.horizons[j])
-            one = samples.subset(np.array([i]))
-            X = signals(one, seq if data is None else data, j, SignalContext(seq, baskets, self.tifu[h]), self.cfg.narrow_k)[0, c]
-            contrib = lgb.Booster(model_str=self.models[h].all).predict(X[None, :], pred_contrib=True)[0]
-            out.append((X, contrib[:-1], float(contrib[-1])))
-        return out
+            idx = [n for n, (_, jj, _) in enumerate(pairs) if jj == j]
+            rows = np.unique([pairs[n][0] for n in idx])
+            X = signals(samples.subset(rows), seq if data is None else data, j, SignalContext(seq, baskets, self.tifu[h]), self.cfg.narrow_k)
+            b = lgb.Booster(model_str=self.models[h].all)
+            cols = _columns(b)
+            at = [(int(np.searchsorted(rows, pairs[n][0])), pairs[n][2]) for n in idx]
+            vals = np.stack([X[r, c] for r, c in at])  # (n, F)
+            contrib = b.predict(vals[:, cols], pred_contrib=True)  # (n, len(cols) + 1)
+            for k, n in enumerate(idx):
+                full = np.zeros(len(FEATURES))
+                full[cols] = contrib[k, :-1]
+                out[n] = (vals[k], full, float(contrib[k, -1]))
+        return out  # type: ignore[return-value]
 
     def engagement(self, score: np.ndarray, horizons: tuple[int, ...] | None = None) -> np.ndarray:
         """(S, H, C) probabilities of engaging from the `all` scores: each horizon's isotonic map

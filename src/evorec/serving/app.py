@@ -306,6 +306,7 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
         _: str = read,
         horizons: str | None = Query(None, description="comma-separated, e.g. 7d,30d (default: all the forecaster has)"),
         top: int = Query(10, ge=1, le=200, description="categories per list"),
+        explain: bool = Query(False, description="attach to every listed category the signal groups that drive its score (ranker forecasters)"),
     ) -> dict[str, Any]:
         from evorec.forecasting.drift import drift
 
@@ -337,6 +338,16 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
                 "p_emerging": float(p_em[j]),
                 "drift": {"label": d["label"], "shift": d["shift"], "fading_category": d.get("fading_category")},
             }
+        if explain:
+            index = {c: i for i, c in enumerate(cats)}
+            pairs = [(label, index[e["category_id"]]) for label, f in out["forecasts"].items() for e in f["categories"] + f["new"]]
+            try:
+                why = fc.explain(history, now, pairs)
+            except ValueError as exc:
+                raise HTTPException(422, str(exc)) from None
+            for label, f in out["forecasts"].items():
+                for e in f["categories"] + f["new"]:
+                    e["explanation"] = why[(label, index[e["category_id"]])].to_dict()
         return out
 
     @app.get("/v1/population", tags=["interests"])

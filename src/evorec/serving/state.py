@@ -330,6 +330,13 @@ class ForecastState:
 
         return forecast_history(self.state, self.seq, [(e.item_id, e.category_id, e.behavior, int(e.ts)) for e in events], now, horizons)
 
+    def explain(self, events: list[StoredEvent], now: int, pairs: list[tuple[str, int]]):  # noqa: ANN201
+        """Signal attributions of the user's forecast for (horizon label, category index) pairs
+        (``evorec.forecasting.predict.explain_history``); ValueError for a forecaster that is not a ranker."""
+        from evorec.forecasting.predict import explain_history
+
+        return explain_history(self.state, self.seq, [(e.item_id, e.category_id, e.behavior, int(e.ts)) for e in events], now, pairs)
+
 
 RECOMMEND_MODES = ("buy_again", "explore", "mixed")
 """``/recommendations?mode=``: the user's own items again, items new to the user, or both."""
