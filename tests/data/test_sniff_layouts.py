@@ -75,7 +75,7 @@ def _write(path: Path, header: list[str] | None, rows: list[list], delimiter: st
 
 def _ingest_auto(tmp_path: Path, source: Path, fmt: str, layout_has: str, **kw):
     """Sniff names ``fmt``; ingest without --format reads every row; returns (result, store)."""
-    s = sniff(source)
+    s = sniff(source, kw.get("options"))
     assert s.certain and s.recognised is not None, s.summary()
     assert s.recognised.format == fmt, s.summary()
     store = tmp_path / "s.duckdb"
@@ -287,6 +287,168 @@ def test_amazon_ratings_and_2023_reviews(tmp_path, variant):
     assert _q(store, "SELECT user_id, item_id, value, epoch(ts)::BIGINT FROM events ORDER BY source_row LIMIT 1") == [
         (u, i, float(r), int(t))
     ]
+
+
+# ---------------------------------------------------------------------------------------
+# YOOCHOOSE's official .dat files (rows from session-rec's prepared YOOCHOOSE TSV)
+
+YOOCHOOSE = SHARED / "yoochoose_100k_sessionrec" / "yoochoose-clicks-100k_train_full.txt"
+DIGINETICA = SHARED / "diginetica_sample_srgnn" / "sample_train-item-views.csv"
+CJ = SHARED / "dunnhumby_completejourney_sample"
+
+
+def _iso_z(t: str) -> str:
+    """Unix seconds -> ``2014-04-07T10:51:09.277Z``, as yoochoose-clicks.dat writes its times."""
+    return datetime.fromtimestamp(float(t), tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@needs_shared
+def test_yoochoose_official_clicks_and_buys_dat(tmp_path):
+    rows = _rows(YOOCHOOSE, 1200, delimiter="\t", skip_header=True)
+    cats = ("0", "S", "3", "2089325493")  # unknown, special offer, a category, a brand id
+    clicks = _write(tmp_path / "yoochoose-clicks.dat", None,
+                    [[s, _iso_z(t), i, cats[k % 4]] for k, (s, i, t) in enumerate(rows)])
+    res, store = _ingest_auto(tmp_path, clicks, "yoochoose", "clicks", pseudonymize=False)
+    assert (res.rows_ingested, res.rows_quarantined) == (1200, 0)
+    got = _q(store, "SELECT source_row, user_id, item_id, epoch(ts)::BIGINT, behavior, category_id FROM events "
+                    "WHERE source_row <= 4 ORDER BY source_row")
+    assert got == [(k + 1, rows[k][0], rows[k][1], int(float(rows[k][2])), "click", [None, "S", "3", "2089325493"][k])
+                   for k in range(4)]
+    # Buys: a purchase in some of the sessions (price 0 = unknown, as in the real file), quantity not kept.
+    bought = rows[::7]
+    buys = _write(tmp_path / "yoochoose-buys.dat", None,
+                  [[s, _iso_z(t), i, str((k % 3) * 1046), str(k % 4)] for k, (s, i, t) in enumerate(bought)])
+    sub = tmp_path / "b"
+    sub.mkdir()
+    res, store = _ingest_auto(sub, buys, "yoochoose", "buys", pseudonymize=False)
+    assert (res.rows_ingested, res.rows_quarantined) == (len(bought), 0)
+    s, i, t = bought[1]
+    assert _q(store, "SELECT user_id, item_id, epoch(ts)::BIGINT, behavior, value FROM events WHERE source_row = 2") == [
+        (s, i, int(float(t)), "buy", 1046.0)
+    ]
+
+
+@needs_shared
+def test_diginetica_without_a_header_reads_like_with_one(tmp_path):
+    """Some preprocessors drop the header of train-item-views.csv: same events either way."""
+    rows = _rows(DIGINETICA, 2000, delimiter=";", skip_header=True)
+    src = _write(tmp_path / "train-item-views.csv", None, rows, delimiter=";")
+    res, store = _ingest_auto(tmp_path, src, "diginetica", "without a header", pseudonymize=False)
+    assert res.rows_ingested + res.rows_quarantined == 2000 and res.rows_ingested > 1900
+    with_header = _write(tmp_path / "h.csv", ["sessionId", "userId", "itemId", "timeframe", "eventdate"], rows, delimiter=";")
+    sub = tmp_path / "h"
+    sub.mkdir()
+    res_h, store_h = _ingest_auto(sub, with_header, "diginetica", "with a header", pseudonymize=False)
+    assert (res_h.rows_ingested, res_h.rows_quarantined) == (res.rows_ingested, res.rows_quarantined)
+    sql = "SELECT user_id, item_id, epoch(ts)::BIGINT FROM events ORDER BY source_row"
+    headerless = _q(store, sql)
+    assert headerless == _q(store_h, sql)
+    sess, user, item, frame, day = rows[0]
+    start = int(datetime.fromisoformat(day).replace(tzinfo=timezone.utc).timestamp())
+    assert headerless[0] == ("s" + sess if user == "NA" else user, item, start + int(frame) // 1000)
+
+
+# ---------------------------------------------------------------------------------------
+# Tmall: the year in the file (time_stamp as YYYYMMDD, or a year column beside month/day)
+
+
+@needs_shared
+def test_tmall_yyyymmdd_time_stamp(tmp_path):
+    rows = _tmall_rows(600)
+    header = ["user_id", "item_id", "cat_id", "seller_id", "brand_id", "time_stamp", "action_type"]
+    out = [[r["user_id"], r["item_id"], r["cat_id"], r["merchant_id"], r["brand_id"],
+            "2017" + r["time_stamp"], r["action"]] for r in rows]  # Taobao's rows are of 2017
+    src = _write(tmp_path / "user_log_yyyymmdd.csv", header, out)
+    s = sniff(src)
+    assert s.certain and not s.recognised.notes  # no year assumed: the file has it
+    res, store = _ingest_auto(tmp_path, src, "tmall", "time_stamp", options={"year": "2015"})  # the year option loses
+    assert (res.rows_ingested, res.rows_quarantined) == (600, 0)
+    got = _q(store, "SELECT strftime(ts, '%Y%m%d') FROM events ORDER BY source_row")
+    assert [g for (g,) in got] == ["2017" + r["time_stamp"] for r in rows]
+
+
+@needs_shared
+def test_tmall_year_column_beside_month_day(tmp_path):
+    rows = _tmall_rows(600)
+    header = ["user_id", "item_id", "cat_id", "merchant_id", "brand_id", "year", "month", "day", "action"]
+    years = ["2016", "2017", ""]  # a blank year falls back to --option year (default 2015)
+    out = [[r["user_id"], r["item_id"], r["cat_id"], r["merchant_id"], r["brand_id"], years[k % 3], r["month"], r["day"],
+            r["action"]] for k, r in enumerate(rows)]
+    src = _write(tmp_path / "user_log_year.csv", header, out)
+    s = sniff(src)
+    assert s.certain and s.recognised.found.get("year") == "year" and not s.recognised.notes
+    res, store = _ingest_auto(tmp_path, src, "tmall", "month/day")
+    assert (res.rows_ingested, res.rows_quarantined) == (600, 0)
+    got = [g for (g,) in _q(store, "SELECT strftime(ts, '%Y-%m-%d') FROM events ORDER BY source_row")]
+    want = [f"{years[k % 3] or '2015'}-{int(r['month']):02d}-{int(r['day']):02d}" for k, r in enumerate(rows)]
+    assert got == want
+
+
+# ---------------------------------------------------------------------------------------
+# RetailRocket re-saved with date-time text (pandas.to_datetime, then to_csv)
+
+
+@needs_shared
+def test_retailrocket_date_time_text_timestamps(tmp_path):
+    rows = _rows(TAOBAO, 900)
+
+    def when(k: int, t: str) -> str:
+        d = datetime.fromtimestamp(int(t), tz=timezone.utc).replace(tzinfo=None)
+        return (d.isoformat(sep=" "), d.isoformat(sep=" ") + ".123", d.isoformat())[k % 3]  # s, ms, ISO 'T'
+
+    out = [[when(k, t), u, RR_EVENT[b], i, str(k) if b == "buy" else ""] for k, (u, i, c, b, t) in enumerate(rows)]
+    src = _write(tmp_path / "events.csv", ["timestamp", "visitorid", "event", "itemid", "transactionid"], out)
+    res, store = _ingest_auto(tmp_path, src, "retailrocket", "events.csv", pseudonymize=False)
+    assert (res.rows_ingested, res.rows_quarantined) == (900, 0)
+    got = _q(store, "SELECT user_id, epoch(ts)::BIGINT FROM events ORDER BY source_row")
+    assert got == [(u, int(t)) for u, i, c, b, t in rows]
+
+
+# ---------------------------------------------------------------------------------------
+# Complete Journey: Dunnhumby's original transaction_data.csv + product.csv (rows from the sample)
+
+ORIG_TX = ["household_key", "BASKET_ID", "DAY", "PRODUCT_ID", "QUANTITY", "SALES_VALUE", "STORE_ID", "RETAIL_DISC",
+           "TRANS_TIME", "WEEK_NO", "COUPON_DISC", "COUPON_MATCH_DISC"]
+ORIG_PRODUCT = ["PRODUCT_ID", "MANUFACTURER", "DEPARTMENT", "BRAND", "COMMODITY_DESC", "SUB_COMMODITY_DESC",
+                "CURR_SIZE_OF_PRODUCT"]
+
+
+@needs_shared
+def test_completejourney_original_files_need_start_date(tmp_path):
+    """The original release counts days: the sniffer names the format and asks for start_date."""
+    tx = _rows(CJ / "transactions_sample.csv", 1500, skip_header=True)
+    day1 = datetime(2017, 1, 1, tzinfo=timezone.utc)
+    out, want = [], []
+    for hh, store_id, basket, product, qty, sales, retail, coupon, match, week, stamp in tx:
+        d = datetime.fromisoformat(stamp).replace(tzinfo=timezone.utc)
+        out.append([hh, basket, str((d - day1).days + 1), product, str(int(float(qty))), sales, store_id, retail,
+                    f"{d.hour:02d}{d.minute:02d}", week, coupon, match])
+        want.append((hh, product, int(d.replace(second=0).timestamp()), float(sales), basket))
+    src = _write(tmp_path / "transaction_data.csv", ORIG_TX, out)
+    bought = {r[3] for r in tx}
+    products = [r for r in _rows(CJ / "products.csv", 200_000, skip_header=True) if r[0] in bought]
+    _write(tmp_path / "product.csv", ORIG_PRODUCT, products)
+
+    s = sniff(src)
+    assert not s.certain and s.recognised is not None and s.recognised.format == "completejourney"
+    assert s.needs == ["start_date"] and "needs --option start_date=..." in s.summary()
+    assert "--format completejourney --option start_date=..." in s.command()
+    store = tmp_path / "s.duckdb"
+    with pytest.raises(IngestError, match="start_date"):
+        ingest_file(store, src, None)
+    assert not store.exists()
+
+    res, store = _ingest_auto(tmp_path, src, "completejourney", "transaction_data.csv",
+                              options={"start_date": "2017-01-01"}, pseudonymize=False)
+    assert s.recognised.layout.startswith("transaction_data.csv")
+    assert (res.rows_ingested, res.rows_quarantined) == (1500, 0)
+    listed = {p[0] for p in products}  # a few products of the sample are missing from its product table
+    assert res.items_ingested == len(products)
+    assert res.events_without_item_metadata == sum(1 for r in tx if r[3] not in listed)
+    got = _q(store, "SELECT user_id, item_id, epoch(ts)::BIGINT, value, basket_id FROM events ORDER BY source_row")
+    assert got == want
+    p = products[0]
+    assert _q(store, "SELECT category_id FROM items WHERE item_id = ?", [p[0]]) == [(p[4] or None,)]
 
 
 # ---------------------------------------------------------------------------------------
