@@ -1,8 +1,9 @@
-"""The container and its guide, checked without a Docker engine (none on the machines these tests
-run on): the Dockerfile is read statically, and what it would run is run here -- its ENTRYPOINT +
-CMD with its ENV (container paths mapped to temporary ones) start a real server, and its
-HEALTHCHECK command passes against it and fails once it is gone. The drift test keeps every
-EVOREC_* variable in the Dockerfile and docs/deploy.md in step with ServeSettings."""
+"""The container and its guide, checked statically and by simulation here (`make image-test`
+builds and runs the real image with Podman): the Dockerfile is read statically, and what it would
+run is run here -- its ENTRYPOINT + CMD with its ENV (container paths mapped to temporary ones)
+start a real server, and its HEALTHCHECK command passes against it and fails once it is gone. The
+drift test keeps every EVOREC_* variable in the Dockerfile and docs/deploy.md in step with
+ServeSettings."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 GUIDE = ROOT / "docs" / "deploy.md"
 SECRET_VARS = {"EVOREC_SECRET", "EVOREC_SECRET_FILE"}  # evorec.utils.privacy
+TRACKING_VARS = {"EVOREC_MLFLOW_URI"}  # evorec.utils.tracking: where `--run runs:/ID/run` is downloaded from
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -68,7 +70,7 @@ def env_names(text: str) -> set[str]:
 
 def known_vars() -> set[str]:
     prefix = ServeSettings.model_config["env_prefix"]
-    return {prefix + name.upper() for name in ServeSettings.model_fields} | SECRET_VARS
+    return {prefix + name.upper() for name in ServeSettings.model_fields} | SECRET_VARS | TRACKING_VARS
 
 
 # -- the Dockerfile, statically ----------------------------------------------------------------
@@ -76,17 +78,22 @@ def known_vars() -> set[str]:
 
 def test_torch_pinned_and_installed_before_the_project():
     runs = [a for k, a in instructions() if k == "RUN"]
-    assert one("FROM") == "python:3.11-slim"
+    args = dict(a.split("=", 1) for k, a in instructions() if k == "ARG" and "=" in a)
+    assert args["BASE"] == "python:3.11-slim", "the standard base for users (make image-test passes its own)"
+    assert [a for k, a in instructions() if k == "FROM"] == ["${BASE} AS build", "${BASE}"], "two stages on one base"
     pin = re.search(r"TORCH := (torch==\S+)", (ROOT / "Makefile").read_text()).group(1)
-    torch_at = [i for i, a in enumerate(runs) if "pip install" in a and pin in a.split()]
-    assert torch_at, f"no RUN pip install of {pin} (the Makefile's pin)"
-    assert "--index-url https://download.pytorch.org/whl/cpu" in runs[torch_at[0]], "torch must come from the CPU index"
-    project_at = [i for i, a in enumerate(runs) if re.search(r"pip install ['\"]?\.\[", a)]
+    assert args["TORCH"] == pin, f"the Dockerfile's torch {args['TORCH']} is not the Makefile's pin {pin}"
+    assert args["TORCH_INDEX"] == "https://download.pytorch.org/whl/cpu", "torch must come from the CPU index"
+    torch_at = [i for i, a in enumerate(runs) if "pip install" in a and '"$TORCH"' in a]
+    assert torch_at and '--index-url "$TORCH_INDEX"' in runs[torch_at[0]], "no RUN pip install of $TORCH from $TORCH_INDEX"
+    project_at = [i for i, a in enumerate(runs) if re.search(r"pip install (--no-compile )?['\"]?\.\[", a)]
     assert project_at and torch_at[0] < project_at[0], "torch must be installed before the project (else pip pulls a CUDA torch)"
-    extras = re.search(r"pip install ['\"]?\.\[([a-z,]+)\]", runs[project_at[0]]).group(1).split(",")
+    extras = re.search(r"pip install (?:--no-compile )?['\"]?\.\[([a-z,]+)\]", runs[project_at[0]]).group(1).split(",")
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    assert set(extras) == {"postgres", "export"} and set(extras) <= set(declared)
-    assert not any("torch" in a for a in runs[project_at[0] + 1 :] if "pip install" in a), "nothing may reinstall torch after"
+    assert extras == ["serve"] and set(extras) <= set(declared)
+    assert "test" not in extras and "export" not in extras, "the image serves: no test or export extras"
+    assert not any("torch" in a.split("pip install", 1)[1] for a in runs[project_at[0] + 1 :] if "pip install" in a), \
+        "nothing may reinstall torch after"
 
 
 def test_runs_as_non_root_exposes_8000_and_bakes_no_secret():
@@ -98,9 +105,14 @@ def test_runs_as_non_root_exposes_8000_and_bakes_no_secret():
     assert env["EVOREC_SECRET_FILE"].startswith("/run/secrets/"), "a file the user cannot create: no key, no start"
     text = DOCKERFILE.read_text()
     assert not re.search(r"^\s*(ARG|ENV)\s+EVOREC_SECRET\b(?!_FILE)", text, re.MULTILINE)
-    copies = [a for k, a in instructions() if k in ("COPY", "ADD")]
+    steps = instructions()
+    final = max(i for i, (k, _) in enumerate(steps) if k == "FROM")
+    copies = [a for k, a in steps[:final] if k in ("COPY", "ADD")]
     sources = {s for a in copies for s in a.split()[:-1] if not s.startswith("--")}
-    assert sources <= {"pyproject.toml", "README.md", "src"}, f"copies more than the package sources: {sources}"
+    assert sources <= {"pyproject.toml", "README.md", "src", "docker/pip/"}, f"copies more than the package sources: {sources}"
+    # the service stage takes only the built environment from the first: no pip configuration, no sources
+    final_copies = [a for k, a in steps[final:] if k in ("COPY", "ADD")]
+    assert final_copies == ["--from=build /opt/evorec /opt/evorec"], final_copies
 
 
 def test_entrypoint_and_cmd_are_a_valid_evorec_command_line():
@@ -119,12 +131,14 @@ def test_entrypoint_and_cmd_are_a_valid_evorec_command_line():
 
 
 def test_every_evorec_variable_in_the_dockerfile_and_guide_exists():
-    known = known_vars()
+    # the guide's Kubernetes section also names the training jobs' cache (read by evorec.pipeline)
+    assert 'os.environ.get("EVOREC_CACHE"' in (ROOT / "src" / "evorec" / "pipeline.py").read_text()
+    known = known_vars() | {"EVOREC_CACHE"}
     for path in (DOCKERFILE, GUIDE):
         unknown = env_names(path.read_text()) - known
         assert not unknown, f"{path.name} names variables the service does not read: {sorted(unknown)}"
     assert set(image_env()) - {"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PIP_NO_CACHE_DIR",
-                               "PIP_DISABLE_PIP_VERSION_CHECK", "OMP_NUM_THREADS"} <= known
+                               "PIP_DISABLE_PIP_VERSION_CHECK", "OMP_NUM_THREADS", "PATH"} <= known
 
 
 def _cell(s: str) -> str:
@@ -182,6 +196,8 @@ def test_container_command_serves_and_the_healthcheck_tells_up_from_down(trained
     mounts = {"/models/run": str(trained_run), "/data/": f"{tmp_path / 'data'}/", "/run/secrets/evorec_secret": str(secret)}
     env = live_server.clean_env()
     for k, v in image_env().items():
+        if k == "PATH":  # the image's virtual environment first; here the test's interpreter is used
+            continue
         for inside, outside in mounts.items():
             v = v.replace(inside, outside)
         env[k] = v
