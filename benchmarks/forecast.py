@@ -71,7 +71,7 @@ def main() -> None:
         entry = {"config": str(CONFIGS[name].relative_to(ROOT)), "command": " ".join(["benchmarks/forecast.py", *os.sys.argv[1:]]),
                  "seconds": round(seconds, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                  "machine": machine.as_json(), "protocol": res["protocol"], "unit": res["unit"], "horizons": res["horizons"],
-                 "tuned": res.get("tuned"), "selection": res["protocol"]["model"].get("selection")}
+                 "tuned": res.get("tuned"), "next_category": res.get("next_category"), "selection": res["protocol"]["model"].get("selection")}
         results["datasets"][name] = entry
         p = res["protocol"]
         print(f"\n== {name} ({entry['config']}, {seconds:.0f} s, peak RSS {entry['peak_rss_mb']} MB; "
@@ -101,6 +101,10 @@ def main() -> None:
             if e.get("gap_closed") and e["gap_closed"]["NDCG@10"] is not None:
                 print(f"    gap_closed (model - {e['gap_closed']['baseline']}) / (oracle_now - {e['gap_closed']['baseline']}): "
                       f"{e['gap_closed']['NDCG@10']:.3f}")
+        nc = res.get("next_category", {})
+        if nc.get("samples"):
+            print(f"  next category (the classic recipe: top category of the shortest horizon vs the next event; {nc['samples']:,} samples): "
+                  + "; ".join(f"{who} acc {v['accuracy']:.3f} F1 macro {v['f1_macro']:.3f}" for who, v in nc.items() if isinstance(v, dict)))
         sel = p["model"].get("selection")
         if sel:
             print("  selection on validation: " + "; ".join(f"{h}: all={v['all']}, new={v['new']}" for h, v in sel.items()))

@@ -127,6 +127,15 @@ def test_backtest_results_per_horizon(sim_run):
     assert e["model"]["NDCG@10"] > e["baselines"]["persistence"]["NDCG@10"]
     doc = json.loads((run / "backtest.json").read_text())
     assert doc["horizons"]["30d"]["model"] == pytest.approx(e["model"], nan_ok=True)
+    # the classic recipe's row: next-category accuracy and F1 for every forecaster, the model's confusions
+    nc = res["next_category"]
+    assert nc["samples"] > 100 and set(nc) >= {"model", *e["baselines"]}
+    for who in ("model", *e["baselines"]):
+        assert 0 < nc[who]["accuracy"] <= 1 and 0 <= nc[who]["f1_macro"] <= 1
+        assert nc[who]["f1_micro"] == pytest.approx(nc[who]["accuracy"])  # single-label: micro F1 is accuracy
+    assert nc["ptopfreq"]["accuracy"] > nc["population"]["accuracy"]  # the user's own history names the next category better
+    cells = nc["model"]["confusion_top"]
+    assert cells and all(c["count"] >= d["count"] for c, d in zip(cells, cells[1:]))
 
 
 def test_planted_drift_emerging_and_fading_are_recovered(sim_run):

@@ -231,7 +231,38 @@ def run_backtest(seq: SequenceData, cfg: BacktestConfig, oracles: OracleFn | Non
         temp = getattr(model, "temperature", {})
         entry["calibration"] = {"temperature": temp[h].temperature if h in temp else None}
         out["horizons"][label] = entry
+    out["next_category"] = next_category(seq, test, {"model": preds_model, **preds})
     return out, model, ctx
+
+
+def next_category(seq: SequenceData, samples: WindowSamples, preds: dict[str, Prediction], cells: int = 30) -> dict[str, Any]:
+    """The classic recipe's measure, for every forecaster: its top category of the shortest
+    horizon (the `all` ranking) against the category of the user's next categorised event at or
+    after the cutoff; accuracy and macro/micro F1 over the samples that have one, and the model's
+    most frequent confusion cells (true, predicted, count)."""
+    from evorec.evaluation.classification import classification_metrics
+
+    cat = np.asarray(seq.category)
+    off = np.asarray(seq.offsets, dtype=np.int64)
+    known = np.flatnonzero(cat > 0)
+    k = np.searchsorted(known, samples.hist_end)
+    nxt = known[np.minimum(k, max(len(known) - 1, 0))] if len(known) else np.zeros(len(samples), np.int64)
+    has = (k < len(known)) & (nxt < off[samples.users + 1]) if len(known) else np.zeros(len(samples), bool)
+    out: dict[str, Any] = {"samples": int(has.sum()), "definition": "top category of the shortest horizon vs the next categorised event"}
+    if not has.any():
+        return out
+    y = cat[nxt[has]].astype(np.int64)
+    names = ["(none)"] + [str(x) for x in seq.categories.ids.to_pylist()]
+    for name, pr in preds.items():
+        pred = np.argmax(np.where(np.isfinite(pr.rank[has, 0, 1:]), pr.rank[has, 0, 1:], -np.inf), axis=1) + 1
+        m = classification_metrics(y, pred, label_names=names, max_dense=0)
+        row = {key: m[key] for key in ("accuracy", "f1_macro", "f1_micro")}
+        if name == "model":
+            c = m["confusion"]
+            row["confusion_top"] = [{"true": names[t], "pred": names[p], "count": int(n)}
+                                    for t, p, n in list(zip(c["true"], c["pred"], c["count"]))[:cells]]
+        out[name] = row
+    return out
 
 
 @dataclass
