@@ -452,6 +452,81 @@ def test_completejourney_original_files_need_start_date(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------
+# User profiles in a side file beside the events -> the users table (pseudonymised, forgotten)
+
+ML1M_USERS = SHARED / "movielens_1m_metadata_only" / "users.dat"
+RECBOLE = SHARED / "movielens_100k_recbole"
+
+
+def _profiles_like_events(store: Path, raw_ids: set[str]) -> None:
+    """Every profile belongs to a user with events, under the same pseudonym; no raw id stored."""
+    assert _q(store, "SELECT count(*) FROM users WHERE user_id NOT IN (SELECT user_id FROM events)") == [(0,)]
+    assert _q(store, "SELECT count(*) FROM users WHERE user_id IN (SELECT unnest(?))", [sorted(raw_ids)]) == [(0,)]
+
+
+@needs_shared
+def test_tmall_user_info_beside_the_log(tmp_path):
+    rows = _tmall_rows(800)
+    header = ["user_id", "item_id", "cat_id", "seller_id", "brand_id", "time_stamp", "action_type"]
+    src = _write(tmp_path / "user_log_format1.csv", header,
+                 [[r["user_id"], r["item_id"], r["cat_id"], r["merchant_id"], r["brand_id"], r["time_stamp"], r["action"]]
+                  for r in rows])
+    users = sorted({r["user_id"] for r in rows})
+    # user_info_format1.csv lists every user of the release: one more here, without events.
+    info = [[u, str(int(u) % 9), str(int(u) % 3)] for u in users] + [["999999999", "3", "1"]]
+    _write(tmp_path / "user_info_format1.csv", ["user_id", "age_range", "gender"], info)
+    res, store = _ingest_auto(tmp_path, src, "tmall", "time_stamp")
+    assert res.users_ingested == len(users)
+    _profiles_like_events(store, set(users) | {"999999999"})
+    u = rows[0]["user_id"]
+    got = _q(store, "SELECT u.age_range, u.gender, u.region FROM users u JOIN events e USING (user_id) WHERE e.source_row = 2")
+    assert got == [(str(int(u) % 9), str(int(u) % 3), None)]
+    report = forget_users([u], store)
+    assert report["tables"].get("users") == 1 and _q(store, "SELECT count(*) FROM users") == [(len(users) - 1,)]
+    # --option users=none: no profiles read; a profile file with another header: refused, nothing written.
+    sub = tmp_path / "none"
+    sub.mkdir()
+    res2 = ingest_file(sub / "s.duckdb", src, None, options={"users": "none"})
+    assert res2.users_ingested == 0
+    bad = _write(tmp_path / "bad_info.csv", ["uid", "age", "sex"], info)
+    with pytest.raises(FormatMismatch, match="user_info_format1.csv header"):
+        ingest_file(sub / "t.duckdb", src, None, options={"users": str(bad)})
+    assert not (sub / "t.duckdb").exists() or _q(sub / "t.duckdb", "SELECT count(*) FROM events") == [(0,)]
+
+
+@needs_shared
+def test_movielens_1m_users_dat_beside_ratings_dat(tmp_path):
+    """ML-1M's users.dat (the real file) beside a ratings.dat of ml-latest-small rows (ids 1..610)."""
+    rows = _rows(ML_RATINGS, 1500, skip_header=True)
+    src = tmp_path / "ratings.dat"
+    src.write_text("".join("::".join([u, i, str(int(float(r))), t]) + "\n" for u, i, r, t in rows))
+    (tmp_path / "users.dat").write_bytes(ML1M_USERS.read_bytes())
+    res, store = _ingest_auto(tmp_path, src, "movielens-dat", "")
+    users = {r[0] for r in rows}
+    assert res.users_ingested == len(users)  # not the 6,040 of users.dat: only users with events
+    _profiles_like_events(store, users)
+    first = ML1M_USERS.read_text().splitlines()[0].split("::")  # 1::F::1::10::48067
+    got = _q(store, "SELECT u.age_range, u.gender, u.region FROM users u JOIN events e USING (user_id) WHERE e.source_row = 1")
+    assert rows[0][0] == first[0] and got == [(first[2], first[1], first[4])]
+    assert forget_users([first[0]], store)["tables"].get("users") == 1
+
+
+@needs_shared
+def test_recbole_user_file_beside_the_inter_file(tmp_path):
+    """The shared ml-100k.inter with its ml-100k.item and ml-100k.user: every user's profile."""
+    res, store = _ingest_auto(tmp_path, RECBOLE / "ml-100k.inter", "recbole", "")
+    assert (res.rows_ingested, res.rows_quarantined, res.items_ingested, res.users_ingested) == (100_000, 0, 1682, 943)
+    raw = _rows(RECBOLE / "ml-100k.user", 2000, delimiter="\t", skip_header=True)
+    _profiles_like_events(store, {r[0] for r in raw})
+    u, age, gender, occupation, zip_code = raw[0]
+    mine = _q(store, "SELECT age_range, gender, region FROM users WHERE age_range = ? AND gender = ? AND region = ?",
+              [age, gender, zip_code])
+    assert mine == [(age, gender, zip_code)]
+    report = forget_users([u], store)
+    assert report["tables"].get("users") == 1 and _q(store, "SELECT count(*) FROM users") == [(942,)]
+
+
+# ---------------------------------------------------------------------------------------
 # Unknown layouts: the proposal, its evidence, and its exact command
 
 

@@ -12,7 +12,9 @@ Guarantees (tested in tests/data/test_ingest.py):
   metadata) those whose item is missing from it: they are kept, never dropped;
 - without a format, the file is sniffed (``evorec.data.sniff``) and read only when exactly one
   format's layout fits it; otherwise nothing is written and the error carries the proposal;
-- user profile fields on the event rows go to ``users`` (pseudonymised like the events).
+- user profile fields on the event rows, or in a profile file beside the events (Tmall's
+  ``user_info_format1.csv``, MovieLens' ``users.dat``, RecBole's ``.user``), go to ``users``
+  (pseudonymised like the events; a side file's profiles only for users with events).
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ import pyarrow as pa
 
 from evorec.data import store as store_mod
 from evorec.data.readers import get_reader
-from evorec.data.readers.base import CHECK_BAD_FRACTION, CHECK_MIN_ROWS, ITEM_SCHEMA_EXTRA, FormatMismatch, Reader, sql_str
+from evorec.data.readers.base import (
+    CHECK_BAD_FRACTION, CHECK_MIN_ROWS, ITEM_SCHEMA_EXTRA, PROFILE_SCHEMA, FormatMismatch, Reader, sql_str,
+)
 from evorec.data.sniff import SniffResult, mismatch_hint, refusal, sniff
 from evorec.data.store import USER_FIELDS
 from evorec.types import BEHAVIORS, REJECT_SCHEMA, TS_MAX, TS_MIN, TimeKind
@@ -220,7 +224,8 @@ def _ingest_in_transaction(
 
     state = _BlockLoader(con, reader, dataset, ingest_id, pseudo, has_items, progress)
     state.run()
-    users_in = _dedupe_users(con, dataset) if state.users is not None else 0
+    profiles_in = _load_profiles(con, reader, dataset, ingest_id, pseudo)
+    users_in = _dedupe_users(con, dataset) if state.users is not None or profiles_in else 0
     rows_read, rows_in, rows_q = state.rows_read, state.rows_in, state.rows_q
     if rows_in + rows_q != rows_read:  # the invariant the store promises; never commit without it
         raise IngestError(f"internal error: {rows_read} rows read but {rows_in} + {rows_q} accounted for")
@@ -240,6 +245,40 @@ def _ingest_in_transaction(
         dataset, str(reader.path), reader.format, digest, ingest_id, rows_read, rows_in, rows_q, items_in, False, 0.0,
         state.reasons, no_cat, no_item, reader.layout(), users_in,
     )
+
+
+def _load_profiles(
+    con: duckdb.DuckDBPyConnection, reader: Reader, dataset: str, ingest_id: int, pseudo: Pseudonymizer | None
+) -> int:
+    """Profiles from the reader's side file into ``users`` (after the events): ids pseudonymised
+    like the events', and only the users with events in the dataset (a profile file lists every
+    user of the full dataset; nobody else is kept). Returns the rows written."""
+    tables = [t.select(PROFILE_SCHEMA.names).cast(PROFILE_SCHEMA) for t in reader.profiles()]
+    if not tables:
+        return 0
+    mem = duckdb.connect()
+    try:
+        mem.register("_p", pa.concat_tables(tables))
+        clean = "SELECT NULLIF(trim(user_id), '') AS user_id, " + ", ".join(
+            f"NULLIF(trim({f}), '') AS {f}" for f in USER_FIELDS
+        ) + " FROM _p"
+        uid = pseudo.duckdb_sql("user_id") if pseudo is not None else "user_id"
+        profiles = mem.sql(  # noqa: F841 - scanned by name below
+            f"SELECT DISTINCT ON (user_id) {uid} AS user_id, {', '.join(USER_FIELDS)} FROM ({clean}) "
+            "WHERE user_id IS NOT NULL"
+        ).to_arrow_table()
+    finally:
+        mem.close()
+    before = con.execute("SELECT count(*) FROM users WHERE dataset = ?", [dataset]).fetchall()[0][0]
+    con.execute(
+        f"INSERT INTO users (dataset, user_id, {', '.join(USER_FIELDS)}, ingest_id) "
+        f"SELECT $dataset, p.user_id, {', '.join('p.' + f for f in USER_FIELDS)}, $ingest_id FROM profiles p "
+        "WHERE p.user_id IN (SELECT user_id FROM events WHERE dataset = $dataset)",
+        {"dataset": dataset, "ingest_id": ingest_id},
+    )
+    after = con.execute("SELECT count(*) FROM users WHERE dataset = ?", [dataset]).fetchall()[0][0]
+    log.info("%s: %d user profile(s) from the side file", reader.path, after - before)
+    return int(after - before)
 
 
 def _dedupe_users(con: duckdb.DuckDBPyConnection, dataset: str) -> int:

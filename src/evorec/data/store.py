@@ -12,7 +12,9 @@ Tables (all keyed by ``dataset``):
 - ``items``      item metadata (category, path, brand, title, price), all but the id nullable.
 - ``quarantine`` every source row that could not be used: file, line, raw text, reason.
 - ``users``      user profile fields some sources carry on their event rows (Tmall's
-                 ``age_range``, ``gender``, ``province``), one row per user, the id pseudonymised
+                 ``age_range``, ``gender``, ``province``) or in a profile file beside them
+                 (Tmall's ``user_info_format1.csv``, MovieLens' ``users.dat``, RecBole's ``.user``:
+                 the zip code is the region), one row per user, the id pseudonymised
                  like the events' (schema version 3; ``evorec data forget`` removes them too).
                  ``items.merchant`` (the seller, Tmall's ``merchant_id``) came with it.
 

@@ -45,6 +45,18 @@ CHECK_BAD_FRACTION = 0.5  # ... more than this share of them bad: the file is of
 ITEM_SCHEMA_EXTRA = ITEM_SCHEMA.append(pa.field("merchant", pa.string()))
 
 
+# User profile rows a reader gives from a side file (Tmall user_info, MovieLens users.dat, RecBole
+# .user); the fields are those of the store's users table (evorec.data.store.USER_FIELDS).
+PROFILE_SCHEMA = pa.schema([(n, pa.string()) for n in ("user_id", "age_range", "gender", "region")])
+
+
+def profiles_table(user_id, age_range=None, gender=None, region=None) -> pa.Table:
+    """A PROFILE_SCHEMA table from columns (lists or Arrow arrays; None: a field the file lacks)."""
+    n = len(user_id)
+    cols = {"user_id": user_id, "age_range": age_range, "gender": gender, "region": region}
+    return pa.table({k: pa.nulls(n, pa.string()) if v is None else v for k, v in cols.items()}, schema=PROFILE_SCHEMA)
+
+
 class FormatMismatch(ValueError):
     """The file is not of the stated format. Raised before anything is written."""
 
@@ -128,8 +140,14 @@ class Reader:
         """Item metadata (ITEM_SCHEMA) from side files, if the format has any."""
         return iter(())
 
+    def profiles(self) -> Iterator[pa.Table]:
+        """User profiles from a side file beside ``path`` (PROFILE_SCHEMA: the raw user id and the
+        ``users`` table's fields, text), if the format has one. Ingest pseudonymises the ids like
+        the events' and keeps the profiles of the users with events only."""
+        return iter(())
+
     def side_files(self) -> list[Path]:
-        """Other files read besides ``path`` (item metadata...): part of the content hash."""
+        """Other files read besides ``path`` (item metadata, profiles...): part of the content hash."""
         return []
 
     def total_bytes(self) -> int | None:

@@ -48,6 +48,7 @@ from evorec.data.readers.base import (
     int_seconds,
     nullif_empty,
     open_binary,
+    profiles_table,
     q,
     show,
     sql_str,
@@ -203,9 +204,31 @@ class MovieLensDat(DoubleColonReader):
     def movies_file(self) -> Path | None:
         return side_file(self.options, "movies", self.path.with_name("movies.dat"))
 
+    def users_file(self) -> Path | None:
+        """``users.dat`` (UserID::Gender::Age::Occupation::Zip-code) beside it, or ``--option users=FILE``."""
+        return side_file(self.options, "users", self.path.with_name("users.dat"))
+
     def side_files(self) -> list[Path]:
-        f = self.movies_file()
-        return [f] if f else []
+        return [f for f in (self.movies_file(), self.users_file()) if f]
+
+    def profiles(self) -> Iterator[pa.Table]:
+        """users.dat: the age group code (1, 18, 25, ...) is the age range, the zip code the region
+        (the occupation code has no column in the users table)."""
+        f = self.users_file()
+        if f is None:
+            return
+        ids, genders, ages, zips = [], [], [], []
+        for n, line in enumerate(read_text(f, self.options.get("encoding")).splitlines(), start=1):
+            if not line.strip():
+                continue
+            parts = line.split("::")
+            if len(parts) != 5:
+                raise FormatMismatch(f, n, "UserID::Gender::Age::Occupation::Zip-code lines", show(line.encode()))
+            ids.append(parts[0])
+            genders.append(parts[1])
+            ages.append(parts[2])
+            zips.append(parts[4])
+        yield profiles_table(ids, age_range=ages, gender=genders, region=zips)
 
     def items(self) -> Iterator[pa.Table]:
         f = self.movies_file()
@@ -507,9 +530,31 @@ class RecBoleAtomic(DelimitedReader):
         stem = name[: -len(".inter")] if name.endswith(".inter") else Path(name).stem
         return side_file(self.options, "items", self.path.with_name(f"{stem}.item"))
 
+    def users_file(self) -> Path | None:
+        name = plain_name(self.path)
+        stem = name[: -len(".inter")] if name.endswith(".inter") else Path(name).stem
+        return side_file(self.options, "users", self.path.with_name(f"{stem}.user"))
+
     def side_files(self) -> list[Path]:
-        f = self.items_file()
-        return [f] if f else []
+        return [f for f in (self.items_file(), self.users_file()) if f]
+
+    def profiles(self) -> Iterator[pa.Table]:
+        """``<name>.user``: age (or age_range), gender, and the zip code (or region/city) as the region."""
+        f = self.users_file()
+        if f is None:
+            return
+        t = read_csv_strings(read_text(f, self.options.get("encoding")).encode("utf-8"), "\t", False, f)
+        fields = {c.split(":", 1)[0].strip(): c for c in t.column_names}
+        user_field = self._field_opts()["user"]
+        if user_field not in fields:
+            raise FormatMismatch(f, 1, f"a RecBole .user header with a {user_field!r} field", f"header {t.column_names[:12]}")
+
+        def col(*names: str):
+            name = next((fields[n] for n in names if n in fields), None)
+            return t.column(name) if name is not None else None
+
+        yield profiles_table(t.column(fields[user_field]), age_range=col("age_range", "age"), gender=col("gender"),
+                             region=col("zip_code", "region", "province", "city", "state"))
 
     def items(self) -> Iterator[pa.Table]:
         f = self.items_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -16,6 +17,7 @@ from evorec.data.readers.base import (
     behavior_case,
     int_seconds,
     nullif_empty,
+    profiles_table,
     q,
     sql_str,
     strptime_seconds,
@@ -30,6 +32,7 @@ from evorec.data.readers.layouts import (
     headerless_fit,
     resolve,
 )
+from evorec.data.readers.movielens import read_csv_strings, read_text, side_file
 from evorec.types import ITEM_SCHEMA
 
 
@@ -201,6 +204,8 @@ TMALL_ROLES = (
 TMALL_ACTIONS = {"0": "click", "1": "cart", "2": "buy", "3": "fav", "click": "click", "cart": "cart", "buy": "buy",
                  "fav": "fav", "favorite": "fav", "purchase": "buy", "add_to_cart": "cart"}
 PROFILE_ROLES = ("age_range", "gender", "region")
+TMALL_USER_INFO = "user_info_format1.csv"  # the profile file of the official release
+TMALL_USER_ROLES = (TMALL_ROLES[0], *(r for r in TMALL_ROLES if r.name in PROFILE_ROLES))
 
 
 def _tmall_time(found: dict[str, str]) -> str | None:
@@ -285,6 +290,26 @@ class TmallIJCAI15(DelimitedReader):
 
     def user_columns_sql(self) -> dict[str, str]:
         return {r: nullif_empty(self.col(r)) for r in PROFILE_ROLES if self.has(r)}
+
+    def users_file(self) -> Path | None:
+        """``user_info_format1.csv`` (user_id,age_range,gender) beside the log, or ``--option users=FILE``."""
+        return side_file(self.options, "users", self.path.with_name(TMALL_USER_INFO))
+
+    def side_files(self) -> list[Path]:
+        f = self.users_file()
+        return [f] if f else []
+
+    def profiles(self) -> Iterator[pa.Table]:
+        f = self.users_file()
+        if f is None:
+            return
+        t = read_csv_strings(read_text(f).encode("utf-8"), ",", '"', f)
+        found = resolve(t.column_names, TMALL_USER_ROLES)
+        if "user" not in found:
+            raise FormatMismatch(f, 1, f"a {TMALL_USER_INFO} header user_id,age_range,gender", f"header {t.column_names[:12]}")
+        yield profiles_table(
+            t.column(found["user"]), **{r: t.column(found[r]) for r in PROFILE_ROLES if r in found}
+        )
 
     @property
     def ts_raw_sql(self) -> str:  # type: ignore[override]
