@@ -8,7 +8,8 @@ judgement of the main genre). "(no genres listed)" and ML-100K's "unknown" give 
 Formats:
 
 - ``movielens-dat``: ML-1M / ML-10M ``ratings.dat`` (``UserID::MovieID::Rating::Timestamp``) with
-  ``movies.dat`` (``MovieID::Title::Genres``) beside it or from ``--option movies=FILE``.
+  ``movies.dat`` (``MovieID::Title::Genres``) beside it or from ``--option movies=FILE``; user
+  profiles from ``users.dat`` beside it (``--option users=FILE``) to the ``users`` table.
   ML-1M's ``movies.dat`` is Latin-1, ML-10M's UTF-8: the encoding is detected
   (``--option encoding=`` forces one).
 - ``movielens-100k``: ML-100K ``u.data`` (tab: user item rating timestamp; also ``u1.base``...)
@@ -16,7 +17,8 @@ Formats:
 - ``movielens-csv``: ml-latest / ml-25m ``ratings.csv`` (``userId,movieId,rating,timestamp``)
   with ``movies.csv`` (``movieId,title,genres``) beside it or ``--option movies=FILE``.
 - ``recbole``: RecBole atomic files: ``<name>.inter`` (TSV, typed header ``field:type``) with
-  ``<name>.item`` beside it or ``--option items=FILE``. Field names default to RecBole's
+  ``<name>.item`` beside it or ``--option items=FILE``, user profiles from ``<name>.user``
+  (``--option users=FILE``). Field names default to RecBole's
   (``user_id``, ``item_id``, ``rating``, ``timestamp``) and can be changed with
   ``--option user_field=,item_field=,value_field=,time_field=``. A timestamp field is required.
   The item category comes from a ``class`` field or any ``*categor*`` / ``genre*`` field
@@ -194,7 +196,7 @@ class MovieLensDat(DoubleColonReader):
     format = "movielens-dat"
     description = (
         "MovieLens ML-1M/10M ratings.dat (UserID::MovieID::Rating::Timestamp) + movies.dat beside it "
-        "(or --option movies=FILE; encoding=)"
+        "(or --option movies=FILE; encoding=) + users.dat -> users table (or --option users=FILE)"
     )
     columns = ("user_id", "item_id", "rating", "timestamp")
     sql = {"user_id": nullif_empty("user_id"), "item_id": nullif_empty("item_id"), **RATING_SQL}
@@ -446,7 +448,7 @@ class RecBoleAtomic(DelimitedReader):
     format = "recbole"
     description = (
         "RecBole atomic files: <name>.inter (TSV, header field:type; user_id, item_id, timestamp required, rating "
-        "optional) + <name>.item beside it (or --option items=FILE)"
+        "optional) + <name>.item beside it (or --option items=FILE) + <name>.user -> users table (--option users=)"
     )
     delimiter = "\t"
     quote = False

@@ -240,7 +240,7 @@ class TmallIJCAI15(DelimitedReader):
     description = (
         "Tmall IJCAI-15 user_log: user_id,item_id,cat_id,seller_id|merchant_id,brand_id,time_stamp(MMDD)|month+day,"
         "action_type|action (any order; --option year=, default 2015); profile columns age_range,gender,province "
-        "-> users table"
+        "and user_info_format1.csv beside it (or --option users=FILE) -> users table"
     )
     roles = TMALL_ROLES
 
