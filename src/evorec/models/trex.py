@@ -10,8 +10,8 @@ The gate is TREx's: a history item whose repeat probability reaches ``threshold`
 (ordered by p); every other item, history items below the threshold included, is ranked by the
 explore member::
 
-    score[i] = 2 + p_i                          if i in history and p_i >= threshold
-             = sigmoid(standardised explore score_i)  in (0, 1), otherwise
+    score[i] = 2 + p_i                                   if i in history and p_i >= threshold
+             = the explore score mapped linearly into [0, 0.999]  otherwise (per user)
 
 So the number of repeat slots adapts per user: a regular shopper with many due items gets many,
 a user whose items are not due (or a log where repeats are rare, e.g. Amazon reviews: every p is
@@ -84,15 +84,16 @@ class Trex(Recommender):
         return self.explore.training_loss(batch, loss_fn, generator)
 
     def parts(self, batch: SequenceBatch) -> tuple[Tensor, Tensor, Tensor]:
-        """((B, n_items) repeat p, (B, n_items) bool history, (B, n_items) explore score in [0, 1))."""
+        """((B, n_items) repeat p, (B, n_items) bool history, (B, n_items) explore score in [0, 0.999],
+        -1 where the explore member rules an item out)."""
         p, hist = self.repeat.repeat_probabilities(batch)
         e = self.explore.score(batch).double()  # (B, n_items)
         finite = torch.isfinite(e)
-        e0 = torch.where(finite, e, torch.zeros_like(e))
-        n = finite.sum(1, keepdim=True).clamp(min=1)
-        mu = e0.sum(1, keepdim=True) / n
-        sd = (((e0 - mu) * finite) ** 2).sum(1, keepdim=True).div(n).sqrt().clamp(min=1e-12)
-        ex = torch.where(finite, torch.sigmoid((e0 - mu) / sd), torch.zeros_like(e))  # monotone per row, in (0, 1)
+        lo = torch.where(finite, e, torch.full_like(e, float("inf"))).amin(1, keepdim=True)  # (B, 1)
+        hi = torch.where(finite, e, torch.full_like(e, float("-inf"))).amax(1, keepdim=True)  # (B, 1)
+        # a linear map per row into [0, 0.999]: strictly monotone, so the explore order (and its
+        # ties) stays exactly the member's, never squashed into new ties as a sigmoid would
+        ex = torch.where(finite, (e - lo) / (hi - lo).clamp(min=1e-300) * 0.999, torch.full_like(e, -1.0))
         return p, hist, ex
 
     def score(self, batch: SequenceBatch) -> Tensor:
