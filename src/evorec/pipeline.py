@@ -392,7 +392,7 @@ def evaluate_run(
             log_result(tracker, config={"folds": folds, "split": split.kind, **ecfg.model_dump(mode="json")},
                        fingerprint=seq.fingerprint, metrics=evaluation_metrics(out, prefix or "test/"),
                        files=[run_dir / "metrics.json"], run_dir=run_dir, params_prefix="evaluate.",
-                       config_name="evaluate.yaml")
+                       config_name="evaluate.yaml", config_as_tags=True)  # an evaluation may be run again with other settings
     return out
 
 

@@ -92,7 +92,7 @@ def test_training_and_evaluation_are_logged_to_the_server(tracked_run, mlflow_se
     params = run.data.params
     assert params["model.name"] == "sasrec" and params["train.epochs"] == "2" and params["data.dataset"] == "ml100k"
     assert json.loads(params["train.betas"]) == [0.9, 0.98]  # lists as their JSON text
-    assert params["evaluate.split"] == "loo" and "evaluate.bootstrap" in params  # the eval config, apart
+    assert run.data.tags["evaluate.split"] == "loo" and "evaluate.bootstrap" in run.data.tags  # the eval config, apart
     history = json.loads((out / "history.json").read_text())["history"]
     per_epoch = client.get_metric_history(run_id, "valid/NDCG_at_10")
     assert [m.step for m in per_epoch] == [1, 2]
@@ -115,6 +115,20 @@ def test_training_and_evaluation_are_logged_to_the_server(tracked_run, mlflow_se
     logged_cfg = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path="config.yaml", tracking_uri=mlflow_server, dst_path=str(out.parent / "dl"))).read_text())
     assert logged_cfg["model"]["name"] == "sasrec" and logged_cfg["train"]["epochs"] == 2  # the merged config
+
+
+def test_evaluating_again_with_other_settings_updates_the_same_mlflow_run(tracked_run, mlflow_server, caplog):
+    from mlflow.tracking import MlflowClient
+
+    from evorec.pipeline import evaluate_run
+
+    out, run_id = tracked_run
+    with caplog.at_level(logging.WARNING, logger="evorec.utils.tracking"):
+        res = evaluate_run(out, eval_overrides=["bootstrap=50"], tracking_uri=mlflow_server)
+    assert not [r for r in caplog.records if r.name == "evorec.utils.tracking"], "no tracking failure"
+    run = MlflowClient(mlflow_server).get_run(run_id)
+    assert run.data.tags["evaluate.bootstrap"] == "50"
+    assert run.data.metrics["test/NDCG_at_10_ci_low"] == pytest.approx(res["ci"]["NDCG@10"][0])
 
 
 def test_a_logged_run_is_served_from_its_mlflow_artifact_uri(tracked_run, mlflow_server, tmp_path, monkeypatch):

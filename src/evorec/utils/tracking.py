@@ -285,12 +285,18 @@ def tracking_target(track: bool = False, uri: str | None = None) -> str | None:
 def log_result(
     tracker: RunTracker, *, config: Mapping[str, Any] | None, fingerprint: str | None, metrics: Mapping[str, float],
     files: Iterable[str | Path] = (), run_dir: str | Path | None = None, params_prefix: str = "", config_name: str = "config.yaml",
+    config_as_tags: bool = False,
 ) -> None:
-    """Log a finished step: the config (flattened as params and whole as ``config_name``), the
+    """Log a finished step: the config (flattened as params, or as tags where a later step may log
+    other values into the same run: MLflow params cannot change, and whole as ``config_name``), the
     data fingerprint (tag ``evorec.data_fingerprint``), final metrics, the files as artefacts
     (under ``run/``); then ``RUN/mlflow.json``."""
     if config is not None:
-        tracker.log_params({f"{params_prefix}{k}": v for k, v in flatten(config).items()})
+        flat = {f"{params_prefix}{k}": v for k, v in flatten(config).items()}
+        if config_as_tags:
+            tracker.set_tags(flat)
+        else:
+            tracker.log_params(flat)
         tracker.log_dict(dict(config), config_name)
     if fingerprint:
         tracker.set_tags({"evorec.data_fingerprint": fingerprint})
