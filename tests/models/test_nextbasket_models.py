@@ -157,3 +157,16 @@ def test_trex_gate_falls_back_to_explore():
     assert torch.equal(high.score(b), low.score(b))
     with pytest.raises(ValueError, match="repeat_probabilities"):
         build_model("trex", {"repeat": {"name": "pop"}}, SIZES)
+
+
+def test_no_repurchase_in_training_means_never_due():
+    """A review log (every user-item once): p ~ 0, so the combination ranks like its explore member."""
+    from types import SimpleNamespace
+
+    view = View()
+    view.seq = SimpleNamespace(**{**view.seq.__dict__, "item": np.array([1, 2, 3, 4, 5, 6, 4, 5, 6]), "offsets": np.array([0, 6, 9])})
+    view.seq.basket = np.array([0, 0, 1, 1, 2, 2, 0, 1, 1])
+    m = build_model("repeat", {"cuts": 2}, SIZES)
+    m.fit(view)
+    p, hist = m.repeat_probabilities(batch([USER0]))
+    assert bool(hist[0, 1]) and float(p[hist].max()) < 1e-6

@@ -295,9 +295,13 @@ class RepeatModel(Recommender):
             self.scale.copy_(torch.from_numpy(sd))
             logger.info("repeat hazard fitted on %d samples (%.2f%% positive): %s", len(y), 100 * y.mean(),
                         ", ".join(f"{f} {w:+.2f}" for f, w in zip(FEATURES, lr.coef_[0])))
-        else:
-            logger.warning("repeat: no repurchase samples with both labels in the training data (%d samples); every "
-                           "history item gets p = 0.5", len(y))
+        elif len(y) and y.all():
+            logger.warning("repeat: every training sample is a repurchase (%d samples): every history item gets p = 1", len(y))
+            self.intercept.fill_(30.0)
+        else:  # no repurchase at all (e.g. review logs): no history item is ever due
+            logger.warning("repeat: no repurchase in the training data (%d samples): every history item gets p ~ 0, so a "
+                           "trex combination ranks like its explore member", len(y))
+            self.intercept.fill_(-30.0)
         self.fitted.fill_(True)
 
     def _pairs(self, batch: SequenceBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
