@@ -17,8 +17,9 @@ with c in [T, T + h) from signals that the simple methods hold one at a time and
   against the window before it (what c did at this time last year: seasons, holidays), and the
   user's own events in c in that window a year ago;
 - the user's activity: baskets, baskets per day, days since the first and the last event, the
-  number of distinct categories (the ranker learns how the other signals depend on them), and
-  the 60-day decayed share of c among the user's categories (a taste estimate).
+  number of distinct categories (the ranker learns how the other signals depend on them);
+- with the own-history signals, the 60-day decayed share of c among the user's categories (a
+  taste estimate that does not grow with the user's activity).
 
 Training samples are every user at cutoffs every ``train_every`` whose whole window ends by the
 fit origin (nothing after it is seen); every positive (user, category) pair is kept with a
