@@ -57,6 +57,10 @@ def test_ranker_backtest_layout_and_selection(cj_run):
         assert sel["all"] in ("ranker", *e["baselines"]) and sel["new"] in ("ranker", *e["baselines"])
         # the new list finds more emerging interests than the single mixed ranking
         assert e["model"]["EmergingRecall@10"] > e["model"]["MixedEmergingRecall@10"]
+        # engagement probabilities are calibrated over every user, not only those active in the
+        # window (most users have no event in a 7-day window): as well as the tuned baseline's
+        assert e["model"]["ECE"] <= e["baselines"]["tifu_knn"]["ECE"] + 0.0005, (label, e["model"]["ECE"])  # fitted on active users only: 0.005
+        assert e["model"]["Brier"] <= 1.05 * e["baselines"]["tifu_knn"]["Brier"], (label, e["model"]["Brier"])
     tuned = res["tuned"]["tifu_knn"]["30d"]
     assert tuned["all"]["k"] == 100 and tuned["new"]["metric"] == "cosine"
     assert json.loads((run / "backtest.json").read_text())["horizons"]["30d"]["model"] == pytest.approx(

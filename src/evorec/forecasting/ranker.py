@@ -242,7 +242,7 @@ class RankerModels:
 
     all: str
     new: str | None
-    calibration: dict | None = None  # IsotonicCalibrator of the `all` score -> P(engage), fitted on the latest training cutoff
+    calibration: dict | None = None  # IsotonicCalibrator of the `all` score -> P(engage), fitted on every user of the latest training cutoff
 
 
 class RankerForecaster:
@@ -292,7 +292,7 @@ class RankerForecaster:
                     continue
                 X = signals(s, seq, 0, sc, self.cfg.narrow_k)[:, 1:]  # (S, C - 1, F): never category 0
                 y = s.counts[:, 0, 1:] > 0
-                last_full = (X, y)  # the latest cutoff's every pair: what the engagement map is fitted on
+                last_cut = c
                 keep = y | (rng.random(y.shape) < self.cfg.negative_rate)
                 xs_all.append(X[keep])
                 ys_all.append(y[keep])
@@ -309,7 +309,13 @@ class RankerForecaster:
             m_new = None
             if self.cfg.new_list and sum(y.sum() for y in ys_new) > 0:
                 m_new = self._train(np.concatenate(xs_new), np.concatenate(ys_new), np.concatenate(gs_new))
-            Xl, yl = last_full
+            # The engagement map: every (user, category) pair of the latest training cutoff, users
+            # with no event in the window included (the ranker trains on active users only, but a
+            # forecast's probability is not conditioned on the user being active).
+            sl = build_samples(seq, [last_cut], [h], min_history=min_history, visible_until=origin, users=users)
+            sl = sl.subset(np.flatnonzero(sl.observed[:, 0]))
+            Xl = signals(sl, seq, 0, sc, self.cfg.narrow_k)[:, 1:]
+            yl = sl.counts[:, 0, 1:] > 0
             raw = m_all.predict(Xl.reshape(-1, Xl.shape[-1]))
             cal = IsotonicCalibrator().fit(raw, yl.reshape(-1))
             self.models[h] = RankerModels(m_all.model_to_string(), None if m_new is None else m_new.model_to_string(), cal.to_dict())
@@ -369,7 +375,8 @@ class RankerForecaster:
 
     def engagement(self, score: np.ndarray, horizons: tuple[int, ...] | None = None) -> np.ndarray:
         """(S, H, C) probabilities of engaging from the `all` scores: each horizon's isotonic map
-        (fitted on every (user, category) pair of the latest training cutoff, in-sample) applied
+        (fitted on every (user, category) pair of the latest training cutoff, users without an
+        event in the window included, in-sample) applied
         to the score; -inf scores (never ranked) give 0."""
         hs = tuple(self.horizons if horizons is None else horizons)
         out = np.zeros(score.shape, np.float64)
