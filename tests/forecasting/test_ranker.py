@@ -204,3 +204,12 @@ def test_service_explains_a_live_users_interests(cj_run, tmp_path):
         assert ex["base"] + sum(ex["groups"].values()) == pytest.approx(ex["score"], abs=1e-6)
     hist_cats = {c["category_id"] for c in r.json()["current"]}
     assert not hist_cats & {c["category_id"] for c in f["new"]}
+
+
+def test_selection_keeps_the_baseline_on_ties_and_without_evidence():
+    from evorec.forecasting.backtest import _better
+
+    assert _better(0.25, 0.24, "tifu_knn") == "ranker"
+    assert _better(0.24, 0.25, "tifu_knn") == "tifu_knn"
+    assert _better(1.0, 1.0, "tifu_knn") == "tifu_knn"  # a tie (a handful of users, all hits): the simpler method
+    assert _better(-1.0, -1.0, "persistence") == "persistence"  # no validation sample: nothing says the ranker is better

@@ -364,7 +364,7 @@ def _fit_ranker(
             continue
         ba, bn = max(base_all, key=base_all.get), max(base_new, key=base_new.get)
         choice[label] = {
-            "all": "ranker" if r_all >= base_all[ba] else ba, "new": "ranker" if r_new >= base_new[bn] else bn,
+            "all": _better(r_all, base_all[ba], ba), "new": _better(r_new, base_new[bn], bn),
             "valid_NDCG@10": {"ranker": r_all, ba: base_all[ba]}, "valid_EmergingRecall@10": {"ranker": r_new, bn: base_new[bn]},
         }
     origins = r["tests"] if cfg.refit == "per_origin" else [r["tests"][0]]
@@ -388,6 +388,13 @@ def _fit_ranker(
     dist = engage / np.maximum(engage.sum(-1, keepdims=True), 1e-12)
     info = {"refit": cfg.refit, "fit_origins": origins, "selection": choice}
     return Prediction(dist, engage, rank, rank_new), model, info
+
+
+def _better(ranker: float, baseline: float, name: str) -> str:
+    """The ranker replaces the best baseline only when it is strictly better on validation: a tie
+    (e.g. both 1.0 on a handful of users) or no validation sample at all (``mean_score`` -1) keeps
+    the simpler, explainable baseline."""
+    return "ranker" if ranker > baseline and ranker >= 0 else name
 
 
 def _selected(name: str, preds: dict[str, Prediction]) -> Prediction:
