@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from evorec.models.base import DataSizes, LossFn, ModelConfig, SequentialModel, SideInfoConfig
-from evorec.models.layers.embeddings import EventEmbedding, init_side_tables
+from evorec.models.layers.embeddings import EventEmbedding, init_side_tables, right_aligned_positions
 from evorec.models.registry import register_model
 from evorec.ops.attention import TransformerBlock
 from evorec.ops.dropout import Dropout
@@ -95,8 +95,7 @@ class BERT4Rec(SequentialModel):
         T = batch.length
         mask = batch.mask  # (B, T)
         x = self.embed(batch)  # (B, T, D), zero at padding
-        pos = (torch.arange(T, device=x.device) + (self.config.max_len - T)).clamp(min=0)  # right-aligned
-        x = x + self.position(pos)[None]  # (B, T, D)
+        x = x + self.position(right_aligned_positions(T, self.config.max_len, x.device))[None]  # (B, T, D)
         if self.emb_norm is not None:
             x = self.emb_norm(x)
         x = self.emb_drop(x) * mask[..., None]

@@ -33,7 +33,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from evorec.models.base import DataSizes, LossFn, ModelConfig, SequentialModel, SideInfoConfig
-from evorec.models.layers.embeddings import EventEmbedding, init_side_tables, next_gap_buckets, query_gap_bucket
+from evorec.models.layers.embeddings import EventEmbedding, QueryGapEmbedding, init_side_tables, query_state, right_aligned_positions
 from evorec.models.registry import register_model
 from evorec.ops.dropout import Dropout
 from evorec.types import SequenceBatch
@@ -140,38 +140,32 @@ class HSTU(SequentialModel):
         self.emb_drop = Dropout(c.dropout)
         self.layers = nn.ModuleList(HSTULayer(c) for _ in range(c.layers))
         self.final_norm = nn.LayerNorm(D)
-        self.query_time = nn.Embedding(c.side.time_buckets, D, padding_idx=0) if c.side.time == "gap_buckets" else None
+        self.query_time = QueryGapEmbedding(c.side.time_buckets, D) if c.side.time == "gap_buckets" else None  # starts at zero
         self._init_weights()
 
     def _init_weights(self) -> None:
         init_side_tables(self.embed)  # category / behaviour / time tables: std 0.02, padding rows zero
         nn.init.normal_(self.position.weight, std=0.02)
-        if self.query_time is not None:
-            nn.init.zeros_(self.query_time.weight)
 
     def forward(self, batch: SequenceBatch) -> Tensor:
         T = batch.length
         mask = batch.mask  # (B, T)
         x = self.embed(batch)  # (B, T, D), zero at padding
-        pos = (torch.arange(T, device=x.device) + (self.config.max_len - T)).clamp(min=0)  # right-aligned
-        x = x + self.position(pos)[None]  # (B, T, D)
+        x = x + self.position(right_aligned_positions(T, self.config.max_len, x.device))[None]  # (B, T, D)
         x = self.emb_drop(x) * mask[..., None]
         for layer in self.layers:
             x = layer(x, mask, batch.timestamps)  # (B, T, D)
         return self.final_norm(x) * mask[..., None]
 
     def output_embeddings(self) -> Tensor:
-        return self.embed.item.weight  # (n_items, D), tied
+        return self.embed.item_vectors()  # (n_items, D), tied with the input table (+ projected text / attributes)
 
     def query_state(self, batch: SequenceBatch, hidden: Tensor) -> Tensor:
-        state = hidden[:, -1]  # (B, D)
-        if self.query_time is not None:
-            state = state + self.query_time(query_gap_bucket(batch, self.config.side.time_buckets))
-        return state
+        return query_state(batch, hidden, self.query_time)  # (B, D)
 
     def training_loss(self, batch: SequenceBatch, loss_fn: LossFn, generator: torch.Generator | None = None) -> Tensor:
         hidden = self(batch)  # (B, T, D)
         if self.query_time is not None:
-            hidden = hidden + self.query_time(next_gap_buckets(batch, self.config.side.time_buckets))  # (B, T, D)
+            hidden = hidden + self.query_time.at_next(batch)  # (B, T, D)
         sel = batch.targets > 0  # (B, T)
         return loss_fn(hidden[sel], batch.targets[sel], self.output_embeddings(), self.output_bias())

@@ -30,7 +30,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from evorec.models.base import DataSizes, LossFn, ModelConfig, SequentialModel, SideInfoConfig
-from evorec.models.layers.embeddings import EventEmbedding, init_side_tables, next_gap_buckets, query_gap_bucket
+from evorec.models.layers.embeddings import EventEmbedding, QueryGapEmbedding, init_side_tables, query_state, right_aligned_positions
 from evorec.models.registry import register_model
 from evorec.ops.attention import TransformerBlock
 from evorec.ops.dropout import Dropout
@@ -61,11 +61,6 @@ class SASRecConfig(ModelConfig):
         return self
 
 
-def right_aligned_positions(T: int, max_len: int, device: torch.device) -> Tensor:
-    """(T,) position rows: the latest event gets max_len-1; older than the window share row 0."""
-    return (torch.arange(T, device=device) + (max_len - T)).clamp(min=0)
-
-
 @register_model("sasrec", SASRecConfig)
 class SASRec(SequentialModel):
     causal = True
@@ -84,7 +79,7 @@ class SASRec(SequentialModel):
         )
         self.final_norm = nn.LayerNorm(D) if c.norm == "pre" else None
         # Gap from the latest event to the query time, added to the scored state.
-        self.query_time = nn.Embedding(c.side.time_buckets, D, padding_idx=0) if c.side.time == "gap_buckets" else None
+        self.query_time = QueryGapEmbedding(c.side.time_buckets, D) if c.side.time == "gap_buckets" else None  # starts at zero
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -102,8 +97,6 @@ class SASRec(SequentialModel):
                 if isinstance(m, nn.Linear):
                     nn.init.normal_(m.weight, std=std)
                     nn.init.zeros_(m.bias)
-        if self.query_time is not None:
-            nn.init.zeros_(self.query_time.weight)  # enabling time starts from the time-free model
 
     def forward(self, batch: SequenceBatch, last_only: bool = False) -> Tensor:
         """(B, T, D) states after every event; ``last_only``: (B, 1, D), the latest one only (the
@@ -132,10 +125,7 @@ class SASRec(SequentialModel):
         return self.query_state(batch, self(batch, last_only=True))  # (B, D)
 
     def query_state(self, batch: SequenceBatch, hidden: Tensor) -> Tensor:
-        state = hidden[:, -1]  # (B, D)
-        if self.query_time is not None:
-            state = state + self.query_time(query_gap_bucket(batch, self.config.side.time_buckets))
-        return state
+        return query_state(batch, hidden, self.query_time)  # (B, D)
 
     def training_loss(self, batch: SequenceBatch, loss_fn: LossFn, generator: torch.Generator | None = None) -> Tensor:
         # Prefix samples (train.windows=prefixes) have their one target in the last column: only
@@ -145,7 +135,7 @@ class SASRec(SequentialModel):
         targets = batch.targets[:, -1:] if last_only else batch.targets  # (B, T) or (B, 1)
         if self.query_time is not None:
             # The state at t predicts event t+1: add the gap to it, as query_state does at scoring.
-            gaps = next_gap_buckets(batch, self.config.side.time_buckets)  # (B, T)
-            hidden = hidden + self.query_time(gaps[:, -1:] if last_only else gaps)  # (B, T, D)
+            gaps = self.query_time.at_next(batch)  # (B, T, D)
+            hidden = hidden + (gaps[:, -1:] if last_only else gaps)  # (B, T, D) or (B, 1, D)
         sel = targets > 0  # (B, T) or (B, 1)
         return loss_fn(hidden[sel], targets[sel], self.output_embeddings(), self.output_bias())

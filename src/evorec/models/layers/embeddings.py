@@ -1,4 +1,5 @@
-"""Event embeddings with optional side information (category, behaviour, time, item text)."""
+"""Event embeddings with optional side information (category, behaviour, time, item text), and
+the pieces the sequence Transformers share: right-aligned positions and the query-gap state."""
 
 from __future__ import annotations
 
@@ -50,8 +51,43 @@ def next_gap_buckets(batch: SequenceBatch, n_buckets: int) -> Tensor:
     return torch.where(batch.mask, b, torch.zeros_like(b))
 
 
+def right_aligned_positions(T: int, max_len: int, device: torch.device) -> Tensor:
+    """(T,) position rows for a left-padded window of T events: the latest event always gets row
+    ``max_len - 1``; events older than the last ``max_len`` share row 0 (rather than failing)."""
+    return (torch.arange(T, device=device) + (max_len - T)).clamp(min=0)
+
+
+class QueryGapEmbedding(nn.Embedding):
+    """(n_buckets, D) embedding of the gap from an event to the one it predicts, added to the
+    scored state (``side.time = "gap_buckets"``): at scoring the gap from the latest event to
+    ``query_ts`` (:meth:`at_query`), in training from event t to event t+1 (:meth:`at_next`), so
+    both see the same thing. Starts at zero: enabling it starts from the time-free model."""
+
+    def __init__(self, n_buckets: int, dim: int):
+        super().__init__(n_buckets, dim, padding_idx=0)
+        nn.init.zeros_(self.weight)
+
+    def at_query(self, batch: SequenceBatch) -> Tensor:
+        """(B, D) embedding of the gap from each history's latest event to its ``query_ts``."""
+        return self(query_gap_bucket(batch, self.num_embeddings))
+
+    def at_next(self, batch: SequenceBatch) -> Tensor:
+        """(B, T, D) embedding of the gap from each event to the next (the last: to ``query_ts``)."""
+        return self(next_gap_buckets(batch, self.num_embeddings))
+
+
+def query_state(batch: SequenceBatch, hidden: Tensor, gap: QueryGapEmbedding | None) -> Tensor:
+    """(B, D) state that scores the next item: the latest position of ``hidden`` (B, T, D), plus
+    the embedded gap to ``query_ts`` when the model has one."""
+    state = hidden[:, -1]  # (B, D); left-padded: T-1 is the latest event
+    if gap is not None:
+        state = state + gap.at_query(batch)  # (B, D)
+    return state
+
+
 class EventEmbedding(nn.Module):
-    """item + [text] + [category] + [behaviour] + [time-gap bucket] (+ learned positions if asked).
+    """item + [text] + [category] + [behaviour] + [time-gap bucket]; positions are the model's
+    (see :func:`right_aligned_positions`).
 
     Index 0 of every table is padding and stays zero.
 
@@ -63,14 +99,13 @@ class EventEmbedding(nn.Module):
     :meth:`item_vectors` (SASRec) also give a cold item with a title a meaningful output score.
     """
 
-    def __init__(self, dim: int, side: SideInfoConfig, sizes: DataSizes, max_len: int | None = None):
+    def __init__(self, dim: int, side: SideInfoConfig, sizes: DataSizes):
         super().__init__()
         self.side = side
         self.item = nn.Embedding(sizes.n_items, dim, padding_idx=0)
         self.category = nn.Embedding(sizes.n_categories, dim, padding_idx=0) if side.use_category else None
         self.behavior = nn.Embedding(sizes.n_behaviors, dim, padding_idx=0) if side.use_behavior else None
         self.time = nn.Embedding(side.time_buckets, dim, padding_idx=0) if side.time != "none" else None
-        self.position = nn.Embedding(max_len, dim) if max_len else None
         self.text_proj = None
         self.register_buffer("item_text", None)
         if side.text:
@@ -135,10 +170,6 @@ class EventEmbedding(nn.Module):
             x = x + self.behavior(batch.behaviors)
         if self.time is not None:
             x = x + self.time(time_gap_buckets(batch, self.side.time_buckets))
-        if self.position is not None:
-            T = batch.items.shape[1]
-            pos = torch.arange(self.position.num_embeddings - T, self.position.num_embeddings, device=x.device)
-            x = x + self.position(pos)[None]  # right-aligned positions: the latest event is always the last row
         return x * batch.mask[..., None]
 
 
