@@ -615,6 +615,14 @@ class SequenceData:
     def categories(self) -> Vocab:
         return self.vocabs.categories
 
+    def item_category(self) -> np.ndarray:
+        """(n_items,) int64 category index of every item: the category its events carry (0 for
+        padding and for items without events). The one item -> category lookup (a fresh array)."""
+        cat = np.zeros(self.items.size, dtype=np.int64)
+        if self.n_events:
+            cat[np.asarray(self.item)] = np.asarray(self.category)
+        return cat
+
     def row_of(self, user_id: str) -> int:
         """Row of a user id, or -1 if unknown."""
         return self.users.index_of(user_id) - 1

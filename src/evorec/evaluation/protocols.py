@@ -295,10 +295,7 @@ def evaluate_model(
     n_cat = seq.categories.size
     item_category = None
     if n_cat > 2:  # a dataset without categories has only padding + "unknown"
-        cat = np.zeros(n_items, dtype=np.int64)
-        if seq.n_events:
-            cat[np.asarray(seq.item)] = np.asarray(seq.category)
-        item_category = torch.from_numpy(cat)
+        item_category = torch.from_numpy(seq.item_category())
     window = split.kind == "backtest"
 
     parts, protocols, topks = [], {}, []

@@ -425,7 +425,4 @@ def _rows(x: np.ndarray) -> np.ndarray:
 
 
 def _sizes(seq: SequenceData) -> DataSizes:
-    cat = np.zeros(seq.items.size, dtype=np.int64)
-    if seq.n_events:
-        cat[np.asarray(seq.item)] = np.asarray(seq.category)
-    return DataSizes(n_items=seq.items.size, n_categories=seq.categories.size, item_category=tuple(int(c) for c in cat))
+    return DataSizes(n_items=seq.items.size, n_categories=seq.categories.size, item_category=tuple(seq.item_category().tolist()))

@@ -306,11 +306,8 @@ def _one_user(model: Any, seq: SequenceData, events: list[tuple[str, str | None,
     if not events:
         raise ValueError("the user has no events: nothing to forecast from")
     item_idx = seq.items.lookup([e[0] for e in events])
-    item_cat = np.zeros(seq.items.size, dtype=np.int64)
-    if seq.n_events:
-        item_cat[np.asarray(seq.item)] = np.asarray(seq.category)
     given = seq.categories.lookup([e[1] for e in events])
-    cat = np.where(given > 0, given, item_cat[item_idx])
+    cat = np.where(given > 0, given, seq.item_category()[item_idx])
     beh = np.array([BEHAVIOR_INDEX.get(e[2], 0) for e in events], dtype=np.int8)
     one = _OneUser(item_idx, cat, beh, np.array([int(e[3]) for e in events], dtype=np.int64), seq)
     samples = build_samples(one, [int(cutoff)], list(model.horizons), min_history=1, visible_until=int(cutoff))
