@@ -335,37 +335,48 @@ class FittedBaseline:
         return {}
 
 
-def tune_tifu(valid: WindowSamples, ctx: Context, j: int, grid: TifuGrid) -> tuple[nbr.TifuParams, nbr.TifuParams, float, float]:
-    """(best `all` setting by NDCG@10, best `new` setting by EmergingRecall@10, their scores)
-    over the observed validation windows of horizon ``j``."""
-    h = int(valid.horizons[j])
-    obs = np.flatnonzero(valid.observed[:, j])
-    sub = valid.subset(obs)
-    counts = sub.counts[:, j]
-    hist = nbr.basket_history(ctx.seq, sub, ctx.baskets)
-    past = nbr.ptopfreq(hist)
-    pop = ctx.population_rows(sub, h)
-    best_all: tuple[float, nbr.TifuParams | None] = (-2.0, None)
-    best_new: tuple[float, float, nbr.TifuParams | None] = (-2.0, -2.0, None)
-    kmax = max(grid.k)
-    for rb in grid.r_b:
-        for rg in grid.r_g:
-            for m in grid.m:
-                own = nbr.tifu_vectors(hist, rb, rg, m)
-                for metric in grid.metric:
-                    idx, ok = nbr.neighbour_index(own, sub.cutoff, kmax, metric)
-                    for k in grid.k:
-                        nn = nbr.neighbour_mean(own, idx, ok, k)
-                        for a in grid.alpha:
-                            v = mean_score(ranking_ndcg(a * own + (1 - a) * nn + TIE * pop, counts))
-                            if v > best_all[0]:
-                                best_all = (v, nbr.TifuParams(rb, rg, m, k, a, metric))
-                        nm = new_list_metrics(nn + TIE * pop, counts, past)  # own vector is 0 on new categories
-                        key = (mean_score(nm["EmergingRecall@10"]), mean_score(nm["EmergingNDCG@10"]))
-                        if key > best_new[:2]:
-                            best_new = (*key, nbr.TifuParams(rb, rg, m, k, 0.0, metric))
-    assert best_all[1] is not None and best_new[2] is not None
-    return best_all[1], best_new[2], best_all[0], best_new[0]
+def tune_tifu(valid: WindowSamples, ctx: Context, js: list[int], grid: TifuGrid) -> dict[int, tuple[nbr.TifuParams, nbr.TifuParams, float, float]]:
+    """Per horizon index of ``js``: (best `all` setting by NDCG@10, best `new` setting by
+    EmergingRecall@10, their scores) over the observed validation windows of that horizon.
+
+    Horizons whose observed windows are the same samples (a validation cutoff early enough for
+    every horizon) share the TIFU vectors and the neighbour search of each grid point: the search
+    is the cost, and its result depends on the samples and the setting, not on the horizon."""
+    out: dict[int, tuple[nbr.TifuParams, nbr.TifuParams, float, float]] = {}
+    groups: dict[bytes, list[int]] = {}
+    for j in js:
+        groups.setdefault(np.packbits(valid.observed[:, j]).tobytes(), []).append(j)
+    for members in groups.values():
+        sub = valid.subset(np.flatnonzero(valid.observed[:, members[0]]))
+        hist = nbr.basket_history(ctx.seq, sub, ctx.baskets)
+        past = nbr.ptopfreq(hist)
+        counts = {j: sub.counts[:, j] for j in members}
+        pop = {j: ctx.population_rows(sub, int(valid.horizons[j])) for j in members}
+        best_all: dict[int, tuple[float, nbr.TifuParams | None]] = {j: (-2.0, None) for j in members}
+        best_new: dict[int, tuple[float, float, nbr.TifuParams | None]] = {j: (-2.0, -2.0, None) for j in members}
+        kmax = max(grid.k)
+        for rb in grid.r_b:
+            for rg in grid.r_g:
+                for m in grid.m:
+                    own = nbr.tifu_vectors(hist, rb, rg, m)
+                    for metric in grid.metric:
+                        idx, ok = nbr.neighbour_index(own, sub.cutoff, kmax, metric)
+                        for k in grid.k:
+                            nn = nbr.neighbour_mean(own, idx, ok, k)
+                            for j in members:
+                                for a in grid.alpha:
+                                    v = mean_score(ranking_ndcg(a * own + (1 - a) * nn + TIE * pop[j], counts[j]))
+                                    if v > best_all[j][0]:
+                                        best_all[j] = (v, nbr.TifuParams(rb, rg, m, k, a, metric))
+                                nm = new_list_metrics(nn + TIE * pop[j], counts[j], past)  # own vector is 0 on new categories
+                                key = (mean_score(nm["EmergingRecall@10"]), mean_score(nm["EmergingNDCG@10"]))
+                                if key > best_new[j][:2]:
+                                    best_new[j] = (*key, nbr.TifuParams(rb, rg, m, k, 0.0, metric))
+        for j in members:
+            pa, pn = best_all[j][1], best_new[j][2]
+            assert pa is not None and pn is not None
+            out[j] = (pa, pn, best_all[j][0], best_new[j][0])
+    return out
 
 
 def fit_baseline(name: str, valid: WindowSamples, feats: HistoryFeatures, ctx: Context, tifu_grid: TifuGrid | None = None) -> FittedBaseline:
@@ -385,8 +396,9 @@ def fit_baseline(name: str, valid: WindowSamples, feats: HistoryFeatures, ctx: C
             params.half_life_index[int(h)] = best_k
             logger.info("decayed baseline, horizon %s: half-life %s (valid NDCG@10 %.4f)", h, feats.half_lives[best_k], best)
     elif name == "tifu_knn":
+        tuned = tune_tifu(valid, ctx, list(range(len(valid.horizons))), tifu_grid or TifuGrid())
         for j, h in enumerate(valid.horizons):
-            pa, pn, va, vn = tune_tifu(valid, ctx, j, tifu_grid or TifuGrid())
+            pa, pn, va, vn = tuned[j]
             params.tifu[int(h)], params.tifu_new[int(h)] = pa, pn
             logger.info("tifu_knn, horizon %s: all %s (valid NDCG@10 %.4f); new %s (valid EmergingRecall@10 %.4f)", h, pa, va, pn, vn)
     _, score = predict_baseline(name, valid, feats, ctx, params)
