@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from evorec.data.prepare import PrepareConfig
 from evorec.data.sequences import SequenceData
 from evorec.data.simulate import SimConfig
+from evorec.errors import InputError
 from evorec.forecasting.backtest import BacktestConfig, run_backtest
 from evorec.pipeline import DataSourceConfig, ExperimentConfig, _prepared
 from evorec.utils.io import atomic_write_text, json_default
@@ -43,7 +44,7 @@ class ForecastExperimentConfig(BaseModel):
     @model_validator(mode="after")
     def _one_source(self) -> ForecastExperimentConfig:
         if (self.data is None) == (self.simulate is None):
-            raise ValueError("give exactly one data source: `data:` (a file) or `simulate:` (the simulator)")
+            raise InputError("give exactly one data source: `data:` (a file) or `simulate:` (the simulator)")
         if self.simulate is not None:
             SimConfig.model_validate(self.simulate)  # bad simulator fields fail now
         return self
@@ -130,7 +131,7 @@ def load_forecast_run(run_dir: str | Path) -> tuple[dict[str, Any], SequenceData
     cfg = ForecastExperimentConfig.model_validate(state["experiment"])
     seq = forecast_data(cfg)
     if not seq.derived_from(state.get("sequence_fingerprint")):
-        raise ValueError(f"{run_dir}: the data now prepares to other sequences than the forecaster was trained on")
+        raise InputError(f"{run_dir}: the data now prepares to other sequences than the forecaster was trained on")
     return state, seq
 
 

@@ -23,6 +23,7 @@ from evorec.data.batches import TrainView, eval_set
 from evorec.data.prepare import PrepareConfig, prepare
 from evorec.data.sequences import SequenceData, is_current
 from evorec.data.splits import Split, load_split, make_split
+from evorec.errors import InputError, MissingPathError, NotFoundError
 from evorec.evaluation.protocols import EvalConfig, TrainingPart, default_split_config, drop_repeat_targets, evaluate_model
 from evorec.models.base import DataSizes
 from evorec.models.registry import build_model, make_config
@@ -87,7 +88,7 @@ def _source_path(cfg: ExperimentConfig) -> Path:
     located = get_reader(cfg.data.format)(p, cfg.data.options).path  # e.g. an installed data package
     if located.exists():
         return located
-    raise FileNotFoundError(f"data source not found: {cfg.data.path} (relative to {Path.cwd()})")
+    raise MissingPathError(f"data source not found: {cfg.data.path} (relative to {Path.cwd()})")
 
 
 def _cache_paths(cfg: ExperimentConfig) -> tuple[Path, Path, Path]:
@@ -167,7 +168,7 @@ def item_attributes(cfg: ExperimentConfig, seq: SequenceData, store: Path | None
     m, vocab, cut = attribute_matrix(tokens)
     n_with = int((m[1:] > 0).any(1).sum())
     if not vocab:
-        raise ValueError(
+        raise InputError(
             f"side.attributes is on but no item of {cfg.data.dataset} has a category path or brand (or a category): "
             "turn side.attributes off or ingest item metadata"
         )
@@ -264,7 +265,7 @@ def _train(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool, tracker:
     if resume and saved.exists():
         prev = yaml.safe_load(saved.read_text())
         if prev != merged:
-            raise ValueError(f"--resume: {saved} holds a different config than the one given; use a new --out")
+            raise InputError(f"--resume: {saved} holds a different config than the one given; use a new --out")
     atomic_write_text(saved, yaml.safe_dump(merged, sort_keys=False))
     with rank_zero_first():
         seq, split, store = _prepared(cfg)
@@ -315,7 +316,7 @@ def run_config(run_dir: str | Path) -> ExperimentConfig:
     run_dir = Path(run_dir)
     ck_path = run_dir / "best.pt"
     if not ck_path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a finished run (no best.pt)")
+        raise MissingPathError(f"{run_dir} is not a finished run (no best.pt)")
     ck = load_checkpoint(ck_path)
     return ExperimentConfig.model_validate(ck["experiment"])
 
@@ -344,12 +345,12 @@ def evaluate_run(
 
     run_dir = Path(run_dir)
     if not (run_dir / "best.pt").exists():
-        raise FileNotFoundError(f"{run_dir} is not a finished run (no best.pt)")
+        raise MissingPathError(f"{run_dir} is not a finished run (no best.pt)")
     ck = load_checkpoint(run_dir / "best.pt")
     cfg = ExperimentConfig.model_validate(ck["experiment"])
     seq, run_split = prepared_data(cfg)
     if not seq.derived_from(ck["vocabs"].get("sequence_fingerprint")):  # same, or the same minus forgotten users
-        raise ValueError(
+        raise InputError(
             f"{run_dir} was trained on sequences {ck['vocabs'].get('sequence_fingerprint', '?')[:12]} "
             f"but its data now prepares to {seq.fingerprint[:12]}: the model's vocabulary differs from the split"
         )
@@ -370,7 +371,7 @@ def evaluate_run(
         folds = [fold or ecfg.fold]
     for f in folds:
         if f not in split.folds:
-            raise KeyError(f"the {split.kind} split has no fold {f!r}; it has {sorted(split.folds)}")
+            raise NotFoundError(f"the {split.kind} split has no fold {f!r}; it has {sorted(split.folds)}")
     model = load_model(ck)
     ev = evaluate_model(model, seq, split, folds, ecfg, training, max_len=cfg.train.max_len)
     out = {

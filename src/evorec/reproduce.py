@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from evorec.errors import MissingPathError, NotFoundError
 from evorec.pipeline import evaluate_run, load_experiment, prepared_data, train
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def find_data(table: Table, data: str | Path | None = None) -> Path:
     if data is not None:
         p = Path(data)
         if not p.exists():
-            raise FileNotFoundError(f"--data {p}: no such file")
+            raise MissingPathError(f"--data {p}: no such file")
         return p
     candidates = []
     if os.environ.get("EVOREC_DATA_DIR"):
@@ -98,7 +99,7 @@ def find_data(table: Table, data: str | Path | None = None) -> Path:
     for c in candidates:
         if c.exists():
             return c
-    raise FileNotFoundError(
+    raise MissingPathError(
         f"{table.name} needs {table.relative_path}; pass --data FILE or set EVOREC_DATA_DIR (looked in: "
         + ", ".join(str(c.parent) for c in candidates[:3]) + ", ...)"
     )
@@ -126,12 +127,12 @@ def reproduce(
 ) -> dict[str, Any]:
     """Train and evaluate every row of table ``name``; returns the side-by-side table as a dict."""
     if name not in TABLES:
-        raise KeyError(f"unknown table {name!r}; known: {', '.join(TABLES)}")
+        raise NotFoundError(f"unknown table {name!r}; known: {', '.join(TABLES)}")
     table = TABLES[name]
     rows = table.rows if not models else [r for r in table.rows if r.model in models or r.label in models]
     if models and len(rows) != len(set(models)):
         known = [r.model for r in table.rows]
-        raise KeyError(f"{name} has rows {known}; got {models}")
+        raise NotFoundError(f"{name} has rows {known}; got {models}")
     data_path = find_data(table, data)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

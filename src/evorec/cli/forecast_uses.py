@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 
 from evorec.cli.common import emit_json, user_errors
+from evorec.errors import InputError
 from evorec.utils.io import atomic_write_parquet
 
 RUN = typer.Option(..., "--run", help="A forecast run directory (written by `evorec forecast backtest --out`).")
@@ -124,7 +125,7 @@ def audience(
 
     with user_errors():
         if top < 1:
-            raise ValueError(f"--top must be at least 1, got {top}")
+            raise InputError(f"--top must be at least 1, got {top}")
         uf = forecast_run(run, cutoff, [horizon])
         res = run_audience(uf, category, horizon, top)
     if as_json:

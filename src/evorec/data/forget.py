@@ -89,6 +89,7 @@ from evorec.data.sequences import (
 )
 from evorec.data.splits import SplitConfig, check_no_leakage, make_split
 from evorec.data.vocab import Vocab
+from evorec.errors import StateError
 from evorec.utils.io import (
     atomic_write_parquet,
     atomic_write_text,
@@ -111,7 +112,7 @@ _SEQ_FILES |= {f"{name}.npy" for name in ARRAYS}
 _RUN_MARKERS = ("best.pt", "last.pt", "per_user.parquet", "metrics.json", "forecaster.pt")
 
 
-class ForgetError(RuntimeError):
+class ForgetError(StateError):
     """Forgetting cannot proceed (no such dataset or directory, another key...)."""
 
 

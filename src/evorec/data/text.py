@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from evorec.errors import EvorecError
+
 logger = logging.getLogger(__name__)
 
 TEXT_DIM = 384
@@ -33,7 +35,7 @@ TEXT_FIELDS = ("title", "brand", "category_path")  # joined in this order: "titl
 SEPARATOR = " | "
 
 
-class TextEncoderUnavailable(ImportError):
+class TextEncoderUnavailable(EvorecError, ImportError):
     """The ``text`` extra (the packaged sentence encoder) is not installed."""
 
 

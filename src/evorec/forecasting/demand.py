@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from evorec.data.sequences import SequenceData
 from evorec.data.splits import resolve_horizon, resolve_time
+from evorec.errors import InputError
 from evorec.forecasting.predict import UserForecasts, forecast_at
 from evorec.forecasting.windows import _fmt, build_samples, check_cutoffs, horizon_unit
 
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 def _z(confidence: float) -> float:
     if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
+        raise InputError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
     return NormalDist().inv_cdf(0.5 + confidence / 2)
 
 
@@ -86,7 +87,7 @@ def demand_backtest(
     """
     z = _z(confidence)
     if not cutoffs:
-        raise ValueError("give at least one backtest cutoff")
+        raise InputError("give at least one backtest cutoff")
     unit = horizon_unit(seq)
     h = resolve_horizon(horizon, unit)
     Ts = [resolve_time(c, seq.time_kind, what="backtest cutoff") for c in cutoffs]

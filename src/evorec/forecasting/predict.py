@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from evorec.data.sequences import SequenceData
 from evorec.data.splits import SplitError, resolve_horizon, resolve_time
+from evorec.errors import InputError, MissingPathError, NotFoundError
 from evorec.forecasting.backtest import HALF_LIVES_EVENTS, HALF_LIVES_S, horizon_label
 from evorec.forecasting.baselines import Context, FittedBaseline, new_mask, normalize
 from evorec.forecasting.forecaster import Featurizer, Forecaster
@@ -74,16 +75,16 @@ class UserForecasts:
             h = None
         if h not in self.horizons:
             shown = repr(horizon) if len(repr(horizon)) <= 40 else repr(horizon)[:37] + "..."
-            raise KeyError(f"horizon {shown} is not one the forecaster was trained for; it has {', '.join(self.labels)}")
+            raise NotFoundError(f"horizon {shown} is not one the forecaster was trained for; it has {', '.join(self.labels)}")
         return self.horizons.index(h)
 
     def category_index(self, category: str) -> int:
         try:
             c = self.categories.index(str(category))
         except ValueError:
-            raise KeyError(f"category {category!r} is unknown to the model ({len(self.categories) - 1} categories)") from None
+            raise NotFoundError(f"category {category!r} is unknown to the model ({len(self.categories) - 1} categories)") from None
         if c == 0:
-            raise KeyError("the unknown category cannot be targeted")
+            raise NotFoundError("the unknown category cannot be targeted")
         return c
 
     def p_emerging(self) -> np.ndarray:
@@ -139,13 +140,13 @@ def read_forecaster(run_dir: str | Path) -> dict[str, Any]:
 
     path = Path(run_dir) / "forecaster.pt"
     if not path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a forecast run (no forecaster.pt; run `evorec forecast backtest --out {run_dir}`)")
+        raise MissingPathError(f"{run_dir} is not a forecast run (no forecaster.pt; run `evorec forecast backtest --out {run_dir}`)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ValueError(f"{path} is not a readable evorec forecaster: {exc}") from exc
+        raise InputError(f"{path} is not a readable evorec forecaster: {exc}") from exc
     if not isinstance(state, dict) or state.get("kind") != "evorec-forecaster":
-        raise ValueError(f"{path} is not an evorec forecaster file")
+        raise InputError(f"{path} is not an evorec forecaster file")
     return state
 
 
@@ -155,12 +156,12 @@ def open_forecaster(run_dir: str | Path) -> tuple[dict[str, Any], SequenceData]:
     state = read_forecaster(run_dir)
     where = state.get("sequences_dir")
     if not where or not (Path(where) / "meta.json").exists():
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"{run_dir}: the prepared sequences of this forecaster ({where}) are gone; run `evorec forecast backtest` again"
         )
     seq = SequenceData(where)
     if not seq.derived_from(state.get("sequence_fingerprint")):
-        raise ValueError(f"{run_dir}: the sequences at {where} are not the ones the forecaster was trained on")
+        raise InputError(f"{run_dir}: the sequences at {where} are not the ones the forecaster was trained on")
     return state, seq
 
 
@@ -187,7 +188,7 @@ def forecast_at(
     """Forecast every user (or ``users``) with history before ``cutoff``; ``state`` is the
     content of a run's ``forecaster.pt``."""
     if not seq.derived_from(state.get("sequence_fingerprint")):
-        raise ValueError("the forecaster was trained on other sequences than these (the data changed since)")
+        raise InputError("the forecaster was trained on other sequences than these (the data changed since)")
     model = load_model(state["forecaster"])
     unit = horizon_unit(seq)
     T = resolve_time(cutoff, seq.time_kind, what="cutoff")
@@ -202,7 +203,7 @@ def forecast_at(
         idx = seq.users.lookup(list(users)) - 1  # row = index - 1; unknown ids -> -1
         unknown = [u for u, i in zip(users, idx) if i < 0]
         if unknown:
-            raise KeyError(f"unknown user {unknown[0]!r}")
+            raise NotFoundError(f"unknown user {unknown[0]!r}")
         rows = idx.astype(np.int64)
     samples = build_samples(seq, [T], list(model.horizons), min_history=1, visible_until=T, users=rows)
     cand = np.arange(len(seq)) if rows is None else rows
@@ -217,7 +218,7 @@ def _wanted_horizons(model: Forecaster | RankerForecaster | FittedBaseline, unit
     want = [resolve_horizon(h, unit) for h in horizons] if horizons else all_h
     missing = [h for h in want if h not in all_h]
     if missing:
-        raise KeyError(
+        raise NotFoundError(
             f"horizon {horizon_label(missing[0], unit)} is not one the forecaster was trained for; "
             f"it has {', '.join(horizon_label(h, unit) for h in all_h)}"
         )
@@ -304,7 +305,7 @@ def _one_user(model: Any, seq: SequenceData, events: list[tuple[str, str | None,
     from evorec.types import BEHAVIOR_INDEX
 
     if not events:
-        raise ValueError("the user has no events: nothing to forecast from")
+        raise InputError("the user has no events: nothing to forecast from")
     item_idx = seq.items.lookup([e[0] for e in events])
     given = seq.categories.lookup([e[1] for e in events])
     cat = np.where(given > 0, given, seq.item_category()[item_idx])
@@ -312,7 +313,7 @@ def _one_user(model: Any, seq: SequenceData, events: list[tuple[str, str | None,
     one = _OneUser(item_idx, cat, beh, np.array([int(e[3]) for e in events], dtype=np.int64), seq)
     samples = build_samples(one, [int(cutoff)], list(model.horizons), min_history=1, visible_until=int(cutoff))
     if not len(samples):
-        raise ValueError("the user has no event before the cutoff: nothing to forecast from")
+        raise InputError("the user has no event before the cutoff: nothing to forecast from")
     return one, samples
 
 
@@ -343,7 +344,7 @@ def explain_history(
     model = load_model(state["forecaster"])
     if not isinstance(model, RankerForecaster):
         kind = state["forecaster"].get("kind", "neural")
-        raise ValueError(f"explanations need a ranker forecaster (forecast.model.kind: ranker); this run's forecaster is {kind}")
+        raise InputError(f"explanations need a ranker forecaster (forecast.model.kind: ranker); this run's forecaster is {kind}")
     unit = horizon_unit(seq)
     index = {horizon_label(h, unit): j for j, h in enumerate(model.horizons)}
     one, samples = _one_user(model, seq, events, cutoff)
@@ -395,12 +396,12 @@ def explain_at(state: dict[str, Any], seq: SequenceData, user: str, category: st
     model = load_model(state["forecaster"])
     if not isinstance(model, RankerForecaster):
         kind = state["forecaster"].get("kind", "neural")
-        raise ValueError(f"explanations need a ranker forecaster (forecast.model.kind: ranker); this run's forecaster is {kind}")
+        raise InputError(f"explanations need a ranker forecaster (forecast.model.kind: ranker); this run's forecaster is {kind}")
     cats = ["(unknown)"] + [str(x) for x in seq.categories.ids.to_pylist()]
     if str(category) not in cats[1:]:
         close = get_close_matches(str(category), cats[1:], n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise KeyError(f"unknown category {category!r} ({len(cats) - 1} categories){hint}")
+        raise NotFoundError(f"unknown category {category!r} ({len(cats) - 1} categories){hint}")
     c = cats.index(str(category))
     unit = horizon_unit(seq)
     want = _wanted_horizons(model, unit, [horizon] if horizon is not None else None)

@@ -16,13 +16,14 @@ from typing import Any
 
 import torch
 
+from evorec.errors import StateError
 from evorec.models.base import DataSizes
 from evorec.models.registry import build_model
 
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(StateError):
     pass
 
 

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from evorec.errors import InputError
 from evorec.report.html import render_page
 from evorec.report.sections import (
     ForecastRun,
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__)
 MANIFEST = "report.json"
 
 
-class ReportError(ValueError):
+class ReportError(InputError):
     """A run or an option the report cannot use; the message says which and why."""
 
 

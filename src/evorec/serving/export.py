@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from evorec.errors import InputError, MissingPathError
 from evorec.models.base import Recommender
 from evorec.models.checkpoint import load_checkpoint, load_model
 from evorec.types import BEHAVIORS, SequenceBatch
@@ -56,7 +57,7 @@ ONNX_OPSET = 18
 TOLERANCE = 1e-4  # max |exported - eager| on the check batch; float32 reassociation stays far below
 
 
-class ExportError(ValueError):
+class ExportError(InputError):
     """The run, the format or the model cannot be exported (the message says which and why)."""
 
 
@@ -320,9 +321,9 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> 
     run = Path(run_dir)
     ck_path = run / "best.pt"
     if not run.is_dir():
-        raise FileNotFoundError(f"run directory not found: {run}")
+        raise MissingPathError(f"run directory not found: {run}")
     if not ck_path.exists():
-        raise FileNotFoundError(f"{run} is not a finished run (no best.pt)")
+        raise MissingPathError(f"{run} is not a finished run (no best.pt)")
     ck = load_checkpoint(ck_path)
     max_len = int(ck["experiment"]["train"].get("max_len", 50))
     vocabs = ck.get("vocabs", {})

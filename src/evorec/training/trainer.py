@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from evorec.data.batches import EvalSet, TrainView, count_training_batches, training_batches
+from evorec.errors import InputError, StateError
 from evorec.evaluation import metrics as M
 from evorec.evaluation.ranking import rank_targets
 from evorec.models.checkpoint import atomic_save, load_checkpoint
@@ -114,7 +115,7 @@ class TrainState:
 
 def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' asked for but no CUDA device is available")
+        raise StateError("device 'cuda' asked for but no CUDA device is available")
     if name == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     if D.world_size() > 1:  # one GPU per process under torchrun
@@ -306,7 +307,7 @@ class Trainer:
             sched.load_state_dict(ck["scheduler"])
             if ema is not None:
                 if "weight_average" not in ck:
-                    raise ValueError(f"--resume: {last_path} has no weight average but train.ema_decay is set: resume with the run's own config")
+                    raise InputError(f"--resume: {last_path} has no weight average but train.ema_decay is set: resume with the run's own config")
                 ema.load_state_dict(ck["weight_average"])
             state = record_hardware(TrainState(**ck["train_state"]))
             log.info("resumed from %s after epoch %d (step %d)", last_path, state.epoch, state.step)

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from evorec.errors import InputError, StateError
 from evorec.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def require_mlflow() -> Any:
     try:
         import mlflow
     except ImportError as exc:
-        raise RuntimeError(f"experiment tracking (--track / {ENV_URI}) needs MLflow, which is not installed: {EXTRA_HINT}") from exc
+        raise StateError(f"experiment tracking (--track / {ENV_URI}) needs MLflow, which is not installed: {EXTRA_HINT}") from exc
     return mlflow
 
 
@@ -147,7 +148,7 @@ class RunTracker:
             client = MlflowClient(tracking_uri=uri)
             client._tracking_client.store  # noqa: B018 - resolve the store now
         except Exception as exc:  # noqa: BLE001
-            raise ValueError(f"MLflow tracking URI {uri!r}: {exc}") from exc
+            raise InputError(f"MLflow tracking URI {uri!r}: {exc}") from exc
         tracker = cls(uri, client=client)
         previous = read_record(resume_from) if resume_from is not None else None
         try:
