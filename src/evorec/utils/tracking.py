@@ -326,12 +326,15 @@ def backtest_metrics(res: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def log_forecast_backtest(uri: str, config: Mapping[str, Any], res: Mapping[str, Any], run_dir: str | Path | None) -> RunTracker:
+def log_forecast_backtest(
+    uri: str, config: Mapping[str, Any], res: Mapping[str, Any], run_dir: str | Path | None, files: Iterable[str | Path] = (),
+) -> RunTracker:
     """One MLflow run for a finished ``evorec forecast backtest``: the config, the sequences'
-    fingerprint, every horizon's metrics with CIs, ``forecaster.pt``, ``backtest.json``, ``config.yaml``."""
+    fingerprint, every horizon's metrics with CIs, and the run's ``files`` (its forecaster, results
+    and config: ``evorec.experiments.runs.ForecastRun``)."""
     out = Path(run_dir) if run_dir is not None else None
     with RunTracker.start(uri, kind="forecast-backtest", run_name=out.name if out else config.get("name")) as tracker:
-        files = [out / n for n in ("forecaster.pt", "backtest.json", "config.yaml")] if out else []
+        files = list(files) if out else []
         if out is None:  # nothing on disk: the results themselves are the artefact
             tracker.log_dict(dict(res), "backtest.json")
         log_result(tracker, config=config, fingerprint=res.get("sequence_fingerprint"), metrics=backtest_metrics(res),
