@@ -21,12 +21,11 @@ import pytest
 from conftest import TAOBAO_CSV, require
 from typer.testing import CliRunner
 
-from evorec.data.forget import PENDING_KEY, ForgetError
+from evorec.data.forget import PENDING_KEY, ForgetError, forget_users
 from evorec.data.ingest import ingest_file
 from evorec.data.prepare import PrepareConfig, prepare
 from evorec.data.sequences import SequenceData
 from evorec.data.splits import check_no_leakage, load_split
-from evorec.experiments.forget import forget_users
 from evorec.utils.privacy import Pseudonymizer
 
 SECRET = "forget-test-secret"
@@ -237,16 +236,17 @@ KILL = textwrap.dedent(
     """
     import os, sys
     from evorec.data import forget
+    from evorec.utils import io
     from evorec.utils.privacy import Pseudonymizer
     def die(*a, **k):
         os._exit(9)
-    setattr(forget, sys.argv[1], die)
+    setattr(io if sys.argv[1] == "swap_directory" else forget, sys.argv[1], die)
     forget.forget_users(sys.argv[5:], sys.argv[2], prepared=[sys.argv[3]], pseudonymizer=Pseudonymizer(sys.argv[4].encode()))
     """
 )
 
 
-@pytest.mark.parametrize("where", ["_replace_store", "_swap_directory"])
+@pytest.mark.parametrize("where", ["_replace_store", "swap_directory"])
 def test_a_killed_job_leaves_old_or_new_and_a_rerun_finishes(world, where):
     store, loo = world["store"], world["prep"] / "loo"
     old_fp = SequenceData(loo).fingerprint
@@ -284,7 +284,7 @@ def test_without_an_atomic_exchange_two_renames_and_recovery(world, monkeypatch)
     first; a job killed between the two renames leaves it as .NAME.forget-old-*, put back next time."""
     import errno
 
-    from evorec.data import forget
+    from evorec.utils import io
 
     loo = world["prep"] / "loo"
     aside = loo.with_name(".loo.forget-old-0123456789ab")
@@ -295,7 +295,7 @@ def test_without_an_atomic_exchange_two_renames_and_recovery(world, monkeypatch)
     def no_exchange(a, b):
         raise OSError(errno.EINVAL, "no exchange here")
 
-    monkeypatch.setattr(forget, "exchange_paths", no_exchange)
+    monkeypatch.setattr(io, "exchange_paths", no_exchange)
     report = forget_users([GONE[0]], world["store"], prepared=[world["prep"]], pseudonymizer=KEY)
     assert [d["rewritten"] for d in report["sequence_dirs"]] == [True, True]
     assert sorted(p.name for p in world["prep"].iterdir()) == ["loo", "time"]
@@ -306,8 +306,7 @@ def test_pipeline_caches_and_runs_end_to_end(world):
     """A real run (Pop, 1 epoch) through the pipeline's caches, evaluated; forgotten with the CLI;
     no trace in the cache, the run (checkpoints included) or its outputs; the run still evaluates."""
     from evorec.cli.main import app
-    from evorec.experiments.config import load_experiment
-    from evorec.experiments.training import evaluate_run, train
+    from evorec.pipeline import evaluate_run, load_experiment, train
 
     tmp_path = world["tmp"] / "e2e"
     cache = tmp_path / "cache"
@@ -337,26 +336,22 @@ def test_pipeline_caches_and_runs_end_to_end(world):
 def test_a_forecaster_still_loads_and_forecasts_after_forgetting(tmp_path, monkeypatch):
     """The service opens a forecaster's prepared sequences directly: after a user is forgotten
     there it still loads (same item and category vocabularies) and forecasts everyone else."""
-    from evorec.experiments.config import load_forecast_experiment
-    from evorec.experiments.forecasting import forecast_backtest
-    from evorec.experiments.runs import ForecastRun
-    from evorec.forecasting.predict import forecast_at
+    from evorec.forecast_pipeline import forecast_backtest, load_forecast_experiment
+    from evorec.forecasting.predict import forecast_at, open_forecaster
 
     sim = Path(__file__).resolve().parents[2] / "configs" / "forecast" / "simulated.yaml"
     overrides = ["simulate.users=120", "forecast.model.epochs=1", "forecast.model.encoder=null", "forecast.bootstrap=0",
                  "forecast.horizons=[7d]", "forecast.baselines=[persistence]", "forecast.train_every=56d",
                  f"cache_dir={tmp_path / 'cache'}"]
     forecast_backtest(load_forecast_experiment(sim, overrides), tmp_path / "fc")
-    run = ForecastRun.open(tmp_path / "fc")
-    seq = run.trained_sequences()
+    state, seq = open_forecaster(tmp_path / "fc")
     gone = seq.users.ids[3].as_py()
     n_users, old_fp = len(seq), seq.fingerprint
     del seq
     (store,) = (tmp_path / "cache").glob("*.duckdb")
     report = forget_users([gone], store, prepared=[tmp_path / "cache" / "prepared"], runs=[tmp_path / "fc"])
     assert report["tables"]["events"] > 0 and [d["rewritten"] for d in report["sequence_dirs"]] == [True]
-    run = ForecastRun.open(tmp_path / "fc")
-    seq = run.trained_sequences()
+    state, seq = open_forecaster(tmp_path / "fc")
     assert len(seq) == n_users - 1 and seq.fingerprint != old_fp
-    uf = forecast_at(run.payload, seq, "2025-10-01")
+    uf = forecast_at(state, seq, "2025-10-01")
     assert gone not in list(uf.users) and len(uf.users) > 0

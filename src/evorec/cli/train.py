@@ -1,4 +1,4 @@
-"""`evorec train` and `evorec evaluate`: parse, call evorec.experiments.training, format."""
+"""`evorec train` and `evorec evaluate`: parse, call the pipeline, format."""
 
 from __future__ import annotations
 
@@ -23,9 +23,8 @@ def train(
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
 ) -> None:
     """Train a model; early-stops on validation NDCG@10 and keeps the best checkpoint."""
-    from evorec.experiments.config import load_experiment
-    from evorec.experiments.runs import TrainingRun
-    from evorec.experiments.training import train as run_train
+    from evorec.pipeline import load_experiment
+    from evorec.pipeline import train as run_train
     from evorec.utils.tracking import tracking_target
 
     overrides = list(setting or [])
@@ -44,7 +43,7 @@ def train(
     typer.echo(
         f"trained {cfg.model.name} on {cfg.data.dataset}: best valid {metric} {state.best_metric:.4f} at epoch "
         f"{state.best_epoch} ({state.epoch} epochs, {state.train_seconds:.0f}s training in {state.precision or 'fp32'}; "
-        f"{state.stopped}) -> {TrainingRun(run_dir).best_checkpoint}"
+        f"{state.stopped}) -> {run_dir}/best.pt"
     )
 
 
@@ -60,8 +59,7 @@ def evaluate(
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
 ) -> None:
     """Metrics of a run's best checkpoint with confidence intervals (writes RUN_DIR/metrics.json and per_user.parquet)."""
-    from evorec.experiments.runs import TrainingRun
-    from evorec.experiments.training import evaluate_run
+    from evorec.pipeline import evaluate_run
     from evorec.utils.tracking import tracking_target
 
     if protocol is not None and protocol not in ("loo", "time", "backtest"):
@@ -92,8 +90,7 @@ def evaluate(
     for label, h in res.get("horizons", {}).items():
         shown = ", ".join(f"{k} {v:.4f}" for k, v in h["metrics"].items() if k.endswith("@10") or k == "MRR")
         typer.echo(f"  horizon {label} ({h['users']:,} users): {shown}")
-    run = TrainingRun(run_dir)
-    typer.echo(f"  -> {run.metrics_file}, {run.per_user_file}")
+    typer.echo(f"  -> {run_dir}/metrics.json, {run_dir}/per_user.parquet")
 
 
 def compare(
@@ -104,7 +101,7 @@ def compare(
     as_json: bool = typer.Option(False, "--json", help="Print the tests as JSON."),
 ) -> None:
     """Paired test (bootstrap + Wilcoxon) of two runs evaluated on the same users."""
-    from evorec.experiments.training import compare_runs
+    from evorec.pipeline import compare_runs
 
     with user_errors():
         res = compare_runs(run_a, run_b, list(metric or []) or None, n_boot=n_boot)

@@ -58,7 +58,6 @@ on the same store or directories at once.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
@@ -79,11 +78,22 @@ from pydantic import TypeAdapter
 
 from evorec.data import store as store_mod
 from evorec.data.readers.base import sql_str
-from evorec.data.sequences import ARRAYS, FORMAT_VERSION, NpyAppender, SequenceData, Vocabularies, _fingerprint
+from evorec.data.sequences import (
+    ARRAYS,
+    FORMAT_VERSION,
+    NpyAppender,
+    SequenceData,
+    Vocabularies,
+    _fingerprint,
+)
 from evorec.data.splits import SplitConfig, check_no_leakage, make_split
 from evorec.data.vocab import Vocab
-from evorec.errors import StateError
-from evorec.utils.io import atomic_write_parquet, atomic_write_text, exchange_paths, fsync_directory
+from evorec.utils.io import (
+    atomic_directory,
+    atomic_write_parquet,
+    atomic_write_text,
+    fsync_directory,
+)
 from evorec.utils.privacy import Pseudonymizer
 
 log = logging.getLogger(__name__)
@@ -97,13 +107,10 @@ _CHUNK = 1 << 22  # events copied at once
 _SEP = r"""[\s,;|"':=\[\]{}()]"""
 _SEQ_FILES = {"meta.json", "offsets.npy", "users.parquet", "items.parquet", "categories.parquet", "prepare.json", "split"}
 _SEQ_FILES |= {f"{name}.npy" for name in ARRAYS}
-
-RunFiles = Callable[[Path], "list[Path] | None"]
-"""A run directory's files that may hold per-user rows (None: the path is not a run directory).
-Runs are the experiments layer's (``evorec.experiments.forget`` passes ``run_files``)."""
+_RUN_MARKERS = ("best.pt", "last.pt", "per_user.parquet", "metrics.json", "forecaster.pt")
 
 
-class ForgetError(StateError):
+class ForgetError(RuntimeError):
     """Forgetting cannot proceed (no such dataset or directory, another key...)."""
 
 
@@ -114,7 +121,6 @@ def forget_users(
     dataset: str | None = None,
     prepared: Sequence[str | Path] = (),
     runs: Sequence[str | Path] = (),
-    run_files: RunFiles | None = None,
     pseudonymized: bool = False,
     pseudonymizer: Pseudonymizer | None = None,
 ) -> dict[str, Any]:
@@ -124,8 +130,6 @@ def forget_users(
     Each path in ``prepared`` / ``runs`` is such a directory or a folder of them (one level, as
     ``CACHE/prepared/`` or ``runs/``). ``pseudonymized``: the ids are already pseudonymised.
     ``pseudonymizer`` defaults to the environment's key (:meth:`Pseudonymizer.from_environment`).
-    ``run_files`` tells run directories and their per-user files (needed with ``runs``; the
-    experiments layer knows runs: use ``evorec.experiments.forget.forget_users``).
 
     Returns a report: per user whether they were found and how many rows went; rows removed per
     store table; each sequence directory and file rewritten; ``not_found`` and ``warnings``.
@@ -139,9 +143,7 @@ def forget_users(
     ids = list(dict.fromkeys(ids))
     key = _Key(pseudonymizer)
     seq_dirs = _discover(prepared, _is_sequence_dir, "a sequence directory (meta.json)")
-    if runs and run_files is None:
-        raise TypeError("forget_users(runs=...) needs run_files (see evorec.experiments.forget)")
-    run_dirs = _discover(runs, lambda p: run_files(p) is not None, "a run directory (a checkpoint, a forecaster, per-user results...)")
+    run_dirs = _discover(runs, _is_run_dir, "a run directory (best.pt, per_user.parquet...)")
     users = [{"user": u, "pseudonym": None, "found": False, "store_rows": 0, "sequence_dirs": 0, "file_rows": 0} for u in ids]
     report: dict[str, Any] = {"store": str(store), "datasets": [], "users": users, "tables": {}, "store_compacted": False,
                               "sequence_dirs": [], "files": [], "not_found": [], "warnings": []}
@@ -168,7 +170,7 @@ def forget_users(
     if run_dirs:
         all_forms.update(forms_for(None))
     for d in run_dirs:
-        report["files"].extend(_forget_in_files(run_files(d) or [], all_forms, report))
+        report["files"].extend(_forget_in_run(d, all_forms, report))
 
     for u in users:
         u["found"] = bool(u["store_rows"] or u["sequence_dirs"] or u["file_rows"])
@@ -361,19 +363,16 @@ def _forget_in_sequences(path: Path, forms_for: Callable[[str | None], dict[str,
     _warn_stale_temporaries(path, report)
     if not len(rows):
         return entry
-    tmp = path.with_name(f".{path.name}{TAG}{uuid.uuid4().hex[:12]}")
-    tmp.mkdir()
-    try:
+    # Exchanged with the old directory in one atomic step where the file system can; elsewhere a
+    # job killed between two renames leaves the old one as .NAME.forget-old-*, which the next run
+    # puts back (see _recover).
+    with atomic_directory(path, overwrite=True, tag=TAG, fsync=True) as tmp:
         meta, carried = _write_without(seq, rows, tmp)
         del seq  # drop the memory maps of the old directory
         for name in carried:
             if not name.startswith("item_text-"):
                 report["warnings"].append(f"{path}: {name} carried over unchanged (not an evorec file; check it for user data)")
         SequenceData(tmp)  # opens and validates
-        _swap_directory(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for i in {i for i, h in zip(forms.values(), hit) if h}:
         report["users"][i]["sequence_dirs"] += 1
     entry.update(events_removed=meta["forgotten"]["last_events"], items_without_events=meta["forgotten"]["last_items_without_events"],
@@ -476,24 +475,6 @@ def _link_or_copy(src: str | Path, dst: str | Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _swap_directory(new: Path, target: Path) -> None:
-    """Put ``new`` in place of ``target`` (atomically where the file system can exchange two
-    names), then delete the old version."""
-    try:
-        exchange_paths(new, target)
-        old = new
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EXDEV, errno.EPERM):
-            raise
-        # Two renames; a kill between them leaves the old one as .NAME.forget-old-*, which the
-        # next run puts back (see _recover).
-        old = target.with_name(f".{target.name}{TAG}old-{uuid.uuid4().hex[:12]}")
-        os.replace(target, old)
-        os.replace(new, target)
-    fsync_directory(target.parent)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _recover(target: Path) -> None:
     """Undo what a killed forget left beside ``target``: put back a directory that was moved
     aside (only if ``target`` is missing), delete the rest."""
@@ -528,10 +509,9 @@ def _warn_stale_temporaries(path: Path, report: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _forget_in_files(files: list[Path], forms: dict[str, int], report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rewrite each Parquet file of ``files`` with a ``user`` or ``user_id`` column without the users' rows."""
+def _forget_in_run(run: Path, forms: dict[str, int], report: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
-    for f in files:
+    for f in sorted(run.glob("*.parquet")):
         names = pq.read_schema(f).names
         col = next((c for c in ("user", "user_id") if c in names), None)
         if col is None:
@@ -557,6 +537,10 @@ def _forget_in_files(files: list[Path], forms: dict[str, int], report: dict[str,
 
 def _is_sequence_dir(p: Path) -> bool:
     return (p / "meta.json").exists() and (p / "offsets.npy").exists()
+
+
+def _is_run_dir(p: Path) -> bool:
+    return any((p / m).exists() for m in _RUN_MARKERS)
 
 
 def _discover(paths: Sequence[str | Path], test: Callable[[Path], bool], what: str) -> list[Path]:

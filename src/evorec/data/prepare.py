@@ -38,7 +38,6 @@ from evorec.data.sequences import (
     Progress,
     SequenceConfig,
     SequenceData,
-    atomic_directory,
     build_sequences_into,
 )
 from evorec.data.splits import (
@@ -53,6 +52,7 @@ from evorec.data.splits import (
 )
 from evorec.types import TimeKind
 from evorec.utils.config import apply_overrides
+from evorec.utils.io import atomic_directory
 
 logger = logging.getLogger(__name__)
 

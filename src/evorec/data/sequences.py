@@ -27,18 +27,15 @@ before format 2 have no ``basket.npy``: :attr:`SequenceData.basket` derives it b
 The arrays are written by streaming the ordered Ibis result in Arrow record batches and
 appending to the ``.npy`` files, so memory stays bounded whatever the number of events (on
 DuckDB; see :func:`write_sequences_from_batches` for other engines). A directory is written
-into a temporary sibling and renamed at the end, so readers never see half a directory.
+into a temporary sibling and renamed at the end (:func:`evorec.utils.io.atomic_directory`), so
+readers never see half a directory.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
-import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -53,8 +50,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evorec.data.clean import SECONDS_PER_DAY, SOURCE_ORDER, with_seconds
 from evorec.data.vocab import PAD, Vocab, behavior_indices, vocab_table
-from evorec.errors import StateError
 from evorec.types import BEHAVIOR_INDEX, TimeKind
+from evorec.utils.io import atomic_directory
 
 logger = logging.getLogger(__name__)
 
@@ -92,40 +89,13 @@ class SequenceConfig(BaseModel):
     batch_rows: int = Field(1 << 18, ge=1, description="rows per Arrow batch while streaming")
 
 
-class SequenceError(StateError):
+class SequenceError(RuntimeError):
     """A sequence directory is missing, incomplete or inconsistent."""
 
 
 # --------------------------------------------------------------------------------------------
-# Atomic directories and appendable .npy files
+# Appendable .npy files
 # --------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def atomic_directory(target: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a fresh temporary directory beside ``target``; on success it becomes ``target``.
-
-    On error the temporary directory is removed and ``target`` is untouched. An existing
-    ``target`` is an error unless ``overwrite`` (then it is swapped out, then deleted).
-    """
-    target = Path(target)
-    if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
-        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 class NpyAppender:

@@ -26,9 +26,8 @@ changes a byte. Work is vectorised over a chunk of users; nothing loops per even
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -39,8 +38,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from evorec.errors import InputError
 from evorec.types import EVENT_SCHEMA, ITEM_SCHEMA, Behavior
+from evorec.utils.io import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ class SimConfig(BaseModel):
     @model_validator(mode="after")
     def _enough_items(self) -> SimConfig:
         if self.n_items < self.n_categories:
-            raise InputError(f"n_items ({self.n_items}) < n_categories ({self.n_categories})")
+            raise ValueError(f"n_items ({self.n_items}) < n_categories ({self.n_categories})")
         return self
 
     @property
@@ -588,7 +587,7 @@ def default_chunk_users(cfg: SimConfig) -> int:
 def _chunks(cfg: SimConfig, chunk_users: int | None) -> Iterator[tuple[int, int]]:
     cu = default_chunk_users(cfg) if chunk_users is None else chunk_users
     if cu < 1:
-        raise InputError("chunk_users must be >= 1")
+        raise ValueError("chunk_users must be >= 1")
     units_per_chunk = max(1, -(-cu // UNIT_USERS))
     n_units = -(-cfg.users // UNIT_USERS)
     for lo in range(0, n_units, units_per_chunk):
@@ -700,9 +699,9 @@ def interest_oracles(cfg: SimConfig, user_ids: list[str], cutoffs: np.ndarray, h
     try:
         rows = np.array([int(u[1:]) for u in user_ids], dtype=np.int64)
     except ValueError as e:
-        raise InputError(f"not a simulated user id (expected u{'0' * width}..): {e}") from None
+        raise ValueError(f"not a simulated user id (expected u{'0' * width}..): {e}") from None
     if len(rows) and (rows.min() < 0 or rows.max() >= cfg.users):
-        raise InputError(f"user ids outside the simulated {cfg.users} users")
+        raise ValueError(f"user ids outside the simulated {cfg.users} users")
     cut_day = (np.asarray(cutoffs, dtype=np.int64) - cfg.t0) // DAY
     S, H, C, D = len(rows), len(horizon_days), cfg.n_categories, cfg.days
     L = max(int(h) for h in horizon_days) if H else 0
@@ -767,9 +766,13 @@ class _RowGroupWriter:
         self._w.close()
 
 
-def _temp_name(final: Path) -> Path:
-    """A hidden sibling of ``final`` (same directory, so ``os.replace`` is an atomic rename)."""
-    return final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+def _abort(writers: dict[str, _RowGroupWriter]) -> None:
+    """Close the writers a failure left open (their temporary files are removed next)."""
+    for w in writers.values():
+        try:
+            w.abort()
+        except Exception:  # noqa: BLE001 - already failing; the temporary file is removed anyway
+            pass
 
 
 def write_simulation(cfg: SimConfig, out: Path, progress: Callable[[int], None] | None = None,
@@ -784,18 +787,16 @@ def write_simulation(cfg: SimConfig, out: Path, progress: Callable[[int], None] 
     and ``paths`` has no ``"truth"``; the planted table is always written.
     """
     paths = sidecar_paths(Path(out))
-    directory = paths["events"].parent
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp: dict[str, Path] = {}
+    if not truth:
+        paths.pop("truth")
     writers: dict[str, _RowGroupWriter] = {}
-    try:
-        if not truth:
-            paths.pop("truth")
+    # Files leave the stack in reverse order: the events file, entered first, is renamed last.
+    with contextlib.ExitStack() as stack:
+        tmp = {name: stack.enter_context(atomic_file(paths[name])) for name in ("events", "truth", "planted", "items") if name in paths}
+        stack.callback(_abort, writers)  # runs first: a failure closes the open writers, then their files go
         for name, schema in (("events", EVENT_SCHEMA), ("truth", TRUTH_SCHEMA), ("planted", PLANTED_SCHEMA)):
-            if name not in paths:
-                continue
-            tmp[name] = _temp_name(paths[name])
-            writers[name] = _RowGroupWriter(tmp[name], schema)
+            if name in paths:
+                writers[name] = _RowGroupWriter(tmp[name], schema)
         n_events = n_truth = n_planted = 0
         tmin: int | None = None
         tmax: int | None = None
@@ -823,20 +824,7 @@ def write_simulation(cfg: SimConfig, out: Path, progress: Callable[[int], None] 
         for w in writers.values():
             w.close()
         writers.clear()
-        items = items_table(cfg)
-        tmp["items"] = _temp_name(paths["items"])
-        pq.write_table(items, tmp["items"], compression="zstd")
-        for name in ("items", "truth", "planted", "events"):
-            if name in paths:
-                os.replace(tmp.pop(name), paths[name])
-    finally:
-        for w in writers.values():
-            try:
-                w.abort()
-            except Exception:  # noqa: BLE001 - already failing; the temp file is removed below
-                pass
-        for t in tmp.values():
-            t.unlink(missing_ok=True)
+        pq.write_table(items_table(cfg), tmp["items"], compression="zstd")
     log.info("wrote %d events, %d truth rows, %d planted rows", n_events, n_truth, n_planted)
     return SimSummary(
         events=n_events, users=cfg.users, items=cfg.n_items, categories=cfg.n_categories,

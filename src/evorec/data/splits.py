@@ -42,9 +42,9 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from evorec.data.sequences import SequenceData, atomic_directory
-from evorec.errors import EvorecError, InputError
+from evorec.data.sequences import SequenceData
 from evorec.types import BEHAVIOR_INDEX, Behavior, TimeKind
+from evorec.utils.io import atomic_directory
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +57,11 @@ Horizon = int | str
 _EVENT_CHUNK = 1 << 22  # events processed at once by the vectorised helpers (bounds memory)
 
 
-class SplitError(InputError):
+class SplitError(ValueError):
     """A split config cannot be applied to this dataset."""
 
 
-class LeakageError(EvorecError, AssertionError):
+class LeakageError(AssertionError):
     """A split lets a training or history row come after its user's target or the cut."""
 
 

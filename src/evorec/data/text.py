@@ -18,13 +18,12 @@ import functools
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from evorec.errors import EvorecError
+from evorec.utils.io import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +34,7 @@ TEXT_FIELDS = ("title", "brand", "category_path")  # joined in this order: "titl
 SEPARATOR = " | "
 
 
-class TextEncoderUnavailable(EvorecError, ImportError):
+class TextEncoderUnavailable(ImportError):
     """The ``text`` extra (the packaged sentence encoder) is not installed."""
 
 
@@ -145,17 +144,7 @@ def item_text_matrix(
     logger.info("embedding %d of %d item texts with %s", n_text, len(texts) - 1, ENCODER_ID)
     m = embed_texts(texts, batch_size=batch_size)
     if path is not None:
-        _atomic_npy(path, m)
+        with atomic_file(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, m)
     return m
 
-
-def _atomic_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -21,14 +21,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from evorec.errors import InputError
 from evorec.types import BEHAVIOR_INDEX, BEHAVIORS
 
 PAD = 0
 """Index of padding and of every unknown id."""
 
 
-class VocabError(InputError):
+class VocabError(ValueError):
     """A vocabulary is malformed (unsorted, duplicated or null ids)."""
 
 

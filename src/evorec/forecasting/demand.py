@@ -22,8 +22,6 @@ import pyarrow as pa
 
 from evorec.data.sequences import SequenceData
 from evorec.data.splits import resolve_horizon, resolve_time
-from evorec.errors import InputError
-from evorec.forecasting.payload import ForecasterPayload
 from evorec.forecasting.predict import UserForecasts, forecast_at
 from evorec.forecasting.windows import _fmt, build_samples, check_cutoffs, horizon_unit
 
@@ -32,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 def _z(confidence: float) -> float:
     if not 0 < confidence < 1:
-        raise InputError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
+        raise ValueError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
     return NormalDist().inv_cdf(0.5 + confidence / 2)
 
 
@@ -73,9 +71,9 @@ def _wape(actual: np.ndarray, pred: np.ndarray) -> float | None:
 
 
 def demand_backtest(
-    payload: ForecasterPayload, seq: SequenceData, cutoffs: list[Any], horizon: int | str, confidence: float = 0.95,
+    state: dict[str, Any], seq: SequenceData, cutoffs: list[Any], horizon: int | str, confidence: float = 0.95,
 ) -> dict[str, Any]:
-    """Forecast demand at each past cutoff with a forecast run's trained forecaster and
+    """Forecast demand at each past cutoff with ``state`` (a run's ``forecaster.pt``) and
     compare with what happened in the window.
 
     Actual demand of a category is the number of forecast users (history before the cutoff)
@@ -88,7 +86,7 @@ def demand_backtest(
     """
     z = _z(confidence)
     if not cutoffs:
-        raise InputError("give at least one backtest cutoff")
+        raise ValueError("give at least one backtest cutoff")
     unit = horizon_unit(seq)
     h = resolve_horizon(horizon, unit)
     Ts = [resolve_time(c, seq.time_kind, what="backtest cutoff") for c in cutoffs]
@@ -96,7 +94,7 @@ def demand_backtest(
     per_cutoff = []
     label = None
     for T in Ts:
-        uf = forecast_at(payload, seq, T, [horizon])
+        uf = forecast_at(state, seq, T, [horizon])
         label = uf.labels[0]
         samples = build_samples(seq, [T], [h], min_history=1, visible_until=None, users=uf.user_rows)
         if not np.array_equal(samples.users, uf.user_rows):  # same rule (history before T) picks the same users

@@ -2,9 +2,9 @@
 ``DIR/index.html`` (self-contained), ``DIR/png/<figure>.png`` and ``DIR/report.json`` (what
 was built, from which runs).
 
-A training run (``evorec train``) contributes the dataset overview, the model comparison and the
-recommendations on user pages; a forecast run (``evorec forecast backtest --out``) the interest
-evolution, segments and user forecasts. Runs are grouped by
+A training run (``best.pt``) contributes the dataset overview, the model comparison and the
+recommendations on user pages; a forecast run (``forecaster.pt``, from ``evorec forecast
+backtest --out``) the interest evolution, segments and user forecasts. Runs are grouped by
 dataset. The report is written to a temporary directory beside ``DIR`` and swapped in at the
 end, so a killed job leaves the previous report untouched.
 """
@@ -13,13 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from evorec.errors import InputError
 from evorec.report.html import render_page
 from evorec.report.sections import (
     ForecastRun,
@@ -35,14 +31,14 @@ from evorec.report.sections import (
     user_page,
     user_row,
 )
-from evorec.utils.io import json_default
+from evorec.utils.io import atomic_directory, json_default
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "report.json"
 
 
-class ReportError(InputError):
+class ReportError(ValueError):
     """A run or an option the report cannot use; the message says which and why."""
 
 
@@ -50,43 +46,48 @@ class ReportError(InputError):
 
 
 def load_run(path: str | Path, *, evaluate: bool = True) -> ModelRun | ForecastRun:
-    """A training run or a forecast run (:mod:`evorec.experiments.runs`) for a report. A training
-    run without metrics (or with metrics of other data) is evaluated first when ``evaluate``."""
-    from evorec.experiments import runs
+    """A training run (``best.pt``) or a forecast run (``forecaster.pt``) for a report. A training
+    run without ``metrics.json`` (or with one for other data) is evaluated first when ``evaluate``."""
+    import pyarrow.parquet as pq
 
     path = Path(path)
     if not path.is_dir():
         raise ReportError(f"{path}: no such run directory")
-    if runs.ForecastRun.holds_one(path):
-        from evorec.experiments.forecasting import load_forecast_run
+    if (path / "forecaster.pt").exists():
+        from evorec.forecast_pipeline import load_forecast_run
 
-        forecaster, seq = load_forecast_run(path)
-        backtest = runs.ForecastRun(path).backtest() or {}
-        dataset = backtest.get("dataset") or forecaster.dataset or "simulated"
-        return ForecastRun(path, path.name, str(dataset), forecaster, seq, backtest)
-    run = runs.TrainingRun(path)
-    if run.finished:
-        from evorec.experiments.config import ExperimentConfig
-        from evorec.experiments.training import evaluate_run, prepared_data
+        state, seq = load_forecast_run(path)
+        bt = path / "backtest.json"
+        backtest = json.loads(bt.read_text()) if bt.exists() else {}
+        dataset = backtest.get("dataset") or (state["experiment"].get("data") or {}).get("dataset") or "simulated"
+        return ForecastRun(path, path.name, str(dataset), state, seq, backtest)
+    if (path / "best.pt").exists():
+        from evorec.models.checkpoint import load_checkpoint
+        from evorec.pipeline import ExperimentConfig, evaluate_run, prepared_data
 
-        ck = run.checkpoint
-        cfg = ExperimentConfig.model_validate(ck.experiment)
+        ck = load_checkpoint(path / "best.pt")
+        cfg = ExperimentConfig.model_validate(ck["experiment"])
         seq, _ = prepared_data(cfg)
-        try:
-            metrics = run.metrics()
-        except json.JSONDecodeError as exc:
-            raise ReportError(f"{run.metrics_file} is not valid JSON ({exc}); evaluate again with `evorec evaluate {path}`") from None
-        if metrics is not None and (metrics.get("sequence_fingerprint") != seq.fingerprint or "metrics" not in metrics):
-            metrics = None  # evaluated on other data, or an old file
+        metrics: dict[str, Any] | None = None
+        mp = path / "metrics.json"
+        if mp.exists():
+            try:
+                metrics = json.loads(mp.read_text())
+            except json.JSONDecodeError as exc:
+                raise ReportError(f"{mp} is not valid JSON ({exc}); evaluate again with `evorec evaluate {path}`") from None
+            if metrics.get("sequence_fingerprint") != seq.fingerprint or "metrics" not in metrics:
+                metrics = None  # evaluated on other data, or an old file
         if metrics is None:
             if not evaluate:
                 raise ReportError(f"{path} has not been evaluated on its current data; run `evorec evaluate {path}` (or drop --no-evaluate)")
-            logger.info("evaluating %s (no %s for its data)", path, run.metrics_file.name)
+            logger.info("evaluating %s (no metrics.json for its data)", path)
             metrics = evaluate_run(path)
-        return ModelRun(path, path.name, ck.model_name, cfg.data.dataset, ck, seq, metrics, run.history(), run.per_user())
-    raise ReportError(
-        f"{path}: neither a training run (no {run.best_checkpoint.name}) nor a forecast run (no {runs.ForecastRun(path).forecaster_file.name})"
-    )
+        hp = path / "history.json"
+        history = json.loads(hp.read_text()) if hp.exists() else None
+        pu = path / "per_user.parquet"
+        per_user = pq.read_table(pu) if pu.exists() else None
+        return ModelRun(path, path.name, ck["model_name"], cfg.data.dataset, ck, seq, metrics, history, per_user)
+    raise ReportError(f"{path}: neither a training run (no best.pt) nor a forecast run (no forecaster.pt)")
 
 
 # -- building -----------------------------------------------------------------------------------
@@ -189,9 +190,7 @@ def build_report(
     subtitle = "Runs: " + ", ".join(f"{r.name} ({'forecast' if isinstance(r, ForecastRun) else r.model}, {r.dataset})" for r in loaded)
     page_html = render_page(title, subtitle, sections, pages, png=png)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_directory(out, overwrite=True) as tmp:  # replaced in one step: never half a report under out
         pngs: list[str] = []
         if png:
             from evorec.report.figures import save_png
@@ -210,17 +209,6 @@ def build_report(
             "warnings": warnings,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=json_default))
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     manifest["out"] = str(out)
     manifest["index_path"] = str(out / "index.html")
     return manifest

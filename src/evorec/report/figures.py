@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from evorec.utils.io import atomic_file
+
 # One palette for both renderers (Plotly's "D3" + "Set2" colours): category i has the same colour
 # in every figure of a report when the figures use the same category order.
 PALETTE = (
@@ -484,19 +486,8 @@ def _mpl_flows(ax, c: Flows) -> None:  # noqa: ANN001
 
 def save_png(fig: Figure, directory: str | Path) -> Path:
     """Draw ``fig`` with matplotlib into ``directory/<id>.png`` (atomically)."""
-    import os
-    import tempfile
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{fig.id}.png"
+    path = Path(directory) / f"{fig.id}.png"
     m = to_matplotlib(fig)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            m.savefig(f, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        m.savefig(f, format="png")
     return path

@@ -42,10 +42,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from evorec.errors import InputError, MissingPathError
-from evorec.experiments.runs import TrainingRun
 from evorec.models.base import Recommender
+from evorec.models.checkpoint import load_checkpoint, load_model
 from evorec.types import BEHAVIORS, SequenceBatch
+from evorec.utils.io import atomic_file, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ ONNX_OPSET = 18
 TOLERANCE = 1e-4  # max |exported - eager| on the check batch; float32 reassociation stays far below
 
 
-class ExportError(InputError):
+class ExportError(ValueError):
     """The run, the format or the model cannot be exported (the message says which and why)."""
 
 
@@ -219,20 +219,6 @@ def run_onnx(path: str | Path, inputs: dict[str, np.ndarray] | tuple[Tensor, ...
     return sess.run([OUTPUT_NAME], inputs)[0]
 
 
-def _atomic_write(path: Path, write) -> None:  # noqa: ANN001 - callable(tmp_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_model(model: nn.Module, fmt: str, out: str | Path, *, max_len: int, meta: dict[str, Any] | None = None,
                  trace_batch: int = 2, check_batch: int = 5) -> ExportResult:
     """Export ``model.score`` for histories of ``max_len`` to ``out`` (ONNX or TorchScript).
@@ -293,7 +279,8 @@ def export_model(model: nn.Module, fmt: str, out: str | Path, *, max_len: int, m
             "check batch; its score() is probably not a pure tensor function of the inputs (Python/numpy values get "
             "frozen into a trace)"
         )
-    _atomic_write(out, write)
+    with atomic_file(out, fsync=True) as tmp:
+        write(tmp)
     sidecar = out.with_name(out.name + ".json")
     doc = {
         "format": fmt,
@@ -309,7 +296,7 @@ def export_model(model: nn.Module, fmt: str, out: str | Path, *, max_len: int, m
         "max_abs_diff": diff,
         **{k: v for k, v in meta.items() if k not in {"model_name"}},
     }
-    _atomic_write(sidecar, lambda tmp: tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n"))
+    atomic_write_text(sidecar, json.dumps(doc, indent=2, default=str) + "\n", fsync=True)
     logger.info("exported %s (%s, T=%d, %d items) to %s; max |diff| %.2g", name, fmt, max_len, n_items, out, diff)
     return ExportResult(out, sidecar, fmt, name, int(max_len), n_items, diff)
 
@@ -318,25 +305,29 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> 
     """Export the best checkpoint of ``run_dir`` (default file: ``RUN_DIR/export/model.onnx|.pt``)."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
-    run = TrainingRun(run_dir)
-    if not run.dir.is_dir():
-        raise MissingPathError(f"run directory not found: {run.dir}")
-    ck = TrainingRun.open(run.dir).checkpoint
-    vocabs = ck.vocabs
+    run = Path(run_dir)
+    ck_path = run / "best.pt"
+    if not run.is_dir():
+        raise FileNotFoundError(f"run directory not found: {run}")
+    if not ck_path.exists():
+        raise FileNotFoundError(f"{run} is not a finished run (no best.pt)")
+    ck = load_checkpoint(ck_path)
+    max_len = int(ck["experiment"]["train"].get("max_len", 50))
+    vocabs = ck.get("vocabs", {})
     meta = {
-        "model_name": ck.model_name,
-        "run": str(run.dir),
-        "checkpoint": str(run.best_checkpoint),
-        "vocab_fingerprint": vocabs.sequence_fingerprint,
-        "n_categories": len(vocabs.categories) + 1,
+        "model_name": ck["model_name"],
+        "run": str(run),
+        "checkpoint": str(ck_path),
+        "vocab_fingerprint": vocabs.get("sequence_fingerprint"),
+        "n_categories": len(vocabs.get("categories", [])) + 1,
         # what a service needs to answer with ids, without the checkpoint (evorec.serving.state)
-        "vocab": {"items": list(vocabs.items), "categories": list(vocabs.categories)},
-        "item_category": list(ck.sizes.item_category or []),
-        "item_popularity": ck.item_popularity,
+        "vocab": {"items": list(vocabs.get("items", [])), "categories": list(vocabs.get("categories", []))},
+        "item_category": list(ck["sizes"].get("item_category") or []),
+        "item_popularity": ck.get("item_popularity"),
     }
-    model = ck.build_model()
-    target = Path(out) if out is not None else run.dir / "export" / f"model{SUFFIX[fmt]}"
-    return export_model(model, fmt, target, max_len=ck.max_len, meta=meta)
+    model = load_model(ck)
+    target = Path(out) if out is not None else run / "export" / f"model{SUFFIX[fmt]}"
+    return export_model(model, fmt, target, max_len=max_len, meta=meta)
 
 
 def result_dict(res: ExportResult) -> dict[str, Any]:

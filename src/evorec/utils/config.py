@@ -8,12 +8,10 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from evorec.errors import InputError
-
 M = TypeVar("M", bound=BaseModel)
 
 
-class ConfigError(InputError):
+class ConfigError(ValueError):
     """A config file or override is wrong; the message names the file and the field."""
 
 
