@@ -61,6 +61,11 @@ demo: venv
 	$(BIN)/evorec report $$(ls -d $(DEMO)/runs/sasrec 2>/dev/null) $(DEMO)/runs/forecast-sim --out $(DEMO)/report --users-sample 6
 	@echo "demo outputs in $(DEMO)/; open the report: $(DEMO)/report/index.html"
 
+# The linter (ruff, rules in pyproject.toml) and the layer contracts (import-linter); make test runs both.
+lint: venv-test
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
 test: venv-test venv-policy
 	$(BIN)/lint-imports
 	EVOREC_CHECKOV=$(CURDIR)/$(POLICY_VENV)/bin/checkov $(BIN)/python -m pytest -q

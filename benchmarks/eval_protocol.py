@@ -30,7 +30,8 @@ import torch
 from evorec.data.batches import eval_set
 from evorec.evaluation.protocols import EvalConfig, TrainingPart, evaluate_model
 from evorec.evaluation.ranking import rank_targets
-from evorec.pipeline import ExperimentConfig, prepared_data, train_key
+from evorec.experiments.config import ExperimentConfig
+from evorec.experiments.training import prepared_data, train_key
 from evorec.models.checkpoint import load_checkpoint, load_model
 from evorec.utils.hardware import machine_record
 
@@ -55,7 +56,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ck = load_checkpoint(args.run / "best.pt")
-    cfg = ExperimentConfig.model_validate(ck["experiment"])
+    cfg = ExperimentConfig.model_validate(ck.experiment)
     seq, split = prepared_data(cfg)
     model = load_model(ck)
     key = train_key(split)
@@ -76,7 +77,7 @@ def main() -> None:
         "benchmark": "eval_protocol",
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "run": str(args.run),
-        "model": ck["model_name"],
+        "model": ck.model_name,
         "dataset": cfg.data.dataset,
         "users": int(len(es.users)),
         "items": int(seq.items.size - 1),

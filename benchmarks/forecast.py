@@ -27,8 +27,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-
-from evorec.forecast_pipeline import forecast_backtest, load_forecast_experiment
+from evorec.experiments.config import load_forecast_experiment
+from evorec.experiments.forecasting import forecast_backtest
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -65,8 +65,9 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict:
     from evorec.evaluation.nextbasket import tune_on_validation
     from evorec.evaluation.protocols import TrainingPart, evaluate_model
     from evorec.evaluation.stats import paired_test
+    from evorec.experiments.config import load_experiment
+    from evorec.experiments.training import data_sizes, prepared_data
     from evorec.models.registry import build_model
-    from evorec.pipeline import data_sizes, load_experiment, prepared_data
 
     cfg = load_experiment(CONFIGS[name])
     t0 = time.perf_counter()
@@ -164,13 +165,14 @@ def run_fallback(name: str, args: argparse.Namespace) -> dict:
     """Amazon Beauty (S3-Rec file, leave-one-out, next item): repeats are rare, so the combination
     must rank like its explore member. ItemKNN stands in for the explore model (a SASRec would
     have to be trained first); scored with seen items excluded (the published protocol) and kept."""
+    import torch
+
     from evorec.data.batches import TrainView, eval_batches, eval_set
     from evorec.evaluation.protocols import TrainingPart, evaluate_model
     from evorec.evaluation.stats import paired_test
+    from evorec.experiments.config import load_experiment
+    from evorec.experiments.training import data_sizes, prepared_data
     from evorec.models.registry import build_model
-    from evorec.pipeline import data_sizes, load_experiment, prepared_data
-
-    import torch
 
     cfg = load_experiment(CONFIGS[name])
     seq, split = prepared_data(cfg)

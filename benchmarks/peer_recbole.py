@@ -170,8 +170,8 @@ def write_atomic_files() -> dict:
 
 def shared_hyperparameters(config: Path = CONFIG) -> dict:
     """The effective SASRec + training settings of ``config`` (defaults resolved)."""
+    from evorec.experiments.config import load_experiment
     from evorec.models.sasrec import SASRecConfig
-    from evorec.pipeline import load_experiment
     from evorec.utils.hardware import choose_precision
 
     cfg = load_experiment(config, [])

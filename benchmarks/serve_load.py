@@ -72,7 +72,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-
 from _pg import Cluster, throwaway_postgres, tree_cpu_seconds  # benchmarks/_pg.py (the script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +106,7 @@ def ensure_run(run: Path) -> Path:
 def item_ids(run: Path) -> list[str]:
     from evorec.models.checkpoint import load_checkpoint
 
-    return list(load_checkpoint(run / "best.pt")["vocabs"]["items"])
+    return list(load_checkpoint(run / "best.pt").vocabs.items)
 
 
 def histories(n_users: int, per_user: int, items: list[str], rng: random.Random) -> tuple[dict[str, list[str]], str]:

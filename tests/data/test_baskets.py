@@ -21,14 +21,7 @@ from evorec.data.clean import CleanConfig, clean_events, open_store_events
 from evorec.data.describe import describe_dataset
 from evorec.data.ingest import ingest_file
 from evorec.data.prepare import PrepareConfig, prepare
-from evorec.data.sequences import (
-    FORMAT_VERSION,
-    SequenceData,
-    _fingerprint,
-    baskets_by_time,
-    is_current,
-    write_sequences,
-)
+from evorec.data.sequences import FORMAT_VERSION, SequenceData, _fingerprint, baskets_by_time, is_current, write_sequences
 from evorec.types import EVENT_SCHEMA
 
 DAY = 86_400
@@ -264,7 +257,8 @@ def test_hand_made_directory_without_baskets(tmp_path):
 
 
 def test_pipeline_prepares_a_stale_cache_again(tmp_path, monkeypatch):
-    from evorec.pipeline import DataSourceConfig, ExperimentConfig, prepared_data
+    from evorec.experiments.config import DataSourceConfig, ExperimentConfig
+    from evorec.experiments.training import prepared_data
 
     monkeypatch.setenv("EVOREC_SECRET", "test-secret")
     csv = tmp_path / "log.csv"

@@ -21,11 +21,12 @@ import pytest
 from conftest import TAOBAO_CSV, require
 from typer.testing import CliRunner
 
-from evorec.data.forget import PENDING_KEY, ForgetError, forget_users
+from evorec.data.forget import PENDING_KEY, ForgetError
 from evorec.data.ingest import ingest_file
 from evorec.data.prepare import PrepareConfig, prepare
 from evorec.data.sequences import SequenceData
 from evorec.data.splits import check_no_leakage, load_split
+from evorec.experiments.forget import forget_users
 from evorec.utils.privacy import Pseudonymizer
 
 SECRET = "forget-test-secret"
@@ -306,7 +307,8 @@ def test_pipeline_caches_and_runs_end_to_end(world):
     """A real run (Pop, 1 epoch) through the pipeline's caches, evaluated; forgotten with the CLI;
     no trace in the cache, the run (checkpoints included) or its outputs; the run still evaluates."""
     from evorec.cli.main import app
-    from evorec.pipeline import evaluate_run, load_experiment, train
+    from evorec.experiments.config import load_experiment
+    from evorec.experiments.training import evaluate_run, train
 
     tmp_path = world["tmp"] / "e2e"
     cache = tmp_path / "cache"
@@ -336,22 +338,26 @@ def test_pipeline_caches_and_runs_end_to_end(world):
 def test_a_forecaster_still_loads_and_forecasts_after_forgetting(tmp_path, monkeypatch):
     """The service opens a forecaster's prepared sequences directly: after a user is forgotten
     there it still loads (same item and category vocabularies) and forecasts everyone else."""
-    from evorec.forecast_pipeline import forecast_backtest, load_forecast_experiment
-    from evorec.forecasting.predict import forecast_at, open_forecaster
+    from evorec.experiments.config import load_forecast_experiment
+    from evorec.experiments.forecasting import forecast_backtest
+    from evorec.experiments.runs import ForecastRun
+    from evorec.forecasting.predict import forecast_at
 
     sim = Path(__file__).resolve().parents[2] / "configs" / "forecast" / "simulated.yaml"
     overrides = ["simulate.users=120", "forecast.model.epochs=1", "forecast.model.encoder=null", "forecast.bootstrap=0",
                  "forecast.horizons=[7d]", "forecast.baselines=[persistence]", "forecast.train_every=56d",
                  f"cache_dir={tmp_path / 'cache'}"]
     forecast_backtest(load_forecast_experiment(sim, overrides), tmp_path / "fc")
-    state, seq = open_forecaster(tmp_path / "fc")
+    run = ForecastRun.open(tmp_path / "fc")
+    seq = run.trained_sequences()
     gone = seq.users.ids[3].as_py()
     n_users, old_fp = len(seq), seq.fingerprint
     del seq
     (store,) = (tmp_path / "cache").glob("*.duckdb")
     report = forget_users([gone], store, prepared=[tmp_path / "cache" / "prepared"], runs=[tmp_path / "fc"])
     assert report["tables"]["events"] > 0 and [d["rewritten"] for d in report["sequence_dirs"]] == [True]
-    state, seq = open_forecaster(tmp_path / "fc")
+    run = ForecastRun.open(tmp_path / "fc")
+    seq = run.trained_sequences()
     assert len(seq) == n_users - 1 and seq.fingerprint != old_fp
-    uf = forecast_at(state, seq, "2025-10-01")
+    uf = forecast_at(run.payload, seq, "2025-10-01")
     assert gone not in list(uf.users) and len(uf.users) > 0

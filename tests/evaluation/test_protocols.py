@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import experiment
 from typer.testing import CliRunner
 
-from conftest import experiment
 from evorec.cli.main import app
 from evorec.data.splits import LeakageError
 from evorec.evaluation import metrics as M
 from evorec.evaluation.protocols import EvalConfig, TrainingPart, evaluate_model
-from evorec.pipeline import compare_runs, evaluate_run, load_experiment, prepared_data, train
+from evorec.experiments.config import load_experiment
+from evorec.experiments.training import compare_runs, evaluate_run, prepared_data, train
 
 TIME_SPLIT = {"kind": "time", "valid_start": "1998-02-01", "test_start": "1998-03-01"}
 
@@ -139,8 +140,8 @@ def test_bad_inputs_are_clear_errors(runs, tmp_path):
     with pytest.raises(FileNotFoundError, match="not a finished run"):
         evaluate_run(tmp_path)
     # a model whose vocabulary differs from the data
+    from evorec.experiments.training import data_sizes
     from evorec.models.registry import build_model
-    from evorec.pipeline import data_sizes
 
     seq, split = prepared_data(cfg)
     sizes = data_sizes(seq)

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from evorec.cli.main import app
 from evorec.data.simulate import sidecar_paths
 from evorec.data.splits import SplitError
-from evorec.forecast_pipeline import _experiment, forecast_backtest, forecast_data, forecast_run, load_forecast_experiment
 from evorec.evaluation.stats import paired_test
+from evorec.experiments.config import load_forecast_experiment
+from evorec.experiments.forecasting import forecast_backtest, forecast_data, forecast_run, forecast_source
 from evorec.forecasting.metrics import jensen_shannon
 from evorec.forecasting.windows import build_samples, history_features
 
@@ -141,7 +142,7 @@ def test_backtest_results_per_horizon(sim_run):
 def test_planted_drift_emerging_and_fading_are_recovered(sim_run):
     """Known answers from the simulator: the forecast moves toward the planted truth."""
     cfg, _, run = sim_run
-    sim_path = Path(_experiment(cfg).data.path)
+    sim_path = Path(forecast_source(cfg).path)
     planted = pq.read_table(sidecar_paths(sim_path)["planted"]).to_pandas()
     truth = pq.read_table(sidecar_paths(sim_path)["truth"]).to_pandas()
     cutoff = "2025-06-15"
@@ -250,11 +251,11 @@ def test_order_only_data_counts_horizons_in_events(tmp_path):
 def test_engagement_is_calibrated_whatever_the_ranking_head(sim_run):
     """The engagement probabilities come from the engagement head through its isotonic map, also
     on horizons whose categories are ranked by the share head."""
+    from evorec.experiments.forecasting import load_forecast_run
     from evorec.forecasting.forecaster import Forecaster
-    from evorec.forecast_pipeline import load_forecast_run
 
     _, res, run = sim_run
-    state, _ = load_forecast_run(run)
-    f = Forecaster.from_state(state["forecaster"])
+    forecaster, _ = load_forecast_run(run)
+    f = Forecaster.from_state(forecaster.model_state)
     for label, e in res["horizons"].items():
         assert e["model"]["ECE"] < 0.05, (label, e["model"]["ECE"], f.rank_source)

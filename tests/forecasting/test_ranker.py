@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evorec.forecast_pipeline import forecast_backtest, forecast_data, forecast_run, load_forecast_experiment
+from evorec.experiments.config import load_forecast_experiment
+from evorec.experiments.forecasting import forecast_backtest, forecast_data, forecast_run
 from evorec.forecasting import nbr
 from evorec.forecasting.ranker import FEATURES, GROUPS, RankerConfig, RankerForecaster, SignalContext, signals
 from evorec.forecasting.windows import build_samples
@@ -133,8 +134,7 @@ def test_explanations_add_up_and_bad_inputs_are_named(cj_run):
     from typer.testing import CliRunner
 
     from evorec.cli.main import app
-    from evorec.forecast_pipeline import explain_run, load_forecast_run
-    from evorec.forecasting.predict import load_context, load_model
+    from evorec.experiments.forecasting import explain_run, load_forecast_run
 
     _, _, run = cj_run
     uf = forecast_run(run, "2017-09-15", ["30d"])
@@ -144,11 +144,11 @@ def test_explanations_add_up_and_bad_inputs_are_named(cj_run):
     ex = explain_run(run, user, uf.categories[top], "2017-09-15", "30d")
     assert ex.rank == 1 and not ex.no_history and ex.p_engage == pytest.approx(uf.engage[row, 0, top])
     # the groups' contributions plus the base are the ranker's raw score for that pair
-    state, seq = load_forecast_run(run)
-    model = load_model(state["forecaster"])
+    forecaster, seq = load_forecast_run(run)
+    model = forecaster.build_model()
     T = int(pd.Timestamp("2017-09-15", tz="UTC").timestamp())
     s = build_samples(seq, [T], list(model.horizons), visible_until=T, users=np.array([uf.user_rows[row]]))
-    raw, _ = model.predict(s, seq, load_context(state, seq).baskets)
+    raw, _ = model.predict(s, seq, forecaster.context.over(seq).baskets)
     j = list(model.horizons).index(30 * DAY)
     assert ex.base + sum(ex.contributions.values()) == pytest.approx(raw[0, j, top], abs=1e-6)
     assert all(e["item_id"] for e in ex.past_events) and len(ex.past_events) == min(10, int(uf.past[row, top]))

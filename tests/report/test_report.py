@@ -31,8 +31,9 @@ DAY = 86_400
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """(model run, forecast run) on real ML-100K."""
-    from evorec.forecast_pipeline import forecast_backtest, load_forecast_experiment
-    from evorec.pipeline import load_experiment, train
+    from evorec.experiments.config import load_experiment, load_forecast_experiment
+    from evorec.experiments.forecasting import forecast_backtest
+    from evorec.experiments.training import train
 
     tmp = tmp_path_factory.mktemp("report")
     cfg = load_experiment(None, base=_training.experiment(tmp, epochs=2, max_len=30,

@@ -17,7 +17,8 @@ experiment = _training.experiment
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    from evorec.pipeline import load_experiment, train
+    from evorec.experiments.config import load_experiment
+    from evorec.experiments.training import train
 
     tmp = tmp_path_factory.mktemp("serve")
     cfg = load_experiment(None, base=experiment(tmp, epochs=2))
@@ -29,7 +30,8 @@ def trained_run(tmp_path_factory):
 def forecast_run(tmp_path_factory) -> Path:
     """A small interest forecaster trained on the simulator (300 users, 2 epochs, no bootstrap):
     horizons 1d, 7d, 30d, 90d."""
-    from evorec.forecast_pipeline import forecast_backtest, load_forecast_experiment
+    from evorec.experiments.config import load_forecast_experiment
+    from evorec.experiments.forecasting import forecast_backtest
 
     tmp = tmp_path_factory.mktemp("serve_fc")
     sim = Path(__file__).resolve().parents[2] / "configs" / "forecast" / "simulated.yaml"

@@ -24,7 +24,7 @@ def service(trained_run, tmp_path, monkeypatch):
     state = ServiceState(EventStore(settings.db_url), settings.run)
     client = TestClient(create_app(settings, state))
     keys = {r: state.store.create_key(r, f"test-{r}") for r in ("read", "write", "admin")}
-    items = load_checkpoint(trained_run / "best.pt")["vocabs"]["items"]
+    items = load_checkpoint(trained_run / "best.pt").vocabs.items
     return client, keys, items, db, state
 
 

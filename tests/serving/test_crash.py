@@ -146,7 +146,7 @@ def test_killed_mid_batch_stores_all_or_nothing(store_url, trained_run, tmp_path
     from evorec.models.checkpoint import load_checkpoint
 
     kind, url, make_probe = store_url
-    items = list(load_checkpoint(trained_run / "best.pt")["vocabs"]["items"])
+    items = list(load_checkpoint(trained_run / "best.pt").vocabs.items)
     env = live_server.clean_env(EVOREC_SECRET="crash-test-secret", EVOREC_SERVE_TORCH_THREADS="1")
     key = live_server.create_key("write", url, env)  # also creates the schema
     admin = live_server.create_key("admin", url, env)

@@ -44,7 +44,7 @@ def dash(trained_run, forecast_run, tmp_path_factory):
         app = create_app(settings, state)
     keys = {r: state.store.create_key(r, f"dash-{r}") for r in ("read", "write")}
     client = TestClient(app)
-    items = load_checkpoint(trained_run / "best.pt")["vocabs"]["items"]
+    items = load_checkpoint(trained_run / "best.pt").vocabs.items
     cats = state.forecast.seq.categories.ids.to_pylist()[:4]
     start = int(time.time()) - 120 * DAY
     events = [{"event_id": f"d{t}", "user_id": USER, "item_id": items[100 + t], "ts": start + 3 * DAY * t,

@@ -60,7 +60,8 @@ KNOWN_5XX: list = []  # all fixed: long reload paths, non-ASCII digit horizons
 def fuzz_service(trained_run, tmp_path_factory):
     """(app, state, admin key): the trained SASRec and a small interest forecaster (so the
     interest routes answer instead of 503 "no forecaster loaded"), on a fresh SQLite store."""
-    from evorec.forecast_pipeline import forecast_backtest, load_forecast_experiment
+    from evorec.experiments.config import load_forecast_experiment
+    from evorec.experiments.forecasting import forecast_backtest
 
     tmp = tmp_path_factory.mktemp("fuzz")
     sim = Path(__file__).resolve().parents[2] / "configs" / "forecast" / "simulated.yaml"

@@ -8,10 +8,11 @@ import logging
 
 import pytest
 import torch
-
 from conftest import experiment
+
+from evorec.experiments.config import load_experiment
+from evorec.experiments.training import evaluate_run, train
 from evorec.models.checkpoint import load_checkpoint
-from evorec.pipeline import evaluate_run, load_experiment, train
 from evorec.utils import hardware as H
 
 AVX2_ONLY = frozenset({"avx2", "fma", "sse2"})
@@ -61,7 +62,7 @@ def test_auto_on_an_avx2_cpu_trains_fp32_and_records_it(tmp_path, cpu_flags, aut
     hist = json.loads((out / "history.json").read_text())
     assert hist["precision"] == "fp32" and hist["precision_reason"] == state.precision_reason
     for ck in ("best.pt", "last.pt"):
-        assert load_checkpoint(out / ck)["train_state"]["precision"] == "fp32"
+        assert load_checkpoint(out / ck).train_state["precision"] == "fp32"
     evaluate_run(out, eval_overrides=["bootstrap=0"])
     ts = json.loads((out / "metrics.json").read_text())["train_state"]
     assert ts["precision"] == "fp32" and "emulated" in ts["precision_reason"] and "Test CPU 9000" in ts["cpu"]
@@ -72,7 +73,7 @@ def test_auto_on_an_amx_cpu_trains_bf16(tmp_path, cpu_flags, autocasts):
     state, out = _run(tmp_path, "amx")
     assert autocasts and all(autocasts)
     assert state.precision == "bf16" and "AMX" in state.precision_reason
-    assert load_checkpoint(out / "best.pt")["train_state"]["precision"] == "bf16"
+    assert load_checkpoint(out / "best.pt").train_state["precision"] == "bf16"
 
 
 def test_explicit_bf16_on_an_avx2_cpu_trains_bf16_with_a_warning(tmp_path, cpu_flags, autocasts, caplog):

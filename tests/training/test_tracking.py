@@ -71,7 +71,8 @@ def mlflow_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tracked_run(mlflow_server, tmp_path_factory):
     """A small SASRec trained and evaluated with tracking on the server: (run dir, run id)."""
-    from evorec.pipeline import evaluate_run, load_experiment, train
+    from evorec.experiments.config import load_experiment
+    from evorec.experiments.training import evaluate_run, train
 
     tmp = tmp_path_factory.mktemp("tracked")
     cfg = load_experiment(None, base=experiment(tmp, epochs=2))
@@ -104,7 +105,7 @@ def test_training_and_evaluation_are_logged_to_the_server(tracked_run, mlflow_se
     lo, hi = metrics["ci"]["NDCG@10"]
     assert m["test/NDCG_at_10_ci_low"] == pytest.approx(lo) and m["test/NDCG_at_10_ci_high"] == pytest.approx(hi)
     assert m["best/valid/NDCG_at_10"] == pytest.approx(max(h["valid/NDCG@10"] for h in history))
-    fingerprint = load_checkpoint(out / "best.pt")["vocabs"]["sequence_fingerprint"]
+    fingerprint = load_checkpoint(out / "best.pt").vocabs.sequence_fingerprint
     assert run.data.tags["evorec.data_fingerprint"] == fingerprint == metrics["sequence_fingerprint"]
     top = {a.path for a in client.list_artifacts(run_id)}
     assert {"config.yaml", "evaluate.yaml", "run"} <= top
@@ -120,7 +121,7 @@ def test_training_and_evaluation_are_logged_to_the_server(tracked_run, mlflow_se
 def test_evaluating_again_with_other_settings_updates_the_same_mlflow_run(tracked_run, mlflow_server, caplog):
     from mlflow.tracking import MlflowClient
 
-    from evorec.pipeline import evaluate_run
+    from evorec.experiments.training import evaluate_run
 
     out, run_id = tracked_run
     with caplog.at_level(logging.WARNING, logger="evorec.utils.tracking"):
@@ -170,7 +171,8 @@ def test_tracking_failing_mid_run_warns_once(tracked_run, mlflow_server, caplog,
 
 
 def test_unreachable_server_the_run_goes_on_warns_once_and_keeps_everything_locally(tmp_path, caplog):
-    from evorec.pipeline import evaluate_run, load_experiment, train
+    from evorec.experiments.config import load_experiment
+    from evorec.experiments.training import evaluate_run, train
 
     dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
     cfg = load_experiment(None, base=experiment(tmp_path, epochs=2))
@@ -193,7 +195,8 @@ def test_unreachable_server_the_run_goes_on_warns_once_and_keeps_everything_loca
 def test_forecast_backtest_is_logged_with_ci(mlflow_server, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from evorec.forecast_pipeline import forecast_backtest, load_forecast_experiment
+    from evorec.experiments.config import load_forecast_experiment
+    from evorec.experiments.forecasting import forecast_backtest
 
     cfg = load_forecast_experiment(ROOT / "configs" / "forecast" / "simulated.yaml", [
         "simulate.users=200", "forecast.model.epochs=1", "forecast.model.encoder=null", "forecast.bootstrap=50",

@@ -13,10 +13,11 @@ import time
 import pytest
 import torch
 import yaml
-
 from conftest import experiment
+
 from evorec.data.batches import eval_batches, eval_set
-from evorec.pipeline import evaluate_run, load_experiment, prepared_data, train
+from evorec.experiments.config import load_experiment
+from evorec.experiments.training import evaluate_run, prepared_data, train
 from evorec.models.checkpoint import CheckpointError, load_checkpoint, load_model
 
 
@@ -32,7 +33,7 @@ def test_train_checkpoint_rebuilds_model_and_evaluates(tmp_path):
     assert (out / "best.pt").exists() and (out / "last.pt").exists() and (out / "history.json").exists()
     assert not list(out.glob(".*.tmp")), "temp files left behind"
     ck = load_checkpoint(out / "best.pt")
-    assert ck["experiment"]["model"]["name"] == "sasrec" and ck["vocabs"]["items"]
+    assert ck.experiment["model"]["name"] == "sasrec" and ck.vocabs.items
     model = load_model(out / "best.pt")  # from the file alone
     seq, split = prepared_data(cfg)
     es = eval_set(seq, split, "test")
@@ -63,7 +64,8 @@ def test_bad_checkpoint_and_config_errors(tmp_path):
 KILL = textwrap.dedent(
     """
     import sys, yaml
-    from evorec.pipeline import load_experiment, train
+    from evorec.experiments.config import load_experiment
+    from evorec.experiments.training import train
     cfg = load_experiment(None, base=yaml.safe_load(open(sys.argv[1])))
     train(cfg, sys.argv[2], resume="--resume" in sys.argv)
     """
@@ -97,15 +99,15 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, ema_decay):
     subprocess.run([sys.executable, str(script), str(cfg_file), str(out), "--resume"], check=True, env=dict(os.environ))
     resumed = load_checkpoint(out / "last.pt")
     uninterrupted = load_checkpoint(full_dir / "last.pt")
-    assert resumed["train_state"]["epoch"] == 4
-    for k, v in uninterrupted["state"].items():
-        assert torch.allclose(v, resumed["state"][k], atol=1e-6), k
+    assert resumed.train_state["epoch"] == 4
+    for k, v in uninterrupted.weights.items():
+        assert torch.allclose(v, resumed.weights[k], atol=1e-6), k
     if ema_decay:
-        assert resumed["weight_average"]["updates"] == uninterrupted["weight_average"]["updates"]
-        for k, v in uninterrupted["weight_average"]["state"].items():
-            assert torch.allclose(v, resumed["weight_average"]["state"][k], atol=1e-6), k
-    a = [h["valid/NDCG@10"] for h in uninterrupted["train_state"]["history"]]
-    b = [h["valid/NDCG@10"] for h in resumed["train_state"]["history"]]
+        assert resumed.resume.weight_average["updates"] == uninterrupted.resume.weight_average["updates"]
+        for k, v in uninterrupted.resume.weight_average["state"].items():
+            assert torch.allclose(v, resumed.resume.weight_average["state"][k], atol=1e-6), k
+    a = [h["valid/NDCG@10"] for h in uninterrupted.train_state["history"]]
+    b = [h["valid/NDCG@10"] for h in resumed.train_state["history"]]
     assert a == pytest.approx(b, abs=1e-9)
 
 
@@ -124,7 +126,8 @@ def test_count_model_is_fitted_not_trained(tmp_path):
 DDP = textwrap.dedent(
     """
     import os, sys, yaml, torch, torch.distributed as dist
-    from evorec.pipeline import load_experiment, train
+    from evorec.experiments.config import load_experiment
+    from evorec.experiments.training import train
     rank, world, init = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     cfg = load_experiment(None, base=yaml.safe_load(open(sys.argv[4])))
@@ -154,8 +157,8 @@ def test_ddp_two_cpu_processes_match_single_process(tmp_path):
     ]
     for p in procs:
         assert p.wait(timeout=600) == 0
-    a = load_checkpoint(single_dir / "last.pt")["train_state"]["history"]
-    b = load_checkpoint(out / "last.pt")["train_state"]["history"]
+    a = load_checkpoint(single_dir / "last.pt").train_state["history"]
+    b = load_checkpoint(out / "last.pt").train_state["history"]
     for ha, hb in zip(a, b):
         assert hb["loss"] == pytest.approx(ha["loss"], rel=0.02)
         assert hb["valid/NDCG@10"] == pytest.approx(ha["valid/NDCG@10"], abs=0.02)
@@ -164,7 +167,8 @@ def test_ddp_two_cpu_processes_match_single_process(tmp_path):
 DDP_MODELS = textwrap.dedent(
     """
     import json, sys, yaml, torch.distributed as dist
-    from evorec.pipeline import load_experiment, train
+    from evorec.experiments.config import load_experiment
+    from evorec.experiments.training import train
     rank, init, cfg_file, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     base = yaml.safe_load(open(cfg_file))
@@ -271,17 +275,17 @@ def test_weight_average_is_what_is_validated_saved_and_resumed(tmp_path):
     kw = dict(epochs=2, ema_decay=0.9, eval_users=None)
     cfg, state, out = run(tmp_path, **kw)
     last, best = load_checkpoint(out / "last.pt"), load_checkpoint(out / "best.pt")
-    avg = last["weight_average"]["state"]
-    assert last["weight_average"]["updates"] == state.step
+    avg = last.resume.weight_average["state"]
+    assert last.resume.weight_average["updates"] == state.step
     key = next(k for k in avg if k.endswith("weight") and avg[k].ndim == 2)
-    assert not torch.allclose(avg[key], last["state"][key]), "the average should differ from the last weights"
+    assert not torch.allclose(avg[key], last.weights[key]), "the average should differ from the last weights"
     if state.best_epoch == 2:
-        assert all(torch.equal(best["state"][k], avg[k]) for k in avg)
+        assert all(torch.equal(best.weights[k], avg[k]) for k in avg)
     # the saved best model is the validated one: ranking valid with it gives the recorded metric
     rec = json.loads((out / "history.json").read_text())["history"][state.best_epoch - 1]
     assert evaluate_run(out, fold="valid")["metrics"]["NDCG@10"] == pytest.approx(rec["valid/NDCG@10"], abs=1e-9)
     # a run resumed without its weight average is refused, not silently restarted
-    del last["weight_average"]
-    torch.save(last, out / "last.pt")
+    last.resume.weight_average = None
+    last.save(out / "last.pt")
     with pytest.raises(ValueError, match="no weight average"):
         train(cfg, out, resume=True)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import experiment
+
 from evorec.data.batches import eval_batches, eval_set
+from evorec.experiments.config import load_experiment
+from evorec.experiments.training import evaluate_run, prepared_data, train
 from evorec.models.checkpoint import load_checkpoint, load_model
-from evorec.pipeline import evaluate_run, load_experiment, prepared_data, train
 from evorec.training.trainer import pick_device
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -33,7 +34,7 @@ def test_gpu_run_loads_and_evaluates_on_cpu(tmp_path, model):
     cfg, state, out = run(tmp_path, model, model=model, model_cfg=MC, epochs=2, precision="bf16")
     assert state.epoch == 2 and all(h["events_per_s"] > 0 for h in state.history)
     ck = load_checkpoint(out / "best.pt")
-    assert all(v.device.type == "cpu" for v in ck["state"].values())
+    assert all(v.device.type == "cpu" for v in ck.weights.values())
     cpu_model = load_model(out / "best.pt")
     gpu_model = load_model(out / "best.pt").to("cuda")
     seq, split = prepared_data(cfg)

@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from evorec.cli.main import app
-from evorec.pipeline import load_experiment
+from evorec.experiments.config import load_experiment
 from evorec.training.trainer import TrainConfig
 from evorec.utils import hardware as H
 

@@ -14,12 +14,12 @@ app = typer.Typer(help="Reproduce published tables on the same files.", no_args_
 @app.command("list")
 def list_tables(as_json: bool = typer.Option(False, "--json")) -> None:
     """The tables `reproduce` knows."""
-    from evorec.reproduce import TABLES
+    from evorec.experiments.tables import tables
 
     if as_json:
-        emit_json({k: {"title": t.title, "rows": [r.label for r in t.rows]} for k, t in TABLES.items()})
+        emit_json({k: {"title": t.title, "rows": [r.label for r in t.rows]} for k, t in tables().items()})
         return
-    for k, t in TABLES.items():
+    for k, t in tables().items():
         typer.echo(f"{k}: {t.title} ({', '.join(r.label for r in t.rows)})")
 
 
@@ -34,7 +34,7 @@ def reproduce(
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
 ) -> None:
     """Train and evaluate every row of a published table; print evorec beside the paper, with CIs."""
-    from evorec.reproduce import reproduce as run
+    from evorec.experiments.reproduce import reproduce as run
 
     with user_errors():
         res = run(table, out, data=data, budget_s=budget or None, models=list(model or []) or None, bootstrap=bootstrap)

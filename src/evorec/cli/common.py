@@ -14,18 +14,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from evorec.errors import EvorecError
+
 err = Console(stderr=True)
 
-# Errors a user can fix: printed as one clear line, exit code 2, no traceback. Plus
-# evorec.data.splits.LeakageError (an AssertionError), added by user_errors only once that module
-# is loaded: importing it here would load Ibis, NumPy and the whole data layer into every command
-# (`evorec data sniff` and `evorec --help` must start fast).
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError, KeyError)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    splits = sys.modules.get("evorec.data.splits")  # not loaded: no LeakageError can have been raised
-    return USER_ERRORS + (splits.LeakageError,) if splits is not None else USER_ERRORS
+# Errors a user can fix: printed as one clear line, exit code 2, no traceback. The library's own
+# (evorec.errors.EvorecError: bad options, configs, data, run directories, missing extras) and a
+# path the user named that does not exist. Anything else (a bug, CUDA out of memory) is not caught:
+# it keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (EvorecError, FileNotFoundError)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -40,11 +37,8 @@ def user_errors() -> Iterator[None]:
         yield
     except typer.Exit:
         raise
-    except _user_errors() as exc:
-        msg = str(exc)
-        if isinstance(exc, KeyError) and exc.args:
-            msg = str(exc.args[0])
-        fail(msg)
+    except USER_ERRORS as exc:
+        fail(str(exc))
 
 
 def _finite(obj: Any) -> Any:

@@ -8,14 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from evorec.cli.common import (
-    byte_progress,
-    count_progress,
-    emit_json,
-    err,
-    parse_options,
-    user_errors,
-)
+from evorec.cli.common import byte_progress, count_progress, emit_json, err, parse_options, user_errors
 
 app = typer.Typer(help="Ingest behaviour logs, describe datasets, simulate, prepare sequences and splits.", no_args_is_help=True)
 
@@ -82,7 +75,8 @@ def sniff(
     """Look at the first rows of SOURCE: the format and layout it is in, or the --map that reads it.
 
     Exit code 0 when the format is certain (`ingest` without --format will read it), 1 otherwise."""
-    from evorec.data.sniff import describe, sniff as run_sniff
+    from evorec.data.sniff import describe
+    from evorec.data.sniff import sniff as run_sniff
 
     with user_errors():
         result = run_sniff(source)
@@ -218,7 +212,7 @@ def forget(
 
     Exit code 1 when none of the users was found anywhere (unless --missing-ok): a typo must not
     look like success. Users found nowhere are always listed. Forgetting twice is harmless."""
-    from evorec.data.forget import forget_users
+    from evorec.experiments.forget import forget_users
 
     with user_errors():
         report = forget_users(

@@ -41,7 +41,9 @@ def backtest(
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
 ) -> None:
     """Rolling-origin backtest: the learned forecaster vs every baseline, per horizon, with CIs."""
-    from evorec.forecast_pipeline import forecast_backtest, load_forecast_experiment
+    from evorec.experiments.config import load_forecast_experiment
+    from evorec.experiments.forecasting import forecast_backtest
+    from evorec.experiments.runs import ForecastRun
     from evorec.utils.tracking import tracking_target
 
     with user_errors():
@@ -69,7 +71,7 @@ def backtest(
             if d and d.get("ci"):
                 typer.echo(f"  paired model - {vs['baseline']}: {d['mean']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] over {d['n']:,} samples")
     if out:
-        typer.echo(f"\n-> {out}/forecaster.pt, {out}/backtest.json")
+        typer.echo(f"\n-> {ForecastRun(out).forecaster_file}, {ForecastRun(out).backtest_file}")
 
 
 @app.command("predict")
@@ -82,7 +84,7 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print a summary (and, with --users, the forecasts) as JSON."),
 ) -> None:
     """Each user's forecast category shares and engagement probabilities per horizon."""
-    from evorec.forecast_pipeline import forecast_run
+    from evorec.experiments.forecasting import forecast_run
 
     if out is None and not as_json:
         fail("give --out FILE.parquet and/or --json")
@@ -115,7 +117,7 @@ def explain(
     as_json: bool = typer.Option(False, "--json", help="Print the explanation as JSON."),
 ) -> None:
     """Why a user's forecast for one category is what it is: each signal group's contribution."""
-    from evorec.forecast_pipeline import explain_run
+    from evorec.experiments.forecasting import explain_run
 
     with user_errors():
         ex = explain_run(run_dir, user, category, cutoff, horizon)

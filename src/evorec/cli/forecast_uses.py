@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 
 from evorec.cli.common import emit_json, user_errors
+from evorec.errors import InputError
 from evorec.utils.io import atomic_write_parquet
 
 RUN = typer.Option(..., "--run", help="A forecast run directory (written by `evorec forecast backtest --out`).")
@@ -43,7 +44,7 @@ def drift(
     as_json: bool = AS_JSON,
 ) -> None:
     """Label each user stable, drifting, emerging-interest or fading over the coming window."""
-    from evorec.forecast_pipeline import forecast_run
+    from evorec.experiments.forecasting import forecast_run
     from evorec.forecasting.drift import DriftConfig, drift_summary
     from evorec.forecasting.drift import drift as run_drift
     from evorec.utils.config import load_config
@@ -80,7 +81,7 @@ def segments(
     as_json: bool = AS_JSON,
 ) -> None:
     """Group users by the trajectory of their interests (now -> forecast), with k-anonymity."""
-    from evorec.forecast_pipeline import forecast_run
+    from evorec.experiments.forecasting import forecast_run
     from evorec.forecasting.drift import drift as run_drift
     from evorec.forecasting.segments import SegmentConfig
     from evorec.forecasting.segments import segments as run_segments
@@ -119,12 +120,12 @@ def audience(
     as_json: bool = AS_JSON,
 ) -> None:
     """The users most likely to engage with CATEGORY in the coming window, with expected reach."""
-    from evorec.forecast_pipeline import forecast_run
+    from evorec.experiments.forecasting import forecast_run
     from evorec.forecasting.audience import audience as run_audience
 
     with user_errors():
         if top < 1:
-            raise ValueError(f"--top must be at least 1, got {top}")
+            raise InputError(f"--top must be at least 1, got {top}")
         uf = forecast_run(run, cutoff, [horizon])
         res = run_audience(uf, category, horizon, top)
     if as_json:
@@ -145,18 +146,18 @@ def demand(
     as_json: bool = AS_JSON,
 ) -> None:
     """Expected engaged users per category in the coming window, with intervals (and a backtest)."""
-    from evorec.forecast_pipeline import load_forecast_run
+    from evorec.experiments.forecasting import load_forecast_run
     from evorec.forecasting.demand import demand as run_demand
     from evorec.forecasting.demand import demand_backtest
     from evorec.forecasting.predict import forecast_at
 
     with user_errors():
-        state, seq = load_forecast_run(run)  # loaded once for the forecast and the backtest
-        table = run_demand(forecast_at(state, seq, cutoff, [horizon]), horizon, confidence)
+        forecaster, seq = load_forecast_run(run)  # loaded once for the forecast and the backtest
+        table = run_demand(forecast_at(forecaster, seq, cutoff, [horizon]), horizon, confidence)
         back = None
         if backtest_cutoffs:
             cuts = [c.strip() for c in backtest_cutoffs.split(",") if c.strip()]
-            back = demand_backtest(state, seq, cuts, horizon, confidence)
+            back = demand_backtest(forecaster, seq, cuts, horizon, confidence)
     rows = sorted(table.to_pylist(), key=lambda r: -r["expected_users"])
     if as_json:
         emit_json({"cutoff": cutoff, "horizon": horizon, "confidence": confidence, "categories": rows, "backtest": back})

@@ -1,4 +1,4 @@
-"""`evorec train` and `evorec evaluate`: parse, call the pipeline, format."""
+"""`evorec train` and `evorec evaluate`: parse, call evorec.experiments.training, format."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ def train(
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
 ) -> None:
     """Train a model; early-stops on validation NDCG@10 and keeps the best checkpoint."""
-    from evorec.pipeline import load_experiment
-    from evorec.pipeline import train as run_train
+    from evorec.experiments.config import load_experiment
+    from evorec.experiments.runs import TrainingRun
+    from evorec.experiments.training import train as run_train
     from evorec.utils.tracking import tracking_target
 
     overrides = list(setting or [])
@@ -43,7 +44,7 @@ def train(
     typer.echo(
         f"trained {cfg.model.name} on {cfg.data.dataset}: best valid {metric} {state.best_metric:.4f} at epoch "
         f"{state.best_epoch} ({state.epoch} epochs, {state.train_seconds:.0f}s training in {state.precision or 'fp32'}; "
-        f"{state.stopped}) -> {run_dir}/best.pt"
+        f"{state.stopped}) -> {TrainingRun(run_dir).best_checkpoint}"
     )
 
 
@@ -59,7 +60,8 @@ def evaluate(
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
 ) -> None:
     """Metrics of a run's best checkpoint with confidence intervals (writes RUN_DIR/metrics.json and per_user.parquet)."""
-    from evorec.pipeline import evaluate_run
+    from evorec.experiments.runs import TrainingRun
+    from evorec.experiments.training import evaluate_run
     from evorec.utils.tracking import tracking_target
 
     if protocol is not None and protocol not in ("loo", "time", "backtest"):
@@ -90,7 +92,8 @@ def evaluate(
     for label, h in res.get("horizons", {}).items():
         shown = ", ".join(f"{k} {v:.4f}" for k, v in h["metrics"].items() if k.endswith("@10") or k == "MRR")
         typer.echo(f"  horizon {label} ({h['users']:,} users): {shown}")
-    typer.echo(f"  -> {run_dir}/metrics.json, {run_dir}/per_user.parquet")
+    run = TrainingRun(run_dir)
+    typer.echo(f"  -> {run.metrics_file}, {run.per_user_file}")
 
 
 def compare(
@@ -101,7 +104,7 @@ def compare(
     as_json: bool = typer.Option(False, "--json", help="Print the tests as JSON."),
 ) -> None:
     """Paired test (bootstrap + Wilcoxon) of two runs evaluated on the same users."""
-    from evorec.pipeline import compare_runs
+    from evorec.experiments.training import compare_runs
 
     with user_errors():
         res = compare_runs(run_a, run_b, list(metric or []) or None, n_boot=n_boot)

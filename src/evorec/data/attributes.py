@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from evorec.errors import InputError
+
 PATH_SEP = " > "
 ALT_SEP = "|"
 MAX_PER_ITEM = 32  # tokens kept per item (the first ones); a deeper taxonomy is cut, with a log line by the caller
@@ -55,7 +57,7 @@ def attribute_matrix(token_lists: Sequence[Sequence[str]], max_per_item: int = M
     ``token_lists[i]`` belongs to the item of vocabulary index ``i + 1`` (``SequenceData.items``).
     Tokens are numbered by first appearance, so the same items give the same matrix."""
     if max_per_item < 1:
-        raise ValueError(f"max_per_item must be at least 1, got {max_per_item}")
+        raise InputError(f"max_per_item must be at least 1, got {max_per_item}")
     index: dict[str, int] = {}
     rows: list[list[int]] = [[]]
     cut = 0

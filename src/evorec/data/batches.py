@@ -19,6 +19,7 @@ import torch
 
 from evorec.data.sequences import SequenceData
 from evorec.data.splits import Split
+from evorec.errors import InputError, NotFoundError
 from evorec.types import BEHAVIOR_INDEX, SequenceBatch
 
 
@@ -33,7 +34,7 @@ class TrainView:
     @classmethod
     def from_split(cls, seq: SequenceData, split: Split, train: str = "train", target_behaviors=None) -> TrainView:
         if train not in split.train_ends:
-            raise KeyError(f"split has no training part {train!r}; it has {sorted(split.train_ends)}")
+            raise NotFoundError(f"split has no training part {train!r}; it has {sorted(split.train_ends)}")
         tb = None
         if target_behaviors:
             tb = np.array([BEHAVIOR_INDEX[b] for b in target_behaviors], dtype=np.int64)
@@ -217,9 +218,9 @@ class EvalSet:
 def eval_set(seq: SequenceData, split: Split, fold: str) -> EvalSet:
     """The first target of every fold user (next-item evaluation)."""
     if fold not in split.folds:
-        raise KeyError(f"split has no fold {fold!r}; it has {sorted(split.folds)}")
+        raise NotFoundError(f"split has no fold {fold!r}; it has {sorted(split.folds)}")
     if split.seq_fingerprint != seq.fingerprint:
-        raise ValueError(
+        raise InputError(
             f"split was made for sequences {split.seq_fingerprint[:12]} but these are {seq.fingerprint[:12]}"
         )
     f = split.folds[fold]

@@ -78,22 +78,11 @@ from pydantic import TypeAdapter
 
 from evorec.data import store as store_mod
 from evorec.data.readers.base import sql_str
-from evorec.data.sequences import (
-    ARRAYS,
-    FORMAT_VERSION,
-    NpyAppender,
-    SequenceData,
-    Vocabularies,
-    _fingerprint,
-)
+from evorec.data.sequences import ARRAYS, FORMAT_VERSION, NpyAppender, SequenceData, Vocabularies, _fingerprint
 from evorec.data.splits import SplitConfig, check_no_leakage, make_split
 from evorec.data.vocab import Vocab
-from evorec.utils.io import (
-    atomic_directory,
-    atomic_write_parquet,
-    atomic_write_text,
-    fsync_directory,
-)
+from evorec.errors import StateError
+from evorec.utils.io import atomic_directory, atomic_write_parquet, atomic_write_text, fsync_directory
 from evorec.utils.privacy import Pseudonymizer
 
 log = logging.getLogger(__name__)
@@ -107,10 +96,13 @@ _CHUNK = 1 << 22  # events copied at once
 _SEP = r"""[\s,;|"':=\[\]{}()]"""
 _SEQ_FILES = {"meta.json", "offsets.npy", "users.parquet", "items.parquet", "categories.parquet", "prepare.json", "split"}
 _SEQ_FILES |= {f"{name}.npy" for name in ARRAYS}
-_RUN_MARKERS = ("best.pt", "last.pt", "per_user.parquet", "metrics.json", "forecaster.pt")
+
+RunFiles = Callable[[Path], "list[Path] | None"]
+"""A run directory's files that may hold per-user rows (None: the path is not a run directory).
+Runs are the experiments layer's (``evorec.experiments.forget`` passes ``run_files``)."""
 
 
-class ForgetError(RuntimeError):
+class ForgetError(StateError):
     """Forgetting cannot proceed (no such dataset or directory, another key...)."""
 
 
@@ -121,6 +113,7 @@ def forget_users(
     dataset: str | None = None,
     prepared: Sequence[str | Path] = (),
     runs: Sequence[str | Path] = (),
+    run_files: RunFiles | None = None,
     pseudonymized: bool = False,
     pseudonymizer: Pseudonymizer | None = None,
 ) -> dict[str, Any]:
@@ -130,6 +123,8 @@ def forget_users(
     Each path in ``prepared`` / ``runs`` is such a directory or a folder of them (one level, as
     ``CACHE/prepared/`` or ``runs/``). ``pseudonymized``: the ids are already pseudonymised.
     ``pseudonymizer`` defaults to the environment's key (:meth:`Pseudonymizer.from_environment`).
+    ``run_files`` tells run directories and their per-user files (needed with ``runs``; the
+    experiments layer knows runs: use ``evorec.experiments.forget.forget_users``).
 
     Returns a report: per user whether they were found and how many rows went; rows removed per
     store table; each sequence directory and file rewritten; ``not_found`` and ``warnings``.
@@ -143,7 +138,9 @@ def forget_users(
     ids = list(dict.fromkeys(ids))
     key = _Key(pseudonymizer)
     seq_dirs = _discover(prepared, _is_sequence_dir, "a sequence directory (meta.json)")
-    run_dirs = _discover(runs, _is_run_dir, "a run directory (best.pt, per_user.parquet...)")
+    if runs and run_files is None:
+        raise TypeError("forget_users(runs=...) needs run_files (see evorec.experiments.forget)")
+    run_dirs = _discover(runs, lambda p: run_files(p) is not None, "a run directory (a checkpoint, a forecaster, per-user results...)")
     users = [{"user": u, "pseudonym": None, "found": False, "store_rows": 0, "sequence_dirs": 0, "file_rows": 0} for u in ids]
     report: dict[str, Any] = {"store": str(store), "datasets": [], "users": users, "tables": {}, "store_compacted": False,
                               "sequence_dirs": [], "files": [], "not_found": [], "warnings": []}
@@ -170,7 +167,7 @@ def forget_users(
     if run_dirs:
         all_forms.update(forms_for(None))
     for d in run_dirs:
-        report["files"].extend(_forget_in_run(d, all_forms, report))
+        report["files"].extend(_forget_in_files(run_files(d) or [], all_forms, report))
 
     for u in users:
         u["found"] = bool(u["store_rows"] or u["sequence_dirs"] or u["file_rows"])
@@ -509,9 +506,10 @@ def _warn_stale_temporaries(path: Path, report: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _forget_in_run(run: Path, forms: dict[str, int], report: dict[str, Any]) -> list[dict[str, Any]]:
+def _forget_in_files(files: list[Path], forms: dict[str, int], report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rewrite each Parquet file of ``files`` with a ``user`` or ``user_id`` column without the users' rows."""
     out = []
-    for f in sorted(run.glob("*.parquet")):
+    for f in files:
         names = pq.read_schema(f).names
         col = next((c for c in ("user", "user_id") if c in names), None)
         if col is None:
@@ -537,10 +535,6 @@ def _forget_in_run(run: Path, forms: dict[str, int], report: dict[str, Any]) -> 
 
 def _is_sequence_dir(p: Path) -> bool:
     return (p / "meta.json").exists() and (p / "offsets.npy").exists()
-
-
-def _is_run_dir(p: Path) -> bool:
-    return any((p / m).exists() for m in _RUN_MARKERS)
 
 
 def _discover(paths: Sequence[str | Path], test: Callable[[Path], bool], what: str) -> list[Path]:

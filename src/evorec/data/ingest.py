@@ -37,13 +37,14 @@ from evorec.data.readers.base import (
 )
 from evorec.data.sniff import SniffResult, mismatch_hint, refusal, sniff
 from evorec.data.store import USER_FIELDS
+from evorec.errors import MissingPathError, StateError
 from evorec.types import BEHAVIORS, REJECT_SCHEMA, TS_MAX, TS_MIN, TimeKind
 from evorec.utils.privacy import Pseudonymizer
 
 log = logging.getLogger(__name__)
 
 
-class IngestError(RuntimeError):
+class IngestError(StateError):
     """Ingest cannot proceed (dataset conflicts, key mismatch...). Nothing was written."""
 
 
@@ -119,7 +120,7 @@ def ingest_file(
     reader = get_reader(fmt)(given, options)
     source = reader.path  # a reader may resolve the name it is given (a directory, an installed package)
     if not source.exists():
-        raise FileNotFoundError(f"source file not found: {source}")
+        raise MissingPathError(f"source file not found: {source}")
     try:
         reader.check()  # fail fast, before the store is even opened
     except FormatMismatch as exc:

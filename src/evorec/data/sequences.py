@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evorec.data.clean import SECONDS_PER_DAY, SOURCE_ORDER, with_seconds
 from evorec.data.vocab import PAD, Vocab, behavior_indices, vocab_table
+from evorec.errors import StateError
 from evorec.types import BEHAVIOR_INDEX, TimeKind
 from evorec.utils.io import atomic_directory
 
@@ -89,7 +90,7 @@ class SequenceConfig(BaseModel):
     batch_rows: int = Field(1 << 18, ge=1, description="rows per Arrow batch while streaming")
 
 
-class SequenceError(RuntimeError):
+class SequenceError(StateError):
     """A sequence directory is missing, incomplete or inconsistent."""
 
 

@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from evorec.errors import InputError
 from evorec.types import EVENT_SCHEMA, ITEM_SCHEMA, Behavior
 from evorec.utils.io import atomic_file
 
@@ -132,7 +133,7 @@ class SimConfig(BaseModel):
     @model_validator(mode="after")
     def _enough_items(self) -> SimConfig:
         if self.n_items < self.n_categories:
-            raise ValueError(f"n_items ({self.n_items}) < n_categories ({self.n_categories})")
+            raise InputError(f"n_items ({self.n_items}) < n_categories ({self.n_categories})")
         return self
 
     @property
@@ -587,7 +588,7 @@ def default_chunk_users(cfg: SimConfig) -> int:
 def _chunks(cfg: SimConfig, chunk_users: int | None) -> Iterator[tuple[int, int]]:
     cu = default_chunk_users(cfg) if chunk_users is None else chunk_users
     if cu < 1:
-        raise ValueError("chunk_users must be >= 1")
+        raise InputError("chunk_users must be >= 1")
     units_per_chunk = max(1, -(-cu // UNIT_USERS))
     n_units = -(-cfg.users // UNIT_USERS)
     for lo in range(0, n_units, units_per_chunk):
@@ -699,9 +700,9 @@ def interest_oracles(cfg: SimConfig, user_ids: list[str], cutoffs: np.ndarray, h
     try:
         rows = np.array([int(u[1:]) for u in user_ids], dtype=np.int64)
     except ValueError as e:
-        raise ValueError(f"not a simulated user id (expected u{'0' * width}..): {e}") from None
+        raise InputError(f"not a simulated user id (expected u{'0' * width}..): {e}") from None
     if len(rows) and (rows.min() < 0 or rows.max() >= cfg.users):
-        raise ValueError(f"user ids outside the simulated {cfg.users} users")
+        raise InputError(f"user ids outside the simulated {cfg.users} users")
     cut_day = (np.asarray(cutoffs, dtype=np.int64) - cfg.t0) // DAY
     S, H, C, D = len(rows), len(horizon_days), cfg.n_categories, cfg.days
     L = max(int(h) for h in horizon_days) if H else 0

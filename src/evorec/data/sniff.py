@@ -27,6 +27,7 @@ from evorec.data.readers import REGISTRY, _load_builtin
 from evorec.data.readers.amazon import parse_object_line
 from evorec.data.readers.base import FormatMismatch, open_binary
 from evorec.data.readers.layouts import NUM, Recognition, Sample, norm_name
+from evorec.errors import InputError, MissingPathError
 
 PREFIX_BYTES = 1 << 20  # text read from the start of the (uncompressed) file
 SAMPLE_ROWS = 200  # rows of it looked at
@@ -35,7 +36,7 @@ MAX_COLUMNS = 500  # more fields than this: not an event table
 GENERIC_FORMATS = ("csv", "jsonl", "parquet")  # the --map formats: they lose ties to a dataset's own layout
 
 
-class SniffError(ValueError):
+class SniffError(InputError):
     """The file cannot be read as events at all (empty, binary, only a header). One line."""
 
 
@@ -159,7 +160,7 @@ def read_sample(path: str | Path) -> Sample:
     """The first rows of ``path`` as a :class:`Sample`; :class:`SniffError` for unusable files."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"source file not found: {path}")
+        raise MissingPathError(f"source file not found: {path}")
     if path.is_dir():
         raise SniffError(f"{path}: a directory, not a file")
     with open(path, "rb") as f:

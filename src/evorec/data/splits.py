@@ -43,6 +43,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from evorec.data.sequences import SequenceData
+from evorec.errors import EvorecError, InputError
 from evorec.types import BEHAVIOR_INDEX, Behavior, TimeKind
 from evorec.utils.io import atomic_directory
 
@@ -57,11 +58,11 @@ Horizon = int | str
 _EVENT_CHUNK = 1 << 22  # events processed at once by the vectorised helpers (bounds memory)
 
 
-class SplitError(ValueError):
+class SplitError(InputError):
     """A split config cannot be applied to this dataset."""
 
 
-class LeakageError(AssertionError):
+class LeakageError(EvorecError, AssertionError):
     """A split lets a training or history row come after its user's target or the cut."""
 
 

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import duckdb
 
+from evorec.errors import StateError
+
 SCHEMA_VERSION = 3  # 2: events.basket_id; 3: users table, items.merchant
 
 USER_FIELDS = ("age_range", "gender", "region")  # the users table's profile columns, all text, nullable
@@ -107,7 +109,7 @@ def _duckdb_config() -> dict[str, str]:
     return {"memory_limit": os.environ.get("EVOREC_DUCKDB_MEMORY", "512MB")}
 
 
-class StoreError(RuntimeError):
+class StoreError(StateError):
     """The store file is missing, unreadable, or not an evorec store."""
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evorec.errors import EvorecError
 from evorec.utils.io import atomic_file
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ TEXT_FIELDS = ("title", "brand", "category_path")  # joined in this order: "titl
 SEPARATOR = " | "
 
 
-class TextEncoderUnavailable(ImportError):
+class TextEncoderUnavailable(EvorecError, ImportError):
     """The ``text`` extra (the packaged sentence encoder) is not installed."""
 
 

@@ -21,13 +21,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from evorec.errors import InputError
 from evorec.types import BEHAVIOR_INDEX, BEHAVIORS
 
 PAD = 0
 """Index of padding and of every unknown id."""
 
 
-class VocabError(ValueError):
+class VocabError(InputError):
     """A vocabulary is malformed (unsorted, duplicated or null ids)."""
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from evorec.errors import InputError
 from evorec.evaluation.stats import holm, paired_test
 
 DEFAULT_METRICS = ("NDCG@10", "HR@10", "MRR")
@@ -21,7 +22,7 @@ _SAME = ("split", "split_config", "folds", "exclude_seen", "candidates", "max_le
 def check_comparable(meta_a: dict[str, Any], meta_b: dict[str, Any]) -> None:
     """Raise ValueError if the two evaluations differ in data or protocol."""
     if meta_a.get("sequence_fingerprint") != meta_b.get("sequence_fingerprint"):
-        raise ValueError(
+        raise InputError(
             f"the runs were evaluated on different data: {meta_a.get('dataset')} "
             f"({str(meta_a.get('sequence_fingerprint'))[:12]}) vs {meta_b.get('dataset')} ({str(meta_b.get('sequence_fingerprint'))[:12]})"
         )
@@ -29,7 +30,7 @@ def check_comparable(meta_a: dict[str, Any], meta_b: dict[str, Any]) -> None:
     diff = [k for k in _SAME if pa_.get(k) != pb.get(k)]
     if diff:
         shown = "; ".join(f"{k}: {pa_.get(k)!r} vs {pb.get(k)!r}" for k in diff)
-        raise ValueError(f"the runs were evaluated under different protocols ({shown}); evaluate both the same way")
+        raise InputError(f"the runs were evaluated under different protocols ({shown}); evaluate both the same way")
 
 
 def compare(
@@ -42,13 +43,13 @@ def compare(
         missing = [m for m in metrics if m not in t.column_names]
         if missing:
             known = [c for c in t.column_names if "@" in c or c in ("MRR", "AUC")]
-            raise ValueError(f"run {name} has no per-user metric {missing[0]!r}; it has {known}")
+            raise InputError(f"run {name} has no per-user metric {missing[0]!r}; it has {known}")
     key_a = _keys(table_a)
     key_b = _keys(table_b)
     if len(key_a) != len(key_b) or not np.array_equal(np.sort(key_a), np.sort(key_b)):
         only_a = len(np.setdiff1d(key_a, key_b))
         only_b = len(np.setdiff1d(key_b, key_a))
-        raise ValueError(f"the evaluations cover different users: {only_a} only in A, {only_b} only in B")
+        raise InputError(f"the evaluations cover different users: {only_a} only in A, {only_b} only in B")
     order_a, order_b = np.argsort(key_a, kind="stable"), np.argsort(key_b, kind="stable")
     results = {}
     for m in metrics:

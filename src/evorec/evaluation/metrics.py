@@ -37,6 +37,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from evorec.errors import InputError
+
 PER_USER_METRICS = ("HR", "Recall", "NDCG", "MRR", "MAP")
 
 
@@ -51,7 +53,7 @@ def _ranks(ranks: np.ndarray) -> np.ndarray:
 
 def _k(k: int) -> int:
     if int(k) != k or k < 1:
-        raise ValueError(f"cut-off K must be a positive integer, got {k!r}")
+        raise InputError(f"cut-off K must be a positive integer, got {k!r}")
     return int(k)
 
 
@@ -88,10 +90,10 @@ def per_user(name: str, ranks: np.ndarray, k: int | None = None) -> np.ndarray:
     if name == "MRR":
         return mrr(ranks, k)
     if k is None:
-        raise ValueError(f"{name} needs a cut-off K")
+        raise InputError(f"{name} needs a cut-off K")
     fn = {"HR": hit_rate, "Recall": recall, "NDCG": ndcg, "MAP": average_precision}.get(name)
     if fn is None:
-        raise ValueError(f"unknown metric {name!r}; known: {PER_USER_METRICS}")
+        raise InputError(f"unknown metric {name!r}; known: {PER_USER_METRICS}")
     return fn(ranks, k)
 
 

@@ -36,6 +36,7 @@ import torch
 from evorec.data.batches import EvalSet, eval_batches_by_length, eval_set, expand_ranges, history_items
 from evorec.data.sequences import SequenceData
 from evorec.data.splits import Fold, Split, check_no_leakage, item_first_ts
+from evorec.errors import InputError
 from evorec.evaluation import metrics as M
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def basket_targets(
     """The next basket's (or period's) distinct items of every user of ``fold`` (module docstring)."""
     f: Fold = split.folds[fold]
     if f.cut is None:
-        raise ValueError(
+        raise InputError(
             f"eval.protocol={protocol} needs folds with a time cut (prepare.split.kind: time or backtest); "
             f"fold {fold!r} of this {split.kind!r} split has none"
         )
@@ -88,7 +89,7 @@ def basket_targets(
     elif protocol == "next_period":
         keep = np.asarray(seq.ts)[pos] < f.cut + int(round(period_days * 86400))
     else:
-        raise ValueError(f"unknown protocol {protocol!r}; known: next_basket, next_period (next_item: evaluate_model)")
+        raise InputError(f"unknown protocol {protocol!r}; known: next_basket, next_period (next_item: evaluate_model)")
     n = np.int64(seq.items.size)
     keys = np.unique(rows[keep] * n + np.asarray(seq.item)[pos[keep]].astype(np.int64))
     rows, items = keys // n, keys % n
@@ -174,7 +175,7 @@ def evaluate_baskets(model, seq: SequenceData, split: Split, folds: list[str], c
     check_model_training(seq, split, folds, training)
     n_items = int(model.n_items)
     if n_items != seq.items.size:
-        raise ValueError(f"the model ranks {n_items - 1} items but the data has {seq.items.size - 1}: vocabularies differ")
+        raise InputError(f"the model ranks {n_items - 1} items but the data has {seq.items.size - 1}: vocabularies differ")
     ks = sorted(set(cfg.ks))
     first_seen = item_first_ts(seq)
     parts, per_fold = [], {}

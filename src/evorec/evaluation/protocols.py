@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from evorec.data.batches import EvalSet, eval_set, history_items
 from evorec.data.sequences import SequenceData
 from evorec.data.splits import LeakageError, Split, check_no_leakage, item_first_ts
+from evorec.errors import InputError
 from evorec.evaluation import metrics as M
 from evorec.evaluation.classification import category_scores, classification_metrics, gauc, per_user_auc, pooled_auc
 from evorec.evaluation.ranking import rank_targets, sample_negatives
@@ -284,9 +285,9 @@ def evaluate_model(
     check_model_training(seq, split, folds, training)
     n_items = int(model.n_items)
     if n_items != seq.items.size:
-        raise ValueError(f"the model ranks {n_items - 1} items but the data has {seq.items.size - 1}: vocabularies differ")
+        raise InputError(f"the model ranks {n_items - 1} items but the data has {seq.items.size - 1}: vocabularies differ")
     if max(cfg.ks) > n_items - 1:
-        raise ValueError(f"K={max(cfg.ks)} is larger than the catalogue of {n_items - 1} items")
+        raise InputError(f"K={max(cfg.ks)} is larger than the catalogue of {n_items - 1} items")
     off = np.asarray(seq.offsets, dtype=np.int64)
     t_rows, t_items = history_items(seq, off[:-1], np.asarray(training.end, dtype=np.int64))
     train_counts = np.bincount(t_items, minlength=n_items)[:n_items].astype(np.float64)
@@ -490,13 +491,13 @@ def default_split_config(seq: SequenceData, run_split: Split, kind: str) -> dict
     the 80% quantile) to the end of the log, horizons 1, 7 and 30 days (1, 5 and 20 events on
     order-only data)."""
     if kind not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {kind!r}; known: {', '.join(PROTOCOLS)}")
+        raise InputError(f"unknown protocol {kind!r}; known: {', '.join(PROTOCOLS)}")
     base = {"target_behaviors": run_split.config.get("target_behaviors")}
     if kind == run_split.kind:
         return dict(run_split.config)
     ts = np.asarray(seq.ts)
     if not len(ts):
-        raise ValueError("the dataset has no events")
+        raise InputError("the dataset has no events")
     if kind == "loo":
         return {**base, "kind": "loo"}
     if kind == "time":

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from evorec.data.batches import EvalSet, eval_batches_by_length, expand_ranges, history_items
+from evorec.errors import InputError
 from evorec.evaluation import metrics as M
 
 logger = logging.getLogger(__name__)
@@ -95,11 +96,11 @@ class RankingResult:
 def _check_ks(ks: Iterable[int], n_candidates: int, what: str) -> tuple[int, ...]:
     out = tuple(int(k) for k in ks)
     if not out:
-        raise ValueError("ks must name at least one cut-off")
+        raise InputError("ks must name at least one cut-off")
     if any(k < 1 or int(k) != k for k in out):
-        raise ValueError(f"cut-offs must be positive integers, got {out}")
+        raise InputError(f"cut-offs must be positive integers, got {out}")
     if max(out) > n_candidates:
-        raise ValueError(f"K={max(out)} is larger than the {n_candidates} candidates of {what}; every metric @K would be trivial")
+        raise InputError(f"K={max(out)} is larger than the {n_candidates} candidates of {what}; every metric @K would be trivial")
     return out
 
 
@@ -175,7 +176,7 @@ def sample_negatives(
         if len(weight) != n_items or (weight < 0).any():
             raise ValueError(f"item_counts must be (n_items={n_items},) and >= 0")
     else:
-        raise ValueError(f"negative_sampling must be 'uniform' or 'popularity', got {sampling!r}")
+        raise InputError(f"negative_sampling must be 'uniform' or 'popularity', got {sampling!r}")
     if allowed is not None:
         allowed = np.asarray(allowed, dtype=bool)
         if allowed.shape != (n_items,):
@@ -284,7 +285,7 @@ def rank_targets(
     es = eval_set
     N = len(es.users)
     if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
+        raise InputError("batch_size must be >= 1")
     target = np.asarray(es.target_item, dtype=np.int64)
     if N and (target.min() < 1 or target.max() >= n_items):
         raise ValueError(f"targets must be items 1..{n_items - 1}; got {int(target.min())}..{int(target.max())}")
@@ -308,7 +309,7 @@ def rank_targets(
     sampled = negatives is not None
     if sampled:
         if negatives < 1:
-            raise ValueError("negatives must be >= 1 (or None for full ranking)")
+            raise InputError("negatives must be >= 1 (or None for full ranking)")
         ks = _check_ks(ks, negatives + 1, f"sampled ranking with {negatives} negatives")
         name = f"sampled-{negative_sampling}-{negatives}"
         counts = hist_counts if item_counts is None else np.asarray(item_counts, dtype=np.float64)

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
+from evorec.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 
@@ -62,7 +64,7 @@ def bootstrap_means(
     """
     mat, one_d = _as_matrix(values)
     if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+        raise InputError(f"n_boot must be >= 1, got {n_boot}")
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     n, m = mat.shape
@@ -91,7 +93,7 @@ def bootstrap_ci(
     :func:`bootstrap_means`; floats for (N,) input, (M,) arrays for (N, M) input.
     """
     if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        raise InputError(f"alpha must be in (0, 1), got {alpha}")
     means = bootstrap_means(values, n_boot=n_boot, seed=seed)
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2], axis=0)
     if np.ndim(lo) == 0:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from evorec.errors import InputError
 from evorec.types import SequenceBatch
 
 AGE_BUCKETS = ((86_400, "last day"), (7 * 86_400, "last week"), (30 * 86_400, "last month"), (None, "older"))
@@ -47,7 +48,7 @@ def integrated_gradients(model, batch: SequenceBatch, item: int, steps: int = 32
         raise ValueError("explain one user at a time (batch size 1)")
     embed = getattr(model, "embed", None)
     if embed is None:
-        raise ValueError(f"{type(model).__name__} has no event-embedding layer for integrated gradients; use occlusion")
+        raise InputError(f"{type(model).__name__} has no event-embedding layer for integrated gradients; use occlusion")
     was = model.training
     model.eval()
     replacement: list[torch.Tensor] = []
@@ -112,14 +113,14 @@ def _drop(batch: SequenceBatch, keep: torch.Tensor) -> SequenceBatch:
 def explain(model, batch: SequenceBatch, item: int, *, method: str = "auto", steps: int = 32) -> Attribution:  # noqa: ANN001
     """Attribution of ``item``'s score to the events of ``batch`` (one user)."""
     if not 0 < item < int(model.n_items):
-        raise ValueError(f"item index {item} is not an item of the model")
+        raise InputError(f"item index {item} is not an item of the model")
     if method == "auto":
         method = "integrated_gradients" if getattr(model, "embed", None) is not None else "occlusion"
     if method == "integrated_gradients":
         return integrated_gradients(model, batch, item, steps)
     if method == "occlusion":
         return occlusion(model, batch, item)
-    raise ValueError(f"unknown attribution method {method!r}: integrated_gradients, occlusion or auto")
+    raise InputError(f"unknown attribution method {method!r}: integrated_gradients, occlusion or auto")
 
 
 def group(att: Attribution, categories: list[str | None], ages_s: np.ndarray) -> dict[str, Any]:

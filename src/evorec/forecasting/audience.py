@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from evorec.errors import InputError
 from evorec.forecasting.predict import UserForecasts
 
 
@@ -21,7 +22,7 @@ def audience(uf: UserForecasts, category: str, horizon: int | str, top: int = 10
     ``top < 1``: ValueError; unknown category or horizon: KeyError.
     """
     if int(top) < 1:
-        raise ValueError(f"top must be at least 1, got {top}")
+        raise InputError(f"top must be at least 1, got {top}")
     h = uf.horizon_index(horizon)
     c = uf.category_index(category)
     p = np.asarray(uf.engage[:, h, c], dtype=np.float64)  # (U,)
@@ -48,7 +49,7 @@ def population_interests(uf: UserForecasts, top: int = 10, min_users: int = 20) 
     a handful of people says too much about each of them (the same k-anonymity rule as segments).
     """
     if int(top) < 1:
-        raise ValueError(f"top must be at least 1, got {top}")
+        raise InputError(f"top must be at least 1, got {top}")
     U = len(uf.users)
     out: dict[str, Any] = {
         "cutoff": int(uf.cutoff), "n_users": U, "no_history": len(uf.no_history), "horizons": list(uf.labels),

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evorec.data.sequences import SequenceData
 from evorec.data.splits import Horizon, SplitError, TimePoint, resolve_horizon, resolve_time
+from evorec.errors import NotFoundError
 from evorec.evaluation.stats import summarize
 from evorec.forecasting import nbr
 from evorec.forecasting.baselines import (
@@ -120,7 +121,7 @@ def run_backtest(seq: SequenceData, cfg: BacktestConfig, oracles: OracleFn | Non
     unit, horizons = r["unit"], r["horizons"]
     unknown = [b for b in cfg.baselines if b not in BASELINES]
     if unknown:
-        raise KeyError(f"unknown baseline {unknown[0]!r}; known: {', '.join(BASELINES)}")
+        raise NotFoundError(f"unknown baseline {unknown[0]!r}; known: {', '.join(BASELINES)}")
     half_lives = HALF_LIVES_S if unit == "seconds" else HALF_LIVES_EVENTS
     users = None
     if cfg.max_users is not None and cfg.max_users < len(seq):
@@ -400,7 +401,7 @@ def _better(ranker: float, baseline: float, name: str) -> str:
 def _selected(name: str, preds: dict[str, Prediction]) -> Prediction:
     """The test predictions of the baseline chosen on validation (it must be one that is reported)."""
     if name not in preds:
-        raise KeyError(f"baseline {name} was chosen on validation but is not in forecast.baselines: add it there")
+        raise NotFoundError(f"baseline {name} was chosen on validation but is not in forecast.baselines: add it there")
     return preds[name]
 
 

@@ -34,6 +34,7 @@ from typing import Literal
 import numpy as np
 
 from evorec.data.sequences import SequenceData
+from evorec.errors import NotFoundError
 from evorec.forecasting import nbr
 from evorec.forecasting.calibration import IsotonicCalibrator
 from evorec.forecasting.metrics import ranking_metrics
@@ -232,7 +233,7 @@ def predict_baseline(
             dist[:, j] = normalize(sc, pop)
             score[:, j] = sc + TIE * pop
         else:
-            raise KeyError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+            raise NotFoundError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
     return dist, score
 
 

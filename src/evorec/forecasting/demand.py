@@ -22,6 +22,8 @@ import pyarrow as pa
 
 from evorec.data.sequences import SequenceData
 from evorec.data.splits import resolve_horizon, resolve_time
+from evorec.errors import InputError
+from evorec.forecasting.payload import ForecasterPayload
 from evorec.forecasting.predict import UserForecasts, forecast_at
 from evorec.forecasting.windows import _fmt, build_samples, check_cutoffs, horizon_unit
 
@@ -30,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 def _z(confidence: float) -> float:
     if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
+        raise InputError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
     return NormalDist().inv_cdf(0.5 + confidence / 2)
 
 
@@ -71,9 +73,9 @@ def _wape(actual: np.ndarray, pred: np.ndarray) -> float | None:
 
 
 def demand_backtest(
-    state: dict[str, Any], seq: SequenceData, cutoffs: list[Any], horizon: int | str, confidence: float = 0.95,
+    payload: ForecasterPayload, seq: SequenceData, cutoffs: list[Any], horizon: int | str, confidence: float = 0.95,
 ) -> dict[str, Any]:
-    """Forecast demand at each past cutoff with ``state`` (a run's ``forecaster.pt``) and
+    """Forecast demand at each past cutoff with a forecast run's trained forecaster and
     compare with what happened in the window.
 
     Actual demand of a category is the number of forecast users (history before the cutoff)
@@ -86,7 +88,7 @@ def demand_backtest(
     """
     z = _z(confidence)
     if not cutoffs:
-        raise ValueError("give at least one backtest cutoff")
+        raise InputError("give at least one backtest cutoff")
     unit = horizon_unit(seq)
     h = resolve_horizon(horizon, unit)
     Ts = [resolve_time(c, seq.time_kind, what="backtest cutoff") for c in cutoffs]
@@ -94,7 +96,7 @@ def demand_backtest(
     per_cutoff = []
     label = None
     for T in Ts:
-        uf = forecast_at(state, seq, T, [horizon])
+        uf = forecast_at(payload, seq, T, [horizon])
         label = uf.labels[0]
         samples = build_samples(seq, [T], [h], min_history=1, visible_until=None, users=uf.user_rows)
         if not np.array_equal(samples.users, uf.user_rows):  # same rule (history before T) picks the same users

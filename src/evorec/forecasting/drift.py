@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, Field, field_validator
 
+from evorec.errors import InputError
 from evorec.forecasting.metrics import jensen_shannon
 from evorec.forecasting.predict import UserForecasts
 
@@ -44,9 +45,9 @@ class DriftConfig(BaseModel, extra="forbid"):
     def _known_labels(cls, v: list[str]) -> list[str]:
         unknown = [x for x in v if x not in _RANKED]
         if unknown:
-            raise ValueError(f"unknown drift label {unknown[0]!r}; known: {', '.join(_RANKED)}")
+            raise InputError(f"unknown drift label {unknown[0]!r}; known: {', '.join(_RANKED)}")
         if len(set(v)) != len(v):
-            raise ValueError("precedence lists a label twice")
+            raise InputError("precedence lists a label twice")
         return v
 
 

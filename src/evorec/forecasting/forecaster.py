@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from evorec.data.batches import gather, to_batch, trim_padding
 from evorec.data.sequences import SequenceData
+from evorec.errors import InputError
 from evorec.forecasting.baselines import Context
 from evorec.forecasting.calibration import IsotonicCalibrator, TemperatureScaler
 from evorec.forecasting.metrics import per_user_forecast_metrics
@@ -199,7 +200,7 @@ class Forecaster:
         if len(keep) > cfg.max_train_samples:
             keep = np.sort(rng.choice(keep, cfg.max_train_samples, replace=False))
         if not len(keep):
-            raise ValueError("no training sample has an observed window: move the validation cutoff later or add training cutoffs")
+            raise InputError("no training sample has an observed window: move the validation cutoff later or add training cutoffs")
         opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         best, best_state, bad = float("inf"), None, 0
         t0 = time.perf_counter()

@@ -9,7 +9,6 @@ so a caller can answer them explicitly, never with silent zeros).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,9 +16,11 @@ import pyarrow as pa
 
 from evorec.data.sequences import SequenceData
 from evorec.data.splits import SplitError, resolve_horizon, resolve_time
+from evorec.errors import InputError, NotFoundError
 from evorec.forecasting.backtest import HALF_LIVES_EVENTS, HALF_LIVES_S, horizon_label
-from evorec.forecasting.baselines import Context, FittedBaseline, new_mask, normalize
-from evorec.forecasting.forecaster import Featurizer, Forecaster
+from evorec.forecasting.baselines import FittedBaseline, new_mask, normalize
+from evorec.forecasting.forecaster import Featurizer
+from evorec.forecasting.payload import ForecasterPayload, TrainedForecaster
 from evorec.forecasting.ranker import RankerForecaster
 from evorec.forecasting.windows import WindowSamples, _fmt, build_samples, history_features, horizon_unit
 
@@ -74,16 +75,16 @@ class UserForecasts:
             h = None
         if h not in self.horizons:
             shown = repr(horizon) if len(repr(horizon)) <= 40 else repr(horizon)[:37] + "..."
-            raise KeyError(f"horizon {shown} is not one the forecaster was trained for; it has {', '.join(self.labels)}")
+            raise NotFoundError(f"horizon {shown} is not one the forecaster was trained for; it has {', '.join(self.labels)}")
         return self.horizons.index(h)
 
     def category_index(self, category: str) -> int:
         try:
             c = self.categories.index(str(category))
         except ValueError:
-            raise KeyError(f"category {category!r} is unknown to the model ({len(self.categories) - 1} categories)") from None
+            raise NotFoundError(f"category {category!r} is unknown to the model ({len(self.categories) - 1} categories)") from None
         if c == 0:
-            raise KeyError("the unknown category cannot be targeted")
+            raise NotFoundError("the unknown category cannot be targeted")
         return c
 
     def p_emerging(self) -> np.ndarray:
@@ -133,62 +134,13 @@ class UserForecasts:
         })
 
 
-def read_forecaster(run_dir: str | Path) -> dict[str, Any]:
-    """The content of ``RUN/forecaster.pt`` (checked to be an evorec forecaster)."""
-    import torch
-
-    path = Path(run_dir) / "forecaster.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a forecast run (no forecaster.pt; run `evorec forecast backtest --out {run_dir}`)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ValueError(f"{path} is not a readable evorec forecaster: {exc}") from exc
-    if not isinstance(state, dict) or state.get("kind") != "evorec-forecaster":
-        raise ValueError(f"{path} is not an evorec forecaster file")
-    return state
-
-
-def open_forecaster(run_dir: str | Path) -> tuple[dict[str, Any], SequenceData]:
-    """(forecaster state, the prepared sequences it was trained on, opened from where the
-    backtest left them -- no data preparation, so a service can load it)."""
-    state = read_forecaster(run_dir)
-    where = state.get("sequences_dir")
-    if not where or not (Path(where) / "meta.json").exists():
-        raise FileNotFoundError(
-            f"{run_dir}: the prepared sequences of this forecaster ({where}) are gone; run `evorec forecast backtest` again"
-        )
-    seq = SequenceData(where)
-    if not seq.derived_from(state.get("sequence_fingerprint")):
-        raise ValueError(f"{run_dir}: the sequences at {where} are not the ones the forecaster was trained on")
-    return state, seq
-
-
-def load_model(st: dict[str, Any]) -> Forecaster | RankerForecaster | FittedBaseline:
-    """The forecaster of a run's state, whatever its kind (neural, ranker, a tuned baseline)."""
-    kind = st.get("kind", "neural")
-    if kind == "ranker":
-        return RankerForecaster.from_state(st)
-    if kind == "baseline":
-        return FittedBaseline.from_state(st)
-    return Forecaster.from_state(st)
-
-
-def load_context(st: dict[str, Any], seq: SequenceData) -> Context:
-    c = st["context"]
-    t = c.get("transitions")
-    ctx = Context(seq, int(c["train_limit"]), c["unit"], None if t is None else np.asarray(t, dtype=np.float64), {int(k): int(v) for k, v in c["steps"].items()})
-    return ctx
-
-
 def forecast_at(
-    state: dict[str, Any], seq: SequenceData, cutoff: Any, horizons: list[Any] | None = None, *, users: list[str] | None = None,
+    payload: ForecasterPayload, seq: SequenceData, cutoff: Any, horizons: list[Any] | None = None, *, users: list[str] | None = None,
 ) -> UserForecasts:
-    """Forecast every user (or ``users``) with history before ``cutoff``; ``state`` is the
-    content of a run's ``forecaster.pt``."""
-    if not seq.derived_from(state.get("sequence_fingerprint")):
-        raise ValueError("the forecaster was trained on other sequences than these (the data changed since)")
-    model = load_model(state["forecaster"])
+    """Forecast every user (or ``users``) with history before ``cutoff`` with a trained forecaster;
+    ``seq`` is the sequences it was trained on (checked once, when its run was loaded:
+    ``evorec.experiments.runs.ForecastRun``)."""
+    model = payload.build_model()
     unit = horizon_unit(seq)
     T = resolve_time(cutoff, seq.time_kind, what="cutoff")
     ts = np.asarray(seq.ts)
@@ -202,22 +154,22 @@ def forecast_at(
         idx = seq.users.lookup(list(users)) - 1  # row = index - 1; unknown ids -> -1
         unknown = [u for u, i in zip(users, idx) if i < 0]
         if unknown:
-            raise KeyError(f"unknown user {unknown[0]!r}")
+            raise NotFoundError(f"unknown user {unknown[0]!r}")
         rows = idx.astype(np.int64)
     samples = build_samples(seq, [T], list(model.horizons), min_history=1, visible_until=T, users=rows)
     cand = np.arange(len(seq)) if rows is None else rows
     have = set(samples.users.tolist())
     no_history = [seq.users.id_of(int(r) + 1) for r in cand if int(r) not in have]
-    return _forecast(model, state, seq, seq, samples, want, T, seq.users.reverse(samples.users + 1), no_history)
+    return _forecast(model, payload, seq, seq, samples, want, T, seq.users.reverse(samples.users + 1), no_history)
 
 
-def _wanted_horizons(model: Forecaster | RankerForecaster | FittedBaseline, unit: str, horizons: list[Any] | None) -> list[int]:
+def _wanted_horizons(model: TrainedForecaster, unit: str, horizons: list[Any] | None) -> list[int]:
     """``horizons`` resolved (default: all the model has); one it was not trained for is a KeyError."""
     all_h = list(model.horizons)
     want = [resolve_horizon(h, unit) for h in horizons] if horizons else all_h
     missing = [h for h in want if h not in all_h]
     if missing:
-        raise KeyError(
+        raise NotFoundError(
             f"horizon {horizon_label(missing[0], unit)} is not one the forecaster was trained for; "
             f"it has {', '.join(horizon_label(h, unit) for h in all_h)}"
         )
@@ -225,14 +177,14 @@ def _wanted_horizons(model: Forecaster | RankerForecaster | FittedBaseline, unit
 
 
 def _forecast(
-    model: Forecaster | RankerForecaster | FittedBaseline, state: dict[str, Any], data, seq: SequenceData, samples, want: list[int], cutoff: int,  # noqa: ANN001
+    model: TrainedForecaster, payload: ForecasterPayload, data, seq: SequenceData, samples, want: list[int], cutoff: int,  # noqa: ANN001
     users: list[str], no_history: list[str],
 ) -> UserForecasts:
     """Predict ``samples`` of ``data`` (the sequences or one user's events) and keep ``want``.
 
     ``seq`` is the forecaster's training sequences (vocabularies, population context)."""
     unit = samples.unit
-    ctx = load_context(state, seq)
+    ctx = payload.context.over(seq)
     half_lives = HALF_LIVES_S if unit == "seconds" else HALF_LIVES_EVENTS
     if isinstance(model, RankerForecaster):
         score, new_score = model.predict(samples, seq, ctx.baskets, data=data)
@@ -288,15 +240,15 @@ class _OneUser:
 
 
 def forecast_history(
-    state: dict[str, Any], seq: SequenceData, events: list[tuple[str, str | None, str, int]], cutoff: int, horizons: list[Any] | None = None,
+    payload: ForecasterPayload, seq: SequenceData, events: list[tuple[str, str | None, str, int]], cutoff: int, horizons: list[Any] | None = None,
 ) -> UserForecasts:
     """Forecast one user from their own events ``(item_id, category_id, behavior, ts)`` (e.g. a
     live service's store) with a forecaster trained on ``seq``; items and categories the model
     does not know are kept as "unknown category" events. Raises ValueError on an empty history."""
-    model = load_model(state["forecaster"])
+    model = payload.build_model()
     want = _wanted_horizons(model, horizon_unit(seq), horizons)
     one, samples = _one_user(model, seq, events, cutoff)
-    return _forecast(model, state, one, seq, samples, want, int(cutoff), ["?"], [])
+    return _forecast(model, payload, one, seq, samples, want, int(cutoff), ["?"], [])
 
 
 def _one_user(model: Any, seq: SequenceData, events: list[tuple[str, str | None, str, int]], cutoff: int) -> tuple[_OneUser, WindowSamples]:
@@ -304,7 +256,7 @@ def _one_user(model: Any, seq: SequenceData, events: list[tuple[str, str | None,
     from evorec.types import BEHAVIOR_INDEX
 
     if not events:
-        raise ValueError("the user has no events: nothing to forecast from")
+        raise InputError("the user has no events: nothing to forecast from")
     item_idx = seq.items.lookup([e[0] for e in events])
     given = seq.categories.lookup([e[1] for e in events])
     cat = np.where(given > 0, given, seq.item_category()[item_idx])
@@ -312,7 +264,7 @@ def _one_user(model: Any, seq: SequenceData, events: list[tuple[str, str | None,
     one = _OneUser(item_idx, cat, beh, np.array([int(e[3]) for e in events], dtype=np.int64), seq)
     samples = build_samples(one, [int(cutoff)], list(model.horizons), min_history=1, visible_until=int(cutoff))
     if not len(samples):
-        raise ValueError("the user has no event before the cutoff: nothing to forecast from")
+        raise InputError("the user has no event before the cutoff: nothing to forecast from")
     return one, samples
 
 
@@ -333,21 +285,18 @@ class SignalAttribution:
 
 
 def explain_history(
-    state: dict[str, Any], seq: SequenceData, events: list[tuple[str, str | None, str, int]], cutoff: int,
+    payload: ForecasterPayload, seq: SequenceData, events: list[tuple[str, str | None, str, int]], cutoff: int,
     pairs: list[tuple[str, int]],
 ) -> dict[tuple[str, int], SignalAttribution]:
     """Attributions of a live user's forecast (as :func:`forecast_history`) for each (horizon
     label, category index) of ``pairs``; a forecaster that is not a ranker raises ValueError."""
     from evorec.forecasting.ranker import FEATURES, GROUPS
 
-    model = load_model(state["forecaster"])
-    if not isinstance(model, RankerForecaster):
-        kind = state["forecaster"].get("kind", "neural")
-        raise ValueError(f"explanations need a ranker forecaster (forecast.model.kind: ranker); this run's forecaster is {kind}")
+    model = _ranker(payload)
     unit = horizon_unit(seq)
     index = {horizon_label(h, unit): j for j, h in enumerate(model.horizons)}
     one, samples = _one_user(model, seq, events, cutoff)
-    ctx = load_context(state, seq)
+    ctx = payload.context.over(seq)
     got = model.contributions(samples, seq, ctx.baskets, [(0, index[label], int(c)) for label, c in pairs], data=one)
     out = {}
     for (label, c), (X, contrib, base) in zip(pairs, got):
@@ -384,39 +333,43 @@ class ForecastExplanation:
         return asdict(self)
 
 
-def explain_at(state: dict[str, Any], seq: SequenceData, user: str, category: str, cutoff: Any, horizon: Any | None = None) -> ForecastExplanation:
+def _ranker(payload: ForecasterPayload) -> RankerForecaster:
+    model = payload.build_model()
+    if not isinstance(model, RankerForecaster):
+        raise InputError(f"explanations need a ranker forecaster (forecast.model.kind: ranker); this run's forecaster is {payload.model_kind}")
+    return model
+
+
+def explain_at(payload: ForecasterPayload, seq: SequenceData, user: str, category: str, cutoff: Any, horizon: Any | None = None) -> ForecastExplanation:
     """Explain the forecast of ``user`` for ``category`` at ``cutoff`` (a ranker forecaster): the
     signal groups' exact contributions to its score (TreeSHAP), the signals, and the user's past
     events in the category. A user without history gets the population's forecast, flagged."""
     from difflib import get_close_matches
 
-    from evorec.forecasting.ranker import GROUPS, FEATURES
+    from evorec.forecasting.ranker import FEATURES, GROUPS
 
-    model = load_model(state["forecaster"])
-    if not isinstance(model, RankerForecaster):
-        kind = state["forecaster"].get("kind", "neural")
-        raise ValueError(f"explanations need a ranker forecaster (forecast.model.kind: ranker); this run's forecaster is {kind}")
+    model = _ranker(payload)
     cats = ["(unknown)"] + [str(x) for x in seq.categories.ids.to_pylist()]
     if str(category) not in cats[1:]:
         close = get_close_matches(str(category), cats[1:], n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise KeyError(f"unknown category {category!r} ({len(cats) - 1} categories){hint}")
+        raise NotFoundError(f"unknown category {category!r} ({len(cats) - 1} categories){hint}")
     c = cats.index(str(category))
     unit = horizon_unit(seq)
     want = _wanted_horizons(model, unit, [horizon] if horizon is not None else None)
     h = want[0]
     j = list(model.horizons).index(h)
-    uf = forecast_at(state, seq, cutoff, [h], users=[user])
+    uf = forecast_at(payload, seq, cutoff, [h], users=[user])
     label = horizon_label(h, unit)
     if not uf.users:  # no event before the cutoff
-        ctx = load_context(state, seq)
+        ctx = payload.context.over(seq)
         pop = ctx.population(int(uf.cutoff), int(h))
         order = [int(x) for x in np.argsort(-pop[1:], kind="stable") + 1]
         return ForecastExplanation(user, str(category), label, int(uf.cutoff), True, float(pop[c]), order.index(c) + 1, True,
                                    order.index(c) + 1, {"population trend": float(pop[c])}, 0.0, {"population_share": float(pop[c])})
     row = int(uf.user_rows[0])
     samples = build_samples(seq, [int(uf.cutoff)], list(model.horizons), min_history=1, visible_until=int(uf.cutoff), users=np.array([row]))
-    ctx = load_context(state, seq)
+    ctx = payload.context.over(seq)
     (X, contrib, base), = model.contributions(samples, seq, ctx.baskets, [(0, j, c)])
     groups = {g: float(sum(contrib[FEATURES.index(f)] for f in fs)) for g, fs in GROUPS.items()}
     order_all = uf.ranked(0, 0)

@@ -38,6 +38,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from evorec.data.sequences import SequenceData
+from evorec.errors import InputError
 from evorec.forecasting import nbr
 from evorec.forecasting.calibration import IsotonicCalibrator
 from evorec.forecasting.windows import WindowSamples, build_samples, history_features, history_positions
@@ -232,7 +233,7 @@ def _columns(booster) -> list[int]:  # noqa: ANN001 - lightgbm.Booster
     names = booster.feature_name()
     unknown = [n for n in names if n not in FEATURES]
     if unknown:
-        raise ValueError(f"the saved ranker reads signals this version does not compute: {', '.join(unknown)}")
+        raise InputError(f"the saved ranker reads signals this version does not compute: {', '.join(unknown)}")
     return [FEATURES.index(n) for n in names]
 
 
@@ -282,7 +283,7 @@ class RankerForecaster:
         for h in self.horizons:
             cuts = [c for c in cutoffs if c + h <= origin]
             if not cuts:
-                raise ValueError(f"no training window of {h / DAY:g} days ends by the fit origin: add earlier cutoffs or move the origin later")
+                raise InputError(f"no training window of {h / DAY:g} days ends by the fit origin: add earlier cutoffs or move the origin later")
             sc = SignalContext(seq, baskets, self.tifu[h])
             xs_all, ys_all, xs_new, ys_new, gs_all, gs_new = [], [], [], [], [], []
             for c in cuts:
@@ -303,7 +304,7 @@ class RankerForecaster:
                     ys_new.append(y[new & keep])
                     gs_new.append((new & keep).sum(1))
             if not xs_all:
-                raise ValueError(f"no training sample of horizon {h / DAY:g} days has an event in its window")
+                raise InputError(f"no training sample of horizon {h / DAY:g} days has an event in its window")
             y_all = np.concatenate(ys_all)
             m_all = self._train(np.concatenate(xs_all), y_all, np.concatenate(gs_all))
             m_new = None

@@ -19,6 +19,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from evorec.errors import InputError
 from evorec.types import BEHAVIORS, SequenceBatch
 
 NEG_INF = float("-inf")
@@ -126,7 +127,7 @@ class Recommender(nn.Module):
             if m is not self and getattr(m, buffer, None) is not None and callable(getattr(m, setter, None))
         ]
         if not takers:
-            raise ValueError(f"{type(self).__name__} does not use {what}")
+            raise InputError(f"{type(self).__name__} does not use {what}")
         for m in takers:
             getattr(m, setter)(matrix)
 

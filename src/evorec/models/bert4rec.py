@@ -26,6 +26,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from evorec.errors import InputError
 from evorec.models.base import DataSizes, LossFn, ModelConfig, SequentialModel, SideInfoConfig
 from evorec.models.layers.embeddings import EventEmbedding, init_side_tables, right_aligned_positions
 from evorec.models.registry import register_model
@@ -52,7 +53,7 @@ class BERT4RecConfig(ModelConfig):
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> BERT4RecConfig:
         if self.hidden % self.heads:
-            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+            raise InputError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
         return self
 
 

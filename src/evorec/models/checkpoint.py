@@ -1,19 +1,25 @@
-"""Model checkpoints: written atomically (temp file + rename), self-contained (in the models
-layer so serving can load a model without importing training).
+"""Model checkpoints: the typed payload of ``best.pt`` / ``last.pt`` (:class:`ModelCheckpoint`),
+written atomically (temp file + rename), self-contained (in the models layer so serving can load a
+model without importing training). Which file of a run holds which checkpoint is the run's business
+(``evorec.experiments.runs.TrainingRun``).
 
-A checkpoint holds the model's state, the merged experiment config, the data sizes and the
-vocabularies, so ``load_model`` rebuilds the model from the file alone. Training checkpoints
-(``last.pt``) also hold the optimizer, scheduler, RNG states and counters for ``--resume``.
+A checkpoint holds the model's weights, the merged experiment config, the data sizes and the
+vocabularies, so :func:`load_model` rebuilds the model from the file alone. Training checkpoints
+(``last.pt``) also hold the optimizer, scheduler and weight-average states for ``--resume``
+(:class:`ResumeState`). On disk a checkpoint is a plain dict (``ModelCheckpoint.to_dict``), the
+layout evorec has always written, so files of earlier versions load unchanged.
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from evorec.errors import StateError
 from evorec.models.base import DataSizes
 from evorec.models.registry import build_model
 from evorec.utils.io import atomic_write_bytes
@@ -21,7 +27,7 @@ from evorec.utils.io import atomic_write_bytes
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(StateError):
     pass
 
 
@@ -32,20 +38,114 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return atomic_write_bytes(path, buf.getbuffer(), fsync=True)
 
 
-def model_payload(model, experiment: dict, vocabs: dict[str, list], extra: dict | None = None) -> dict:
-    return {
-        "format_version": FORMAT_VERSION,
-        "model_name": model.name,
-        "model_config": model.config.model_dump(mode="json"),
-        "sizes": model.sizes.to_dict(),
-        "state": {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in model.state_dict().items()},  # extra state: a dict
-        "experiment": experiment,
-        "vocabs": vocabs,
-        **(extra or {}),
-    }
+@dataclass
+class ModelVocabularies:
+    """The ids behind a model's indices: ``items[i]`` has index ``i + 1`` (0 is padding), likewise
+    ``categories``; ``sequence_fingerprint`` names the prepared sequences the model was trained on."""
+
+    items: list[str] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
+    behaviors: list[str] = field(default_factory=list)
+    sequence_fingerprint: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"items": list(self.items), "categories": list(self.categories), "behaviors": list(self.behaviors),
+                "sequence_fingerprint": self.sequence_fingerprint}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelVocabularies:
+        return cls(list(d.get("items") or []), list(d.get("categories") or []), list(d.get("behaviors") or []),
+                   d.get("sequence_fingerprint"))
 
 
-def load_checkpoint(path: str | Path) -> dict:
+@dataclass
+class ResumeState:
+    """What ``--resume`` needs beyond the weights (``last.pt`` only)."""
+
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    weight_average: dict[str, Any] | None = None  # train.ema_decay's averaged weights
+
+
+@dataclass
+class ModelCheckpoint:
+    """One checkpoint: everything needed to rebuild, serve or resume a model."""
+
+    model_name: str
+    model_config: dict[str, Any]  # the model's config as JSON (its registry config class validates it)
+    sizes: DataSizes
+    weights: dict[str, Any]  # the model's state_dict (on disk: "state")
+    experiment: dict[str, Any]  # the merged experiment config as JSON (evorec.experiments.config.ExperimentConfig)
+    vocabs: ModelVocabularies
+    item_popularity: list[int] | None = None  # training-part item counts: serving's fallback for users without history
+    train_state: dict[str, Any] = field(default_factory=dict)  # evorec.training.trainer.TrainState as a dict
+    resume: ResumeState | None = None
+    format_version: int = FORMAT_VERSION
+
+    @classmethod
+    def of_model(
+        cls, model, experiment: dict[str, Any], vocabs: ModelVocabularies | None = None, *,  # model: a Recommender
+        item_popularity: list[int] | None = None, train_state: dict[str, Any] | None = None,
+    ) -> ModelCheckpoint:
+        """A checkpoint of ``model`` as it is now (weights copied to the CPU)."""
+        return cls(
+            model_name=model.name,
+            model_config=model.config.model_dump(mode="json"),
+            sizes=model.sizes,
+            weights={k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in model.state_dict().items()},  # extra state: a dict
+            experiment=experiment,
+            vocabs=vocabs or ModelVocabularies(),
+            item_popularity=item_popularity,
+            train_state=dict(train_state or {}),
+        )
+
+    @property
+    def max_len(self) -> int:
+        """The history length the model was trained with (``train.max_len``)."""
+        return int((self.experiment.get("train") or {}).get("max_len", 50))
+
+    def build_model(self):  # -> a Recommender
+        """The model (eval mode) with these weights."""
+        model = build_model(self.model_name, self.model_config, self.sizes)
+        model.load_state_dict(self.weights)
+        model.eval()
+        return model
+
+    def to_dict(self) -> dict[str, Any]:
+        """The on-disk layout (the keys evorec has always written)."""
+        d: dict[str, Any] = {
+            "format_version": self.format_version, "model_name": self.model_name, "model_config": self.model_config,
+            "sizes": self.sizes.to_dict(), "state": self.weights, "experiment": self.experiment, "vocabs": self.vocabs.to_dict(),
+        }
+        if self.item_popularity is not None:
+            d["item_popularity"] = self.item_popularity
+        if self.train_state:
+            d["train_state"] = self.train_state
+        if self.resume is not None:
+            d["optimizer"], d["scheduler"] = self.resume.optimizer, self.resume.scheduler
+            if self.resume.weight_average is not None:
+                d["weight_average"] = self.resume.weight_average
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelCheckpoint:
+        resume = None
+        if "optimizer" in d:
+            resume = ResumeState(d["optimizer"], d.get("scheduler") or {}, d.get("weight_average"))
+        return cls(
+            model_name=d["model_name"], model_config=d.get("model_config") or {}, sizes=DataSizes.from_dict(d["sizes"]),
+            weights=d["state"], experiment=d.get("experiment") or {}, vocabs=ModelVocabularies.from_dict(d.get("vocabs") or {}),
+            item_popularity=d.get("item_popularity"), train_state=d.get("train_state") or {}, resume=resume,
+            format_version=d.get("format_version", FORMAT_VERSION),
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically to ``path`` (the plain-dict layout)."""
+        return atomic_save(self.to_dict(), path)
+
+
+def load_checkpoint(path: str | Path) -> ModelCheckpoint:
+    """The checkpoint in ``path``; :class:`CheckpointError` for a missing, truncated or foreign file."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -53,15 +153,19 @@ def load_checkpoint(path: str | Path) -> dict:
         ck = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
         raise CheckpointError(f"{path} is not a readable evorec checkpoint: {exc}") from None
+    if isinstance(ck, ModelCheckpoint):
+        return ck
     if not isinstance(ck, dict) or ck.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not an evorec checkpoint (format {ck.get('format_version') if isinstance(ck, dict) else '?'})")
-    return ck
+    return ModelCheckpoint.from_dict(ck)
 
 
-def load_model(path_or_ck: str | Path | dict):
-    """Rebuild a model (eval mode) from a checkpoint file or loaded payload."""
-    ck = path_or_ck if isinstance(path_or_ck, dict) else load_checkpoint(path_or_ck)
-    model = build_model(ck["model_name"], ck["model_config"], DataSizes.from_dict(ck["sizes"]))
-    model.load_state_dict(ck["state"])
-    model.eval()
-    return model
+def load_model(source: str | Path | ModelCheckpoint | dict[str, Any]):  # -> a Recommender
+    """Rebuild a model (eval mode) from a checkpoint file, a checkpoint, or its on-disk dict."""
+    if isinstance(source, ModelCheckpoint):
+        ck = source
+    elif isinstance(source, dict):
+        ck = ModelCheckpoint.from_dict(source)
+    else:
+        ck = load_checkpoint(source)
+    return ck.build_model()

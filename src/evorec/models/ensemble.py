@@ -24,6 +24,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
+from evorec.errors import InputError
 from evorec.models.base import DataSizes, LossFn, ModelConfig, Recommender
 from evorec.models.registry import register_model
 from evorec.types import SequenceBatch
@@ -48,20 +49,20 @@ class EnsembleConfig(ModelConfig):
         neural = False
         for i, m in enumerate(members):
             if m.name == "ensemble":
-                raise ValueError(f"members[{i}]: an ensemble cannot contain an ensemble")
+                raise InputError(f"members[{i}]: an ensemble cannot contain an ensemble")
             neural |= get_model(m.name)[0].trainable
             make_config(m.name, m.config)  # a typo in a member's config fails here, naming the model
         if not neural:
-            raise ValueError("an ensemble needs at least one neural member (count-based models alone: use them directly)")
+            raise InputError("an ensemble needs at least one neural member (count-based models alone: use them directly)")
         return members
 
     @model_validator(mode="after")
     def _weights_match(self) -> EnsembleConfig:
         if self.weights is not None:
             if len(self.weights) != len(self.members):
-                raise ValueError(f"weights has {len(self.weights)} values for {len(self.members)} members")
+                raise InputError(f"weights has {len(self.weights)} values for {len(self.members)} members")
             if any(w < 0 for w in self.weights) or not any(w > 0 for w in self.weights):
-                raise ValueError(f"weights must be >= 0 and not all 0, got {self.weights}")
+                raise InputError(f"weights must be >= 0 and not all 0, got {self.weights}")
         return self
 
 

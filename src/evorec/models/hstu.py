@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from evorec.errors import InputError
 from evorec.models.base import DataSizes, LossFn, ModelConfig, SequentialModel, SideInfoConfig
 from evorec.models.layers.embeddings import EventEmbedding, QueryGapEmbedding, init_side_tables, query_state, right_aligned_positions
 from evorec.models.registry import register_model
@@ -67,7 +68,7 @@ class HSTUConfig(ModelConfig):
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> HSTUConfig:
         if self.hidden % self.heads:
-            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+            raise InputError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
         return self
 
 

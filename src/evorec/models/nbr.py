@@ -24,6 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
+from evorec.errors import InputError
+
+
 def ptopfreq_cells(row: np.ndarray, col: np.ndarray, n_rows: int, n_cols: int, *, dense: bool = True):  # noqa: ANN201
     """(n_rows, n_cols) the number of cells (distinct baskets) per (row, column)."""
     w = np.ones(len(row), np.float64)
@@ -83,7 +86,7 @@ def distances(query, pool, metric: str) -> np.ndarray:  # noqa: ANN001
         return -_dense(nq @ nc.T)
     if metric == "euclidean":
         return _row_sq_norms(query)[:, None] - 2 * _dense(query @ pool.T) + _row_sq_norms(pool)[None, :]
-    raise ValueError(f"unknown metric {metric!r}; known: cosine, euclidean")
+    raise InputError(f"unknown metric {metric!r}; known: cosine, euclidean")
 
 
 def nearest(query, pool, k: int, metric: str, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001

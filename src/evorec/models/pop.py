@@ -25,6 +25,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor
 
+from evorec.errors import InputError
 from evorec.models.base import NEG_INF, DataSizes, ModelConfig, Recommender
 from evorec.models.registry import register_model
 from evorec.types import BEHAVIOR_INDEX, BEHAVIORS, SequenceBatch, TimeKind
@@ -86,10 +87,10 @@ class PopConfig(ModelConfig):
     def _known_behaviors(cls, v: dict[str, float]) -> dict[str, float]:
         unknown = sorted(set(v) - set(BEHAVIORS))
         if unknown:
-            raise ValueError(f"unknown behaviour(s) {unknown}; known: {list(BEHAVIORS)}")
+            raise InputError(f"unknown behaviour(s) {unknown}; known: {list(BEHAVIORS)}")
         negative = sorted(k for k, w in v.items() if w < 0)
         if negative:
-            raise ValueError(f"behaviour weights must be >= 0: {negative}")
+            raise InputError(f"behaviour weights must be >= 0: {negative}")
         return v
 
 

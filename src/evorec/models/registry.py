@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from evorec.errors import InputError, NotFoundError
+
 log = logging.getLogger(__name__)
 
 _MODELS: dict[str, tuple[type, type[BaseModel]]] = {}
@@ -23,9 +25,8 @@ BUILTIN = (
 )
 
 
-class UnknownModelError(KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return str(self.args[0])
+class UnknownModelError(NotFoundError):
+    """No model of that name is registered (NotFoundError reads as a sentence, unlike KeyError)."""
 
 
 def register_model(name: str, config: type[BaseModel]):
@@ -76,7 +77,7 @@ def make_config(name: str, values: dict[str, Any] | None = None) -> BaseModel:
     try:
         return cfg_cls(**(values or {}))
     except ValidationError as exc:
-        raise ValueError(f"bad config for model {name!r}: {exc}") from None
+        raise InputError(f"bad config for model {name!r}: {exc}") from None
 
 
 def build_model(name: str, config: BaseModel | dict[str, Any] | None, sizes):

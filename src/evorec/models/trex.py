@@ -28,6 +28,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
+from evorec.errors import InputError
 from evorec.models.base import DataSizes, LossFn, ModelConfig, Recommender
 from evorec.models.ensemble import MemberConfig
 from evorec.models.registry import register_model
@@ -47,7 +48,7 @@ class TrexConfig(ModelConfig):
         from evorec.models.registry import make_config
 
         if m.name == "trex":
-            raise ValueError("a trex member cannot be a trex")
+            raise InputError("a trex member cannot be a trex")
         make_config(m.name, m.config)  # unknown model or bad field: fail now, naming it
         return m
 
@@ -62,7 +63,7 @@ class Trex(Recommender):
 
         self.repeat = build_model(config.repeat.name, config.repeat.config, sizes)
         if not hasattr(self.repeat, "repeat_probabilities"):
-            raise ValueError(f"trex: the repeat member {config.repeat.name!r} has no repeat_probabilities (use 'repeat')")
+            raise InputError(f"trex: the repeat member {config.repeat.name!r} has no repeat_probabilities (use 'repeat')")
         self.explore = build_model(config.explore.name, config.explore.config, sizes)
         self.trainable = self.explore.trainable  # instance value: the trainer trains a neural explore member
         self.register_buffer("threshold", torch.tensor(float(config.threshold), dtype=torch.float64))

@@ -2,9 +2,9 @@
 ``DIR/index.html`` (self-contained), ``DIR/png/<figure>.png`` and ``DIR/report.json`` (what
 was built, from which runs).
 
-A training run (``best.pt``) contributes the dataset overview, the model comparison and the
-recommendations on user pages; a forecast run (``forecaster.pt``, from ``evorec forecast
-backtest --out``) the interest evolution, segments and user forecasts. Runs are grouped by
+A training run (``evorec train``) contributes the dataset overview, the model comparison and the
+recommendations on user pages; a forecast run (``evorec forecast backtest --out``) the interest
+evolution, segments and user forecasts. Runs are grouped by
 dataset. The report is written to a temporary directory beside ``DIR`` and swapped in at the
 end, so a killed job leaves the previous report untouched.
 """
@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from evorec.errors import InputError
 from evorec.report.html import render_page
 from evorec.report.sections import (
     ForecastRun,
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 MANIFEST = "report.json"
 
 
-class ReportError(ValueError):
+class ReportError(InputError):
     """A run or an option the report cannot use; the message says which and why."""
 
 
@@ -46,48 +47,43 @@ class ReportError(ValueError):
 
 
 def load_run(path: str | Path, *, evaluate: bool = True) -> ModelRun | ForecastRun:
-    """A training run (``best.pt``) or a forecast run (``forecaster.pt``) for a report. A training
-    run without ``metrics.json`` (or with one for other data) is evaluated first when ``evaluate``."""
-    import pyarrow.parquet as pq
+    """A training run or a forecast run (:mod:`evorec.experiments.runs`) for a report. A training
+    run without metrics (or with metrics of other data) is evaluated first when ``evaluate``."""
+    from evorec.experiments import runs
 
     path = Path(path)
     if not path.is_dir():
         raise ReportError(f"{path}: no such run directory")
-    if (path / "forecaster.pt").exists():
-        from evorec.forecast_pipeline import load_forecast_run
+    if runs.ForecastRun.holds_one(path):
+        from evorec.experiments.forecasting import load_forecast_run
 
-        state, seq = load_forecast_run(path)
-        bt = path / "backtest.json"
-        backtest = json.loads(bt.read_text()) if bt.exists() else {}
-        dataset = backtest.get("dataset") or (state["experiment"].get("data") or {}).get("dataset") or "simulated"
-        return ForecastRun(path, path.name, str(dataset), state, seq, backtest)
-    if (path / "best.pt").exists():
-        from evorec.models.checkpoint import load_checkpoint
-        from evorec.pipeline import ExperimentConfig, evaluate_run, prepared_data
+        forecaster, seq = load_forecast_run(path)
+        backtest = runs.ForecastRun(path).backtest() or {}
+        dataset = backtest.get("dataset") or forecaster.dataset or "simulated"
+        return ForecastRun(path, path.name, str(dataset), forecaster, seq, backtest)
+    run = runs.TrainingRun(path)
+    if run.finished:
+        from evorec.experiments.config import ExperimentConfig
+        from evorec.experiments.training import evaluate_run, prepared_data
 
-        ck = load_checkpoint(path / "best.pt")
-        cfg = ExperimentConfig.model_validate(ck["experiment"])
+        ck = run.checkpoint
+        cfg = ExperimentConfig.model_validate(ck.experiment)
         seq, _ = prepared_data(cfg)
-        metrics: dict[str, Any] | None = None
-        mp = path / "metrics.json"
-        if mp.exists():
-            try:
-                metrics = json.loads(mp.read_text())
-            except json.JSONDecodeError as exc:
-                raise ReportError(f"{mp} is not valid JSON ({exc}); evaluate again with `evorec evaluate {path}`") from None
-            if metrics.get("sequence_fingerprint") != seq.fingerprint or "metrics" not in metrics:
-                metrics = None  # evaluated on other data, or an old file
+        try:
+            metrics = run.metrics()
+        except json.JSONDecodeError as exc:
+            raise ReportError(f"{run.metrics_file} is not valid JSON ({exc}); evaluate again with `evorec evaluate {path}`") from None
+        if metrics is not None and (metrics.get("sequence_fingerprint") != seq.fingerprint or "metrics" not in metrics):
+            metrics = None  # evaluated on other data, or an old file
         if metrics is None:
             if not evaluate:
                 raise ReportError(f"{path} has not been evaluated on its current data; run `evorec evaluate {path}` (or drop --no-evaluate)")
-            logger.info("evaluating %s (no metrics.json for its data)", path)
+            logger.info("evaluating %s (no %s for its data)", path, run.metrics_file.name)
             metrics = evaluate_run(path)
-        hp = path / "history.json"
-        history = json.loads(hp.read_text()) if hp.exists() else None
-        pu = path / "per_user.parquet"
-        per_user = pq.read_table(pu) if pu.exists() else None
-        return ModelRun(path, path.name, ck["model_name"], cfg.data.dataset, ck, seq, metrics, history, per_user)
-    raise ReportError(f"{path}: neither a training run (no best.pt) nor a forecast run (no forecaster.pt)")
+        return ModelRun(path, path.name, ck.model_name, cfg.data.dataset, ck, seq, metrics, run.history(), run.per_user())
+    raise ReportError(
+        f"{path}: neither a training run (no {run.best_checkpoint.name}) nor a forecast run (no {runs.ForecastRun(path).forecaster_file.name})"
+    )
 
 
 # -- building -----------------------------------------------------------------------------------

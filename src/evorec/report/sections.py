@@ -17,12 +17,15 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from evorec.data.sequences import SequenceData
+from evorec.forecasting.payload import ForecasterPayload
+from evorec.models.checkpoint import ModelCheckpoint
 from evorec.report.figures import PALETTE, Areas, BarGroup, Bars, Figure, Flows, Grid, Lines, Points, Series
 from evorec.types import BEHAVIORS, TimeKind
 
@@ -57,19 +60,26 @@ class ModelRun:
     name: str  # label shown in figures (directory name)
     model: str
     dataset: str
-    checkpoint: dict[str, Any]
+    checkpoint: ModelCheckpoint
     seq: SequenceData
     metrics: dict[str, Any]
     history: dict[str, Any] | None
     per_user: Any  # pyarrow.Table | None
 
+    @cached_property
+    def recommender(self):  # -> a Recommender
+        """The trained model (built once, on first use)."""
+        return self.checkpoint.build_model()
+
 
 @dataclass
 class ForecastRun:
+    """A forecast run loaded for a report: its trained forecaster, data and backtest."""
+
     path: Path
     name: str
     dataset: str
-    state: dict[str, Any]
+    forecaster: ForecasterPayload
     seq: SequenceData
     backtest: dict[str, Any]
 
@@ -217,9 +227,9 @@ def dataset_overview(seq: SequenceData, dataset: str, fid: str) -> Section:
 def published_numbers(dataset: str) -> tuple[dict[str, dict[str, float]], str | None]:
     """({registry model name: {metric: value}}, source) from the reproduction tables whose data is
     ``dataset`` (e.g. the S3-Rec authors' Beauty table)."""
-    from evorec.reproduce import TABLES
+    from evorec.experiments.tables import tables
 
-    for t in TABLES.values():
+    for t in tables().values():
         if t.data.get("dataset") == dataset:
             return {r.model: dict(r.published) for r in t.rows}, f"{t.title} ({t.source}); protocol: {t.protocol}"
     return {}, None
@@ -332,7 +342,7 @@ def forecast_cutoff(run: ForecastRun, cutoff: Any | None) -> int:
 def forecast_users(run: ForecastRun, cutoff: int, users: list[str] | None = None):  # noqa: ANN201 - UserForecasts
     from evorec.forecasting.predict import forecast_at
 
-    return forecast_at(run.state, run.seq, cutoff, users=users)
+    return forecast_at(run.forecaster, run.seq, cutoff, users=users)
 
 
 def _bootstrap_shares(dist: np.ndarray, w: np.ndarray, n_boot: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -632,16 +642,12 @@ def _recommendations(page: UserPage, run: ModelRun, row: int, k: int, fid: str) 
 
     from evorec.data.batches import gather, to_batch
     from evorec.explain.attribution import explain, group
-    from evorec.models.checkpoint import load_model
 
     seq = run.seq
-    model = run.checkpoint.get("_model")
-    if model is None:
-        model = load_model(run.checkpoint)
-        run.checkpoint["_model"] = model
+    model = run.recommender
     off = np.asarray(seq.offsets)
     a, b = int(off[row]), int(off[row + 1])
-    max_len = int(run.checkpoint["experiment"]["train"].get("max_len", 50))
+    max_len = run.checkpoint.max_len
     arrays = gather(seq, np.array([a]), np.array([b]), max_len)
     batch = to_batch(arrays, np.array([int(np.asarray(seq.ts)[b - 1]) + 1 if b > a else 0]), np.array([row + 1]))
     with torch.no_grad():
@@ -652,7 +658,7 @@ def _recommendations(page: UserPage, run: ModelRun, row: int, k: int, fid: str) 
     kk = min(k, int(torch.isfinite(scores).sum()))
     top = torch.topk(scores, kk)
     items = seq.vocabs.items.ids
-    item_cat = np.asarray(run.checkpoint["sizes"].get("item_category") or [], dtype=np.int64)
+    item_cat = np.asarray(run.checkpoint.sizes.item_category or [], dtype=np.int64)
     cats = seq.vocabs.categories.ids
 
     def cat_of(i: int) -> str:

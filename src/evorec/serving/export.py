@@ -42,8 +42,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from evorec.errors import InputError, MissingPathError
+from evorec.experiments.runs import TrainingRun
 from evorec.models.base import Recommender
-from evorec.models.checkpoint import load_checkpoint, load_model
 from evorec.types import BEHAVIORS, SequenceBatch
 from evorec.utils.io import atomic_file, atomic_write_text
 
@@ -57,7 +58,7 @@ ONNX_OPSET = 18
 TOLERANCE = 1e-4  # max |exported - eager| on the check batch; float32 reassociation stays far below
 
 
-class ExportError(ValueError):
+class ExportError(InputError):
     """The run, the format or the model cannot be exported (the message says which and why)."""
 
 
@@ -305,29 +306,25 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> 
     """Export the best checkpoint of ``run_dir`` (default file: ``RUN_DIR/export/model.onnx|.pt``)."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
-    run = Path(run_dir)
-    ck_path = run / "best.pt"
-    if not run.is_dir():
-        raise FileNotFoundError(f"run directory not found: {run}")
-    if not ck_path.exists():
-        raise FileNotFoundError(f"{run} is not a finished run (no best.pt)")
-    ck = load_checkpoint(ck_path)
-    max_len = int(ck["experiment"]["train"].get("max_len", 50))
-    vocabs = ck.get("vocabs", {})
+    run = TrainingRun(run_dir)
+    if not run.dir.is_dir():
+        raise MissingPathError(f"run directory not found: {run.dir}")
+    ck = TrainingRun.open(run.dir).checkpoint
+    vocabs = ck.vocabs
     meta = {
-        "model_name": ck["model_name"],
-        "run": str(run),
-        "checkpoint": str(ck_path),
-        "vocab_fingerprint": vocabs.get("sequence_fingerprint"),
-        "n_categories": len(vocabs.get("categories", [])) + 1,
+        "model_name": ck.model_name,
+        "run": str(run.dir),
+        "checkpoint": str(run.best_checkpoint),
+        "vocab_fingerprint": vocabs.sequence_fingerprint,
+        "n_categories": len(vocabs.categories) + 1,
         # what a service needs to answer with ids, without the checkpoint (evorec.serving.state)
-        "vocab": {"items": list(vocabs.get("items", [])), "categories": list(vocabs.get("categories", []))},
-        "item_category": list(ck["sizes"].get("item_category") or []),
-        "item_popularity": ck.get("item_popularity"),
+        "vocab": {"items": list(vocabs.items), "categories": list(vocabs.categories)},
+        "item_category": list(ck.sizes.item_category or []),
+        "item_popularity": ck.item_popularity,
     }
-    model = load_model(ck)
-    target = Path(out) if out is not None else run / "export" / f"model{SUFFIX[fmt]}"
-    return export_model(model, fmt, target, max_len=max_len, meta=meta)
+    model = ck.build_model()
+    target = Path(out) if out is not None else run.dir / "export" / f"model{SUFFIX[fmt]}"
+    return export_model(model, fmt, target, max_len=ck.max_len, meta=meta)
 
 
 def result_dict(res: ExportResult) -> dict[str, Any]:

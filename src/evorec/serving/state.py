@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from evorec.experiments.runs import ForecastRun, TrainingRun
+from evorec.forecasting.payload import ForecasterPayload
 from evorec.models.base import SequentialModel
-from evorec.models.checkpoint import load_checkpoint, load_model
+from evorec.models.checkpoint import ModelCheckpoint
 from evorec.serving.retrieval import ItemIndex
 from evorec.serving.store import EventStore, StoredEvent, tombstone
 from evorec.types import BEHAVIOR_INDEX, SequenceBatch
@@ -61,7 +63,7 @@ class ModelState:
 
     @classmethod
     def from_run(cls, run: str | Path, history_len: int | None = None, *, faiss_min_items: int = 50_000) -> ModelState:
-        """Load ``run``/best.pt. A sequence model whose scores are ``state @ E.T + b`` over more
+        """Load the best checkpoint of training run ``run``. A sequence model whose scores are ``state @ E.T + b`` over more
         than ``faiss_min_items`` items also gets a FAISS :class:`ItemIndex` (exact inner product;
         approximate HNSW only from 1,000,000 items), which ``recommend`` then uses.
 
@@ -70,17 +72,14 @@ class ModelState:
         run = Path(run)
         if run.is_file():
             return cls.from_export(run, history_len)
-        path = run / "best.pt"
-        ck = load_checkpoint(path)
-        model = load_model(ck)
-        model.eval()
-        vocab = ck["vocabs"]
-        items = [""] + list(vocab["items"])  # ids[i] has index i + 1
-        cats = ["(unknown)"] + list(vocab["categories"])
-        sizes = ck["sizes"]
-        ic = np.asarray(sizes.get("item_category") or [0] * len(items), dtype=np.int64)
-        pop = np.asarray(ck.get("item_popularity") or _popularity(ck, len(items)), dtype=np.float64)
-        max_len = int(ck["experiment"]["train"].get("max_len", 50))
+        training = TrainingRun(run)
+        ck = training.checkpoint
+        model = ck.build_model()
+        items = [""] + list(ck.vocabs.items)  # ids[i] has index i + 1
+        cats = ["(unknown)"] + list(ck.vocabs.categories)
+        ic = np.asarray(ck.sizes.item_category or [0] * len(items), dtype=np.int64)
+        pop = np.asarray(ck.item_popularity or _popularity(ck, len(items)), dtype=np.float64)
+        max_len = ck.max_len
         index = None
         # Only models that score by the shared dot product (SequentialModel.score): MultVAE and DIEN
         # override score with a decoder / a re-ranker, which an inner-product index cannot reproduce.
@@ -92,7 +91,7 @@ class ModelState:
                     None if bias is None else bias.detach().float().cpu().numpy(),
                 )
         return cls(
-            model=model, version=f"{run.name}@{int(path.stat().st_mtime)}", run=str(run), items=items,
+            model=model, version=training.version, run=str(run), items=items,
             item_index={x: i for i, x in enumerate(items) if i}, categories=cats, category_index={c: i for i, c in enumerate(cats)},
             item_category=ic, popularity=pop, history_len=history_len or max_len, faiss_min_items=faiss_min_items, index=index,
         )
@@ -246,12 +245,11 @@ class ModelState:
         return self.categories[c] if c else None
 
 
-def _popularity(ck: dict, n: int) -> np.ndarray:
+def _popularity(ck: ModelCheckpoint, n: int) -> np.ndarray:
     """Training popularity when the checkpoint does not carry it: a popularity model's own counts,
     else uniform (every item 1)."""
-    state = ck.get("state", {})
-    if "popularity" in state:
-        return state["popularity"].numpy()
+    if "popularity" in ck.weights:
+        return ck.weights["popularity"].numpy()
     return np.ones(n)
 
 
@@ -260,7 +258,7 @@ class ForecastState:
     """A trained interest forecaster, the sequences it was trained on, and (computed once, on
     load) every training user's forecast at the end of those data, for audiences and segments."""
 
-    state: dict[str, Any]
+    forecaster: ForecasterPayload
     seq: Any
     run: str
     population: Any = None  # UserForecasts of the training users at the data's end
@@ -319,23 +317,24 @@ class ForecastState:
 
     @classmethod
     def from_run(cls, run: str | Path) -> ForecastState:
-        from evorec.forecasting.predict import forecast_at, open_forecaster
+        from evorec.forecasting.predict import forecast_at
 
-        st, seq = open_forecaster(run)
+        forecast_run = ForecastRun.open(run)
+        forecaster, seq = forecast_run.payload, forecast_run.trained_sequences()
         end = int(np.asarray(seq.ts).max()) + 1
-        return cls(st, seq, str(run), forecast_at(st, seq, end))
+        return cls(forecaster, seq, str(run), forecast_at(forecaster, seq, end))
 
     def user(self, events: list[StoredEvent], horizons: list[str] | None, now: int):  # noqa: ANN201
         from evorec.forecasting.predict import forecast_history
 
-        return forecast_history(self.state, self.seq, [(e.item_id, e.category_id, e.behavior, int(e.ts)) for e in events], now, horizons)
+        return forecast_history(self.forecaster, self.seq, [(e.item_id, e.category_id, e.behavior, int(e.ts)) for e in events], now, horizons)
 
     def explain(self, events: list[StoredEvent], now: int, pairs: list[tuple[str, int]]):  # noqa: ANN201
         """Signal attributions of the user's forecast for (horizon label, category index) pairs
         (``evorec.forecasting.predict.explain_history``); ValueError for a forecaster that is not a ranker."""
         from evorec.forecasting.predict import explain_history
 
-        return explain_history(self.state, self.seq, [(e.item_id, e.category_id, e.behavior, int(e.ts)) for e in events], now, pairs)
+        return explain_history(self.forecaster, self.seq, [(e.item_id, e.category_id, e.behavior, int(e.ts)) for e in events], now, pairs)
 
 
 RECOMMEND_MODES = ("buy_again", "explore", "mixed")
@@ -375,7 +374,7 @@ class ServiceState:
         ]
 
     def watch(self, every_s: float, on_swap=None) -> threading.Event:  # noqa: ANN001
-        """Poll the served run's ``best.pt`` every ``every_s`` seconds and hot-swap it when a new
+        """Poll the served run's best checkpoint every ``every_s`` seconds and hot-swap it when a new
         file lands (a finished training run, a copied checkpoint). Returns the stop event."""
         stop = threading.Event()
 
@@ -399,8 +398,10 @@ class ServiceState:
         m = self._model
         if m is None:
             return None
+        if not Path(m.run).is_file():
+            return TrainingRun(m.run).stamp()
         try:
-            st = (Path(m.run) if Path(m.run).is_file() else Path(m.run) / "best.pt").stat()
+            st = Path(m.run).stat()  # an exported model file
         except OSError:
             return None
         return (st.st_mtime_ns, st.st_size)

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from evorec.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -37,9 +39,9 @@ def launched_world() -> int:
     try:
         n = int(raw)
     except ValueError:
-        raise ValueError(f"WORLD_SIZE={raw!r} in the environment is not an integer") from None
+        raise InputError(f"WORLD_SIZE={raw!r} in the environment is not an integer") from None
     if n < 1:
-        raise ValueError(f"WORLD_SIZE={n} in the environment: must be at least 1")
+        raise InputError(f"WORLD_SIZE={n} in the environment: must be at least 1")
     return n
 
 
@@ -55,7 +57,7 @@ def process_group_from_env(device: str = "auto", timeout_s: float = 1800.0) -> I
         return
     for key in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
         if key not in os.environ:
-            raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {key} is not set: launch with torchrun")
+            raise InputError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {key} is not set: launch with torchrun")
     cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))

@@ -9,14 +9,14 @@ replays epochs e+1.. exactly as an uninterrupted run would.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -24,9 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from evorec.data.batches import EvalSet, TrainView, count_training_batches, training_batches
+from evorec.errors import InputError, StateError
 from evorec.evaluation import metrics as M
 from evorec.evaluation.ranking import rank_targets
-from evorec.models.checkpoint import atomic_save, load_checkpoint
+from evorec.models.checkpoint import ModelCheckpoint, ResumeState, load_checkpoint
 from evorec.training import distributed as D
 from evorec.training.losses import LossConfig, make_loss
 from evorec.utils.hardware import check_precision, choose_precision, choose_threads, usable_cores
@@ -114,7 +115,7 @@ class TrainState:
 
 def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' asked for but no CUDA device is available")
+        raise StateError("device 'cuda' asked for but no CUDA device is available")
     if name == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     if D.world_size() > 1:  # one GPU per process under torchrun
@@ -176,13 +177,34 @@ class WeightAverage:
         self.model.load_state_dict(sd["state"])
 
 
+class RunFiles(Protocol):
+    """Where a training writes: ``evorec.experiments.runs.TrainingRun`` (which names the files)."""
+
+    dir: Path
+
+    @property
+    def best_checkpoint(self) -> Path: ...
+
+    @property
+    def last_checkpoint(self) -> Path: ...
+
+    @property
+    def tensorboard_dir(self) -> Path: ...
+
+    def write_history(self, doc: dict) -> None: ...
+
+
+PayloadFn = Callable[[nn.Module, dict], ModelCheckpoint]
+"""(model, TrainState as a dict) -> the checkpoint to save (config and vocabularies embedded)."""
+
+
 class Trainer:
     """Trains ``model`` on ``train`` and early-stops on ``valid`` (full ranking). ``exclude_seen``
     is the evaluation's setting (``eval.exclude_seen``): the one place it is set; ``valid`` should
     then already be without repeat targets (``evorec.evaluation.protocols.drop_repeat_targets``)."""
 
     def __init__(
-        self, model, train: TrainView, valid: EvalSet | None, cfg: TrainConfig, run_dir: str | Path, payload_fn, *, exclude_seen: bool = True,
+        self, model, train: TrainView, valid: EvalSet | None, cfg: TrainConfig, run: RunFiles, payload_fn: PayloadFn, *, exclude_seen: bool = True,
         tracker: RunTracker | None = None,
     ):
         self.model = model
@@ -191,8 +213,8 @@ class Trainer:
         self.train_view = train
         self.valid = valid
         self.cfg = cfg
-        self.run_dir = Path(run_dir)
-        self.payload_fn = payload_fn  # (model, extra) -> checkpoint dict (config + vocabs embedded)
+        self.run = run
+        self.payload_fn = payload_fn
 
     # -- helpers -----------------------------------------------------------------------------
     @property
@@ -255,7 +277,7 @@ class Trainer:
             st.threads, st.threads_reason = threads, threads_reason
             return st
 
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run.dir.mkdir(parents=True, exist_ok=True)
         model = self.model.to(device)
         state = record_hardware(TrainState())
         valid = self._validation_subset()
@@ -269,7 +291,7 @@ class Trainer:
             state.best_metric = metrics.get(cfg.metric, math.nan)
             state.best_epoch, state.epoch, state.stopped = 1, 1, "fitted"
             if self.rank == 0:
-                atomic_save(self.payload_fn(model, {"train_state": state.to_dict()}), self.run_dir / "best.pt")
+                self.payload_fn(model, state.to_dict()).save(self.run.best_checkpoint)
                 self._write_history(state)
             return state
 
@@ -298,17 +320,19 @@ class Trainer:
         def kept() -> nn.Module:  # what is validated, selected and saved: the weight average if kept
             return ema.averaged() if ema is not None else model
 
-        last_path = self.run_dir / "last.pt"
+        last_path = self.run.last_checkpoint
         if resume and last_path.exists():
             ck = load_checkpoint(last_path)
-            model.load_state_dict(ck["state"])
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
+            if ck.resume is None:
+                raise InputError(f"--resume: {last_path} holds no optimizer state")
+            model.load_state_dict(ck.weights)
+            opt.load_state_dict(ck.resume.optimizer)
+            sched.load_state_dict(ck.resume.scheduler)
             if ema is not None:
-                if "weight_average" not in ck:
-                    raise ValueError(f"--resume: {last_path} has no weight average but train.ema_decay is set: resume with the run's own config")
-                ema.load_state_dict(ck["weight_average"])
-            state = record_hardware(TrainState(**ck["train_state"]))
+                if ck.resume.weight_average is None:
+                    raise InputError(f"--resume: {last_path} has no weight average but train.ema_decay is set: resume with the run's own config")
+                ema.load_state_dict(ck.resume.weight_average)
+            state = record_hardware(TrainState(**ck.train_state))
             log.info("resumed from %s after epoch %d (step %d)", last_path, state.epoch, state.step)
             if state.stopped:
                 return state
@@ -320,7 +344,7 @@ class Trainer:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=state.step or None)
+                writer = SummaryWriter(str(self.run.tensorboard_dir), purge_step=state.step or None)
             except ImportError:
                 log.warning("tensorboard is not installed: no TensorBoard scalars")
 
@@ -403,7 +427,7 @@ class Trainer:
                 if value > state.best_metric:
                     state.best_metric, state.best_epoch, state.bad_evals = value, state.epoch, 0
                     if self.rank == 0:
-                        atomic_save(self.payload_fn(scored, {"train_state": state.to_dict()}), self.run_dir / "best.pt")
+                        self.payload_fn(scored, state.to_dict()).save(self.run.best_checkpoint)
                 else:
                     state.bad_evals += 1
             state.wall_seconds = time.perf_counter() - wall0
@@ -419,17 +443,16 @@ class Trainer:
             elif state.epoch == cfg.epochs:
                 state.stopped = f"{cfg.epochs} epochs done"
             if self.rank == 0:
-                extra = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "train_state": state.to_dict()}
-                if ema is not None:
-                    extra["weight_average"] = ema.state_dict()
-                atomic_save(self.payload_fn(model, extra), last_path)
+                last = self.payload_fn(model, state.to_dict())
+                last.resume = ResumeState(opt.state_dict(), sched.state_dict(), ema.state_dict() if ema is not None else None)
+                last.save(last_path)
                 self._write_history(state)
             if state.stopped:
                 break
         if writer is not None:
             writer.close()
         if valid is None and self.rank == 0:  # nothing to select on: the last model is the best
-            atomic_save(self.payload_fn(kept(), {"train_state": state.to_dict()}), self.run_dir / "best.pt")
+            self.payload_fn(kept(), state.to_dict()).save(self.run.best_checkpoint)
         return state
 
     def _set_threads(self, resume: bool) -> tuple[int, str]:
@@ -438,8 +461,8 @@ class Trainer:
         ``choose_threads``' default (torch's)."""
         cfg = self.cfg
         saved = 0
-        if resume and cfg.threads is None and (self.run_dir / "last.pt").exists():
-            saved = int(load_checkpoint(self.run_dir / "last.pt").get("train_state", {}).get("threads") or 0)
+        if resume and cfg.threads is None and self.run.last_checkpoint.exists():
+            saved = int(load_checkpoint(self.run.last_checkpoint).train_state.get("threads") or 0)
         if saved:
             n, why = saved, "the count the resumed run trained with"
         else:
@@ -450,9 +473,7 @@ class Trainer:
         return n, why
 
     def _write_history(self, state: TrainState) -> None:
-        tmp = self.run_dir / f".history.json.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(state.to_dict(), indent=2, default=float))
-        os.replace(tmp, self.run_dir / "history.json")
+        self.run.write_history(state.to_dict())
 
 
 def _rows(es: EvalSet, idx: np.ndarray) -> EvalSet:

@@ -34,6 +34,8 @@ import platform
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from evorec.errors import InputError
+
 log = logging.getLogger(__name__)
 
 # The values ``train.precision`` accepts; ``auto`` resolves to one of the other two.
@@ -217,12 +219,12 @@ def check_precision(value: object) -> str:
         return str(value)
     valid = ", ".join(PRECISIONS)
     if isinstance(value, str) and value.lower() in ("fp16", "float16", "half"):
-        raise ValueError(
+        raise InputError(
             f"precision {value!r} is not supported: float16 autocast has no fast kernels on a CPU (it is "
             f"emulated there) and on a GPU would need loss scaling, which the trainer does not do; "
             f"use one of {valid} (auto picks bf16 where the device runs it natively)"
         )
-    raise ValueError(f"unknown precision {value!r}; use one of {valid}")
+    raise InputError(f"unknown precision {value!r}; use one of {valid}")
 
 
 def _cpu_bf16_fast(cpu: CpuInfo) -> tuple[bool, str]:

@@ -15,6 +15,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from evorec.errors import StateError
+
 log = logging.getLogger(__name__)
 
 # 128 bits of the HMAC output, hex: short enough to keep the store small, long enough that a
@@ -22,7 +24,7 @@ log = logging.getLogger(__name__)
 PSEUDONYM_HEX_CHARS = 32
 
 
-class SecretError(RuntimeError):
+class SecretError(StateError):
     """The pseudonymisation key cannot be read or has unsafe permissions."""
 
 

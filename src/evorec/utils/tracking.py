@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from evorec.errors import InputError, StateError
 from evorec.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def require_mlflow() -> Any:
     try:
         import mlflow
     except ImportError as exc:
-        raise RuntimeError(f"experiment tracking (--track / {ENV_URI}) needs MLflow, which is not installed: {EXTRA_HINT}") from exc
+        raise StateError(f"experiment tracking (--track / {ENV_URI}) needs MLflow, which is not installed: {EXTRA_HINT}") from exc
     return mlflow
 
 
@@ -147,7 +148,7 @@ class RunTracker:
             client = MlflowClient(tracking_uri=uri)
             client._tracking_client.store  # noqa: B018 - resolve the store now
         except Exception as exc:  # noqa: BLE001
-            raise ValueError(f"MLflow tracking URI {uri!r}: {exc}") from exc
+            raise InputError(f"MLflow tracking URI {uri!r}: {exc}") from exc
         tracker = cls(uri, client=client)
         previous = read_record(resume_from) if resume_from is not None else None
         try:
@@ -325,12 +326,15 @@ def backtest_metrics(res: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def log_forecast_backtest(uri: str, config: Mapping[str, Any], res: Mapping[str, Any], run_dir: str | Path | None) -> RunTracker:
+def log_forecast_backtest(
+    uri: str, config: Mapping[str, Any], res: Mapping[str, Any], run_dir: str | Path | None, files: Iterable[str | Path] = (),
+) -> RunTracker:
     """One MLflow run for a finished ``evorec forecast backtest``: the config, the sequences'
-    fingerprint, every horizon's metrics with CIs, ``forecaster.pt``, ``backtest.json``, ``config.yaml``."""
+    fingerprint, every horizon's metrics with CIs, and the run's ``files`` (its forecaster, results
+    and config: ``evorec.experiments.runs.ForecastRun``)."""
     out = Path(run_dir) if run_dir is not None else None
     with RunTracker.start(uri, kind="forecast-backtest", run_name=out.name if out else config.get("name")) as tracker:
-        files = [out / n for n in ("forecaster.pt", "backtest.json", "config.yaml")] if out else []
+        files = list(files) if out else []
         if out is None:  # nothing on disk: the results themselves are the artefact
             tracker.log_dict(dict(res), "backtest.json")
         log_result(tracker, config=config, fingerprint=res.get("sequence_fingerprint"), metrics=backtest_metrics(res),

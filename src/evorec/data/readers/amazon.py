@@ -74,6 +74,7 @@ from evorec.data.readers.base import (
     strptime_seconds,
 )
 from evorec.data.readers.layouts import Recognition, Sample
+from evorec.errors import MissingPathError
 from evorec.types import ITEM_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -515,7 +516,7 @@ class AmazonReviews(Reader):
         meta = self.meta_path()
         if meta is not None:
             if not meta.exists():
-                raise FileNotFoundError(f"metadata file not found: {meta} (--option meta)")
+                raise MissingPathError(f"metadata file not found: {meta} (--option meta)")
             _check_object_lines(
                 meta,
                 "Amazon metadata lines (JSON or Python dict literals) with an 'asin'",
@@ -586,7 +587,7 @@ class ReChorusAmazon(DelimitedReader):
         if items is None:
             return
         if not items.exists():
-            raise FileNotFoundError(f"items file not found: {items} (--option items)")
+            raise MissingPathError(f"items file not found: {items} (--option items)")
         lines = first_lines(items, 1)
         names = [c.strip().strip('"') for c in lines[0].decode("utf-8", errors="replace").split("\t")] if lines else []
         missing = [c for c in self.ITEMS_REQUIRED if c not in names]

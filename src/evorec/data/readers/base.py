@@ -36,6 +36,7 @@ from evorec.data.readers.layouts import (
     missing_roles,
     resolve,
 )
+from evorec.errors import InputError, MissingPathError
 from evorec.types import ITEM_SCHEMA, TimeKind
 
 BLOCK_BYTES = 16 << 20  # text is parsed in blocks of about this size (bounded memory per block)
@@ -57,7 +58,7 @@ def profiles_table(user_id, age_range=None, gender=None, region=None) -> pa.Tabl
     return pa.table({k: pa.nulls(n, pa.string()) if v is None else v for k, v in cols.items()}, schema=PROFILE_SCHEMA)
 
 
-class FormatMismatch(ValueError):
+class FormatMismatch(InputError):
     """The file is not of the stated format. Raised before anything is written."""
 
     def __init__(self, path: Path | str, line: int | None, expected: str, found: str):
@@ -74,7 +75,7 @@ class FormatMismatch(ValueError):
         return self
 
 
-class ReaderOptionError(ValueError):
+class ReaderOptionError(InputError):
     """Options given to a reader are wrong (unknown column in --map, bad option value...)."""
 
 
@@ -164,7 +165,7 @@ class Reader:
 def open_binary(path: Path) -> BinaryIO:
     """Open a plain, .gz or .zip file (a zip must hold exactly one non-directory member)."""
     if not path.exists():
-        raise FileNotFoundError(f"source file not found: {path}")
+        raise MissingPathError(f"source file not found: {path}")
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic[:2] == b"\x1f\x8b":

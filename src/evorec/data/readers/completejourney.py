@@ -66,6 +66,7 @@ from evorec.data.readers.base import (
 )
 from evorec.data.readers.generic import _as_text
 from evorec.data.readers.layouts import Recognition, Role, Sample, missing_roles, resolve
+from evorec.errors import MissingPathError
 from evorec.types import ITEM_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -291,7 +292,7 @@ class CompleteJourney(DelimitedReader):
                         "events get no category", self.path)
             return
         if not products.exists():
-            raise FileNotFoundError(f"product table not found: {products} (--option products)")
+            raise MissingPathError(f"product table not found: {products} (--option products)")
         if _layout(_columns(products), R_PRODUCTS, ORIG_PRODUCTS) is None:
             raise FormatMismatch(
                 products, None if _is_parquet(products) else 1,

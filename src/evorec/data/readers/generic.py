@@ -43,6 +43,7 @@ from evorec.data.readers.base import (
     strptime_seconds,
 )
 from evorec.data.readers.layouts import UNIX_S, Recognition, Sample
+from evorec.errors import MissingPathError
 from evorec.types import BEHAVIORS, ITEM_SCHEMA
 
 CANONICAL = ("user_id", "item_id", "ts", "behavior", "category_id", "value", "basket_id")
@@ -170,7 +171,7 @@ class MappedMixin:
 def read_items_file(path: Path) -> Iterator[pa.Table]:
     """Item metadata in the canonical item columns (Parquet or CSV with a header)."""
     if not path.exists():
-        raise FileNotFoundError(f"items file not found: {path}")
+        raise MissingPathError(f"items file not found: {path}")
     if path.suffix == ".parquet":
         pf = pq.ParquetFile(path)
         names = pf.schema_arrow.names

@@ -40,6 +40,7 @@ from evorec.data.readers.base import (
     sql_str,
 )
 from evorec.data.readers.layouts import Recognition, Role, Sample, header_recognition
+from evorec.errors import MissingPathError
 from evorec.types import ITEM_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def _beside(events: Path, stem: str) -> Path | None:
 
 def _check_header(path: Path, required: tuple[str, ...]) -> None:
     if not path.exists():
-        raise FileNotFoundError(f"RetailRocket side file not found: {path}")
+        raise MissingPathError(f"RetailRocket side file not found: {path}")
     lines = first_lines(path, 1)
     if not lines:
         raise FormatMismatch(path, 1, f"a comma-separated header with columns {list(required)}", "an empty file")

@@ -8,6 +8,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from evorec.errors import InputError
 from evorec.models.base import DataSizes, SideInfoConfig
 from evorec.types import SequenceBatch
 
@@ -110,14 +111,14 @@ class EventEmbedding(nn.Module):
         self.register_buffer("item_text", None)
         if side.text:
             if sizes.text_dim <= 0:
-                raise ValueError("side.text needs DataSizes.text_dim > 0 (the pipeline sets it from the item text matrix)")
+                raise InputError("side.text needs DataSizes.text_dim > 0 (the pipeline sets it from the item text matrix)")
             self.register_buffer("item_text", torch.zeros(sizes.n_items, sizes.text_dim), persistent=True)
             self.text_proj = nn.Linear(sizes.text_dim, dim, bias=False)
         self.attributes = None
         self.register_buffer("item_attributes", None)
         if side.attributes:
             if sizes.n_attributes <= 1 or sizes.attribute_width <= 0:
-                raise ValueError("side.attributes needs DataSizes.n_attributes > 1 (the pipeline sets it from the items' attributes)")
+                raise InputError("side.attributes needs DataSizes.n_attributes > 1 (the pipeline sets it from the items' attributes)")
             # mean of the item's token vectors; token 0 (none) is left out of the mean
             self.attributes = nn.EmbeddingBag(sizes.n_attributes, dim, mode="mean", padding_idx=0)
             self.register_buffer("item_attributes", torch.zeros(sizes.n_items, sizes.attribute_width, dtype=torch.long), persistent=True)
