@@ -17,7 +17,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[report]'  # the demo ends with `evorec report`
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed

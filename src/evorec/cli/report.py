@@ -28,6 +28,10 @@ def report(
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Write a self-contained HTML report (Plotly, opens offline) and the same figures as PNG."""
+    from evorec.errors import require_extra
+
+    with user_errors():
+        require_extra("plotly", "evorec report", "report")
     from evorec.report.build import build_report
 
     with user_errors():

@@ -17,6 +17,11 @@ def serve(
     db: str | None = typer.Option(None, "--db", help="Event store URL (env EVOREC_SERVE_DB_URL; default sqlite:///evorec-serve.db)."),
 ) -> None:
     """Serve recommendations over HTTP (OpenAPI at /docs)."""
+    from evorec.errors import require_extra
+
+    with user_errors():
+        for module in ("fastapi", "uvicorn", "faiss"):
+            require_extra(module, "evorec serve", "serve")
     import uvicorn
 
     from evorec.serving.app import create_app

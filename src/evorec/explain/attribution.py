@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from evorec.errors import InputError
+from evorec.errors import InputError, require_extra
 from evorec.types import SequenceBatch
 
 AGE_BUCKETS = ((86_400, "last day"), (7 * 86_400, "last week"), (30 * 86_400, "last month"), (None, "older"))
@@ -42,7 +42,7 @@ def _score(model, batch: SequenceBatch, item: int) -> torch.Tensor:  # noqa: ANN
 
 
 def integrated_gradients(model, batch: SequenceBatch, item: int, steps: int = 32) -> Attribution:  # noqa: ANN001
-    from captum.attr import IntegratedGradients
+    captum_attr = require_extra("captum.attr", "integrated gradients (explanations)", "explain")
 
     if batch.size != 1:
         raise ValueError("explain one user at a time (batch size 1)")
@@ -69,7 +69,7 @@ def integrated_gradients(model, batch: SequenceBatch, item: int, steps: int = 32
             full = float(_score(model, batch, item)[0])
         handle = embed.register_forward_hook(hook)
         try:
-            ig = IntegratedGradients(forward)
+            ig = captum_attr.IntegratedGradients(forward)
             attr, delta = ig.attribute(e0, baselines=torch.zeros_like(e0), n_steps=int(steps), return_convergence_delta=True)
             with torch.no_grad():
                 base = float(forward(torch.zeros_like(e0))[0])

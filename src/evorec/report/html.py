@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
 
+from evorec.errors import require_extra
 from evorec.report.figures import Figure, to_plotly
 from evorec.report.sections import Section, Table, UserPage
 
@@ -59,7 +60,7 @@ def _user(u: UserPage, png: bool) -> str:
 
 
 def render_page(title: str, subtitle: str, sections: list[Section], users: list[UserPage], *, png: bool) -> str:
-    import plotly.io as pio
+    pio = require_extra("plotly.io", "the HTML report", "report")
     from plotly.offline import get_plotlyjs
 
     figs: list[Figure] = [f for s in sections for f in s.figures] + [f for u in users for f in u.figures]

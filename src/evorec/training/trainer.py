@@ -346,7 +346,7 @@ class Trainer:
 
                 writer = SummaryWriter(str(self.run.tensorboard_dir), purge_step=state.step or None)
             except ImportError:
-                log.warning("tensorboard is not installed: no TensorBoard scalars")
+                log.warning("tensorboard is not installed: no TensorBoard scalars (pip install 'evorec[tensorboard]', or train.tensorboard: false)")
 
         wall0 = time.perf_counter() - state.wall_seconds
         model.train()
