@@ -1,6 +1,6 @@
 """Interest forecasts: the learned forecaster vs every baseline, per horizon, on each dataset.
 
-Runs ``evorec.forecast_pipeline.forecast_backtest`` on the configs in ``configs/forecast/``
+Runs ``evorec.experiments.forecasting.forecast_backtest`` on the configs in ``configs/forecast/``
 (rolling-origin backtest: model trained on windows before the validation cutoff, baselines tuned
 and everything calibrated on the validation cutoff, scored at several later test cutoffs; 95%
 bootstrap CIs over (user, cutoff) samples). On the simulator the backtest also scores two

@@ -107,7 +107,7 @@ def test_a_run_checks_its_data_once_against_its_fingerprint(tmp_path):
 
 
 def _old_forecaster_dict() -> dict:
-    """forecaster.pt as forecast_pipeline wrote it before ForecasterPayload."""
+    """forecaster.pt as evorec wrote it before ForecasterPayload (the former forecast_pipeline module)."""
     return {
         "kind": "evorec-forecaster",
         "forecaster": {"kind": "baseline", "name": "persistence"},

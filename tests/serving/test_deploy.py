@@ -131,8 +131,8 @@ def test_entrypoint_and_cmd_are_a_valid_evorec_command_line():
 
 
 def test_every_evorec_variable_in_the_dockerfile_and_guide_exists():
-    # the guide's Kubernetes section also names the training jobs' cache (read by evorec.pipeline)
-    assert 'os.environ.get("EVOREC_CACHE"' in (ROOT / "src" / "evorec" / "pipeline.py").read_text()
+    # the guide's Kubernetes section also names the training jobs' cache (read by evorec.experiments.config)
+    assert 'os.environ.get("EVOREC_CACHE"' in (ROOT / "src" / "evorec" / "experiments" / "config.py").read_text()
     known = known_vars() | {"EVOREC_CACHE"}
     for path in (DOCKERFILE, GUIDE):
         unknown = env_names(path.read_text()) - known
