@@ -259,7 +259,7 @@ def test_cli_commands(small_run, monkeypatch):
     run = ["--run", str(small_run), "--cutoff", "2025-10-01"]
 
     def ok(*args):
-        r = runner.invoke(app, list(args) + run + ["--json"])
+        r = runner.invoke(app, ["forecast", *args, *run, "--json"])
         assert r.exit_code == 0, r.output
         return json.loads(r.stdout)
 
@@ -275,7 +275,7 @@ def test_cli_commands(small_run, monkeypatch):
     assert len(m["categories"]) > 0 and len(m["backtest"]["cutoffs"]) == 2
     assert set(m["backtest"]["mean"]) == {"wape_model", "wape_persistence", "coverage"}
     out = small_run.parent / "drift.parquet"
-    r = runner.invoke(app, ["drift", *run, "--out", str(out)])
+    r = runner.invoke(app, ["forecast", "drift", *run, "--out", str(out)])
     assert r.exit_code == 0 and out.exists() and "stable" in r.stdout
     assert pq.read_table(out).num_rows == d["summary"]["users"]
     for bad, msg in [
@@ -285,6 +285,29 @@ def test_cli_commands(small_run, monkeypatch):
         (["demand", *run, "--backtest-cutoffs", "2025-12-20"], "after the data ends"),
         (["segments", *run, "--method", "dbscan"], "method"),
     ]:
-        r = runner.invoke(app, bad)
+        r = runner.invoke(app, ["forecast", *bad])
         assert r.exit_code == 2, (bad, r.output)
         assert msg in r.output
+
+
+def test_old_top_level_names_are_hidden_deprecated_aliases(small_run, monkeypatch, caplog):
+    """`evorec drift ...` (before `evorec forecast drift ...`) still works for one release: the
+    same output, a deprecation warning in the log, and no line in `evorec --help`."""
+    from evorec.cli.main import app
+
+    monkeypatch.setenv("EVOREC_SECRET", "benchmark")
+    runner = CliRunner()
+    args = ["--run", str(small_run), "--cutoff", "2025-10-01", "--k", "4", "--min-size", "30", "--json"]
+    new = runner.invoke(app, ["forecast", "segments", *args])
+    assert new.exit_code == 0, new.output
+    assert "deprecated" not in caplog.text
+    old = runner.invoke(app, ["segments", *args])
+    assert old.exit_code == 0, old.output
+    assert json.loads(old.stdout) == json.loads(new.stdout)
+    assert "`evorec segments` is deprecated" in caplog.text and "use `evorec forecast segments`" in caplog.text
+    r = runner.invoke(app, ["audience", "nope", "--run", str(small_run), "--cutoff", "2025-10-01"])
+    assert r.exit_code == 2 and "unknown to the model" in r.output  # the same user errors
+    top = runner.invoke(app, ["--help"]).stdout
+    forecast = runner.invoke(app, ["forecast", "--help"]).stdout
+    for name in ("drift", "segments", "audience", "demand"):
+        assert f" {name} " not in top and f" {name} " in forecast, name

@@ -1,15 +1,20 @@
-"""`evorec drift | segments | audience | demand`: what the interest forecasts of a run are for.
+"""`evorec forecast drift | segments | audience | demand`: what the interest forecasts of a run are for.
 
-    evorec drift --run runs/fc --cutoff 2025-10-01 --horizon 30d --out drift.parquet
-    evorec segments --run runs/fc --cutoff 2025-10-01 --k 8 --min-size 20
-    evorec audience c001 --run runs/fc --cutoff 2025-10-01 --top 100
-    evorec demand --run runs/fc --cutoff 2025-10-01 --backtest-cutoffs 2025-06-15,2025-09-15
+    evorec forecast drift --run runs/fc --cutoff 2025-10-01 --horizon 30d --out drift.parquet
+    evorec forecast segments --run runs/fc --cutoff 2025-10-01 --k 8 --min-size 20
+    evorec forecast audience c001 --run runs/fc --cutoff 2025-10-01 --top 100
+    evorec forecast demand --run runs/fc --cutoff 2025-10-01 --backtest-cutoffs 2025-06-15,2025-09-15
 
-Each command forecasts the run at the cutoff, calls one library function and formats.
+Each command forecasts the run at the cutoff, calls one library function and formats. The old
+top-level names (`evorec drift ...`) stay for one release as hidden aliases that log a deprecation
+warning.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -27,10 +32,27 @@ DRIFT_OUT = typer.Option(None, "--out", "-o", help="Write one row per user to th
 SEGMENTS_OUT = typer.Option(None, "--out", "-o", help="Write user_id, segment, x, y of shown segments to Parquet.")
 
 
-def register(app: typer.Typer) -> None:
-    """Add the four commands to the top-level ``app``."""
+log = logging.getLogger(__name__)
+
+
+def register(forecast_app: typer.Typer, top_app: typer.Typer) -> None:
+    """Add the four commands to ``evorec forecast``, and their old top-level names, hidden and
+    deprecated, to ``evorec`` (removed in the next release)."""
     for name, fn in (("drift", drift), ("segments", segments), ("audience", audience), ("demand", demand)):
-        app.command(name)(fn)
+        forecast_app.command(name)(fn)
+        top_app.command(name, hidden=True)(_deprecated(name, fn))
+
+
+def _deprecated(name: str, fn: Callable[..., None]) -> Callable[..., None]:
+    """``fn`` under its old name: the same options, plus a deprecation warning in the log."""
+
+    @functools.wraps(fn)
+    def alias(*args: object, **kwargs: object) -> None:
+        log.warning("`evorec %s` is deprecated and will be removed in the next release: use `evorec forecast %s`", name, name)
+        fn(*args, **kwargs)
+
+    alias.__doc__ = f"Deprecated: use `evorec forecast {name}`."
+    return alias
 
 
 

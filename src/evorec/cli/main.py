@@ -32,7 +32,7 @@ app.command("evaluate")(train_cmds.evaluate)
 app.command("compare")(train_cmds.compare)
 app.command("models")(train_cmds.models)
 app.command("report")(report_cmds.report)
-forecast_uses_cmds.register(app)  # drift, segments, audience, demand
+forecast_uses_cmds.register(forecast_cmds.app, app)  # forecast drift|segments|audience|demand (+ the old names, hidden)
 
 
 def _version(value: bool) -> None:
