@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -121,7 +121,7 @@ class SequenceBatch:
     target_behaviors: Tensor | None = None
     baskets: Tensor | None = None
 
-    def to(self, device) -> SequenceBatch:  # noqa: ANN001 - torch.device or str
+    def to(self, device) -> SequenceBatch:
         return SequenceBatch(**{k: (v.to(device, non_blocking=True) if v is not None else None) for k, v in self.__dict__.items()})
 
     @property
@@ -131,3 +131,15 @@ class SequenceBatch:
     @property
     def length(self) -> int:
         return int(self.items.shape[1])
+
+
+# -- documents stored as plain dicts ----------------------------------------------------------
+
+JSONDoc = dict[str, Any]
+"""A JSON object as it lies in a file or inside a payload: a config dump
+(``model_dump(mode="json")``), metrics, a backtest's results. Validate it into its typed config
+where one exists (``ExperimentConfig.model_validate``)."""
+
+StateDict = dict[str, Any]
+"""A ``state_dict``: a torch module's or optimizer's, or a fitted forecaster's own state -- values
+by name, read back only by the object that wrote it."""

@@ -19,6 +19,7 @@ from evorec.experiments.runs import ForecastRun
 from evorec.forecasting.backtest import run_backtest
 from evorec.forecasting.payload import ForecastContext, ForecasterPayload
 from evorec.forecasting.predict import ForecastExplanation, UserForecasts, explain_at, forecast_at
+from evorec.types import JSONDoc
 from evorec.utils.tracking import log_forecast_backtest
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def forecast_data(cfg: ForecastExperimentConfig) -> SequenceData:
     return DataCache(cfg.cache_dir).prepared(forecast_source(cfg), cfg.prepare).seq
 
 
-def forecast_backtest(cfg: ForecastExperimentConfig, out_dir: str | Path | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
+def forecast_backtest(cfg: ForecastExperimentConfig, out_dir: str | Path | None = None, tracking_uri: str | None = None) -> JSONDoc:
     """Run the backtest; with ``out_dir`` also save the model and the results there (a
     :class:`ForecastRun`); with ``tracking_uri`` log them to MLflow
     (``evorec.utils.tracking.log_forecast_backtest``)."""

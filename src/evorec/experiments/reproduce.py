@@ -17,7 +17,6 @@ import copy
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -26,6 +25,7 @@ from evorec.experiments.config import ExperimentConfig, load_experiment
 from evorec.experiments.runs import TrainingRun
 from evorec.experiments.tables import Row, Table, tables
 from evorec.experiments.training import data_sizes, evaluate_run, prepared_data, train
+from evorec.types import JSONDoc
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def find_data(table: Table, data: str | Path | None = None) -> Path:
     )
 
 
-def row_experiment(table: Table, row: Row, data_path: Path, budget_s: float | None, seed: int = 0) -> dict[str, Any]:
+def row_experiment(table: Table, row: Row, data_path: Path, budget_s: float | None, seed: int = 0) -> JSONDoc:
     t = copy.deepcopy(row.train)
     t.setdefault("seed", seed)
     t["progress"] = False
@@ -71,7 +71,7 @@ def row_experiment(table: Table, row: Row, data_path: Path, budget_s: float | No
 def reproduce(
     name: str, out_dir: str | Path, *, data: str | Path | None = None, budget_s: float | None = 300.0,
     models: list[str] | None = None, bootstrap: int = 1000,
-) -> dict[str, Any]:
+) -> JSONDoc:
     """Train and evaluate every row of table ``name``; returns the side-by-side table as a dict."""
     known = tables()
     if name not in known:
@@ -126,7 +126,7 @@ def _finished(run: TrainingRun, cfg: ExperimentConfig) -> bool:
     return bool((run.history() or {}).get("stopped"))
 
 
-def _poprec_explanation(table: Table, data_path: Path) -> dict[str, Any]:
+def _poprec_explanation(table: Table, data_path: Path) -> JSONDoc:
     """PopRec is deterministic, so a truly identical protocol must land on the published number.
     Counting popularity over the *whole* file -- the validation and test items included --
     reproduces it; counting over the training part (the leak-free protocol) does not."""

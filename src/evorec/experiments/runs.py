@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -36,22 +35,23 @@ from evorec.data.sequences import SequenceData
 from evorec.errors import InputError, MissingPathError
 from evorec.forecasting.payload import KIND, ForecasterPayload
 from evorec.models.checkpoint import ModelCheckpoint, load_checkpoint
+from evorec.types import JSONDoc
 from evorec.utils.io import atomic_write_parquet, atomic_write_text, json_default
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_json(path: Path) -> JSONDoc | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _write_json(path: Path, doc: dict[str, Any]) -> Path:
+def _write_json(path: Path, doc: JSONDoc) -> Path:
     return atomic_write_text(path, json.dumps(doc, indent=2, default=json_default))
 
 
-def _read_yaml(path: Path) -> dict[str, Any] | None:
+def _read_yaml(path: Path) -> JSONDoc | None:
     return yaml.safe_load(path.read_text()) if path.exists() else None
 
 
-def _write_yaml(path: Path, doc: dict[str, Any]) -> Path:
+def _write_yaml(path: Path, doc: JSONDoc) -> Path:
     return atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))
 
 
@@ -69,11 +69,11 @@ class _RunDir:
     def config_file(self) -> Path:
         return self.dir / "config.yaml"
 
-    def saved_config(self) -> dict[str, Any] | None:
+    def saved_config(self) -> JSONDoc | None:
         """The config the run was made with, as saved (None before the run started)."""
         return _read_yaml(self.config_file)
 
-    def write_config(self, doc: dict[str, Any]) -> None:
+    def write_config(self, doc: JSONDoc) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         _write_yaml(self.config_file, doc)
 
@@ -167,17 +167,17 @@ class TrainingRun(_RunDir):
             return None
         return (st.st_mtime_ns, st.st_size)
 
-    def history(self) -> dict[str, Any] | None:
+    def history(self) -> JSONDoc | None:
         return _read_json(self.history_file)
 
-    def write_history(self, doc: dict[str, Any]) -> None:
+    def write_history(self, doc: JSONDoc) -> None:
         atomic_write_text(self.history_file, json.dumps(doc, indent=2, default=float))  # tensors and numpy scalars as numbers
 
-    def metrics(self) -> dict[str, Any] | None:
+    def metrics(self) -> JSONDoc | None:
         """``metrics.json`` (None if not evaluated; json.JSONDecodeError if damaged)."""
         return _read_json(self.metrics_file)
 
-    def write_evaluation(self, metrics: dict[str, Any], per_user) -> None:
+    def write_evaluation(self, metrics: JSONDoc, per_user) -> None:
         atomic_write_parquet(self.per_user_file, per_user)
         _write_json(self.metrics_file, metrics)
 
@@ -232,7 +232,7 @@ class ForecastRun(_RunDir):
             raise InputError(f"{path} is not an evorec forecaster file")
         return ForecasterPayload.from_dict(raw)
 
-    def save(self, payload: ForecasterPayload, backtest: dict[str, Any], config: dict[str, Any]) -> None:
+    def save(self, payload: ForecasterPayload, backtest: JSONDoc, config: JSONDoc) -> None:
         """Write the config, the forecaster and the backtest's results (each atomically)."""
         from evorec.models.checkpoint import atomic_save
 
@@ -245,7 +245,7 @@ class ForecastRun(_RunDir):
         """The run's files, as a tracking server keeps them."""
         return [self.forecaster_file, self.backtest_file, self.config_file]
 
-    def backtest(self) -> dict[str, Any] | None:
+    def backtest(self) -> JSONDoc | None:
         return _read_json(self.backtest_file)
 
     def check_data(self, seq: SequenceData) -> None:

@@ -7,18 +7,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any
 
 import yaml
+
+from evorec.types import JSONDoc
 
 
 @dataclass
 class Row:
     label: str  # the paper's name for the model
     model: str  # evorec registry name
-    config: dict[str, Any]
+    config: JSONDoc
     published: dict[str, float]  # e.g. {"HR@10": 0.0605, "NDCG@10": 0.0318}
-    train: dict[str, Any] = field(default_factory=dict)
+    train: JSONDoc = field(default_factory=dict)
 
 
 @dataclass
@@ -27,14 +28,14 @@ class Table:
     title: str
     source: str
     relative_path: str  # under the data directory
-    data: dict[str, Any]
-    prepare: dict[str, Any]
-    eval: dict[str, Any]
+    data: JSONDoc
+    prepare: JSONDoc
+    eval: JSONDoc
     protocol: str
     rows: list[Row]
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Table:
+    def from_dict(cls, d: JSONDoc) -> Table:
         rows = [Row(r["label"], r["model"], dict(r.get("config") or {}), dict(r["published"]), dict(r.get("train") or {}))
                 for r in d["rows"]]
         return cls(d["name"], d["title"], d["source"], d["relative_path"], d["data"], d["prepare"], d["eval"],

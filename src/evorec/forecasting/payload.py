@@ -20,6 +20,7 @@ from evorec.data.sequences import SequenceData
 from evorec.forecasting.baselines import Context, FittedBaseline
 from evorec.forecasting.forecaster import Forecaster
 from evorec.forecasting.ranker import RankerForecaster
+from evorec.types import JSONDoc, StateDict
 
 KIND = "evorec-forecaster"
 """The ``kind`` every forecaster file carries (anything else is not one)."""
@@ -63,8 +64,8 @@ class ForecastContext:
 class ForecasterPayload:
     """A trained forecaster with everything needed to predict from it."""
 
-    model_state: dict[str, Any]  # the model's own serialisation (its ``state()``; on disk: "forecaster")
-    experiment: dict[str, Any]  # the forecast experiment config as JSON
+    model_state: StateDict  # the model's own serialisation (its ``state()``; on disk: "forecaster")
+    experiment: JSONDoc  # the forecast experiment config as JSON
     sequence_fingerprint: str  # the prepared sequences it was trained on
     sequences_dir: str  # where those sequences were prepared (a service opens them there)
     categories: list[str]  # category ids (index i + 1)

@@ -22,6 +22,7 @@ import torch
 from evorec.errors import StateError
 from evorec.models.base import DataSizes
 from evorec.models.registry import build_model
+from evorec.types import JSONDoc, StateDict
 from evorec.utils.io import atomic_write_bytes
 
 FORMAT_VERSION = 1
@@ -48,12 +49,12 @@ class ModelVocabularies:
     behaviors: list[str] = field(default_factory=list)
     sequence_fingerprint: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDoc:
         return {"items": list(self.items), "categories": list(self.categories), "behaviors": list(self.behaviors),
                 "sequence_fingerprint": self.sequence_fingerprint}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelVocabularies:
+    def from_dict(cls, d: JSONDoc) -> ModelVocabularies:
         return cls(list(d.get("items") or []), list(d.get("categories") or []), list(d.get("behaviors") or []),
                    d.get("sequence_fingerprint"))
 
@@ -62,9 +63,9 @@ class ModelVocabularies:
 class ResumeState:
     """What ``--resume`` needs beyond the weights (``last.pt`` only)."""
 
-    optimizer: dict[str, Any]
-    scheduler: dict[str, Any]
-    weight_average: dict[str, Any] | None = None  # train.ema_decay's averaged weights
+    optimizer: StateDict
+    scheduler: StateDict
+    weight_average: StateDict | None = None  # train.ema_decay's averaged weights
 
 
 @dataclass
@@ -72,20 +73,20 @@ class ModelCheckpoint:
     """One checkpoint: everything needed to rebuild, serve or resume a model."""
 
     model_name: str
-    model_config: dict[str, Any]  # the model's config as JSON (its registry config class validates it)
+    model_config: JSONDoc  # the model's config as JSON (its registry config class validates it)
     sizes: DataSizes
-    weights: dict[str, Any]  # the model's state_dict (on disk: "state")
-    experiment: dict[str, Any]  # the merged experiment config as JSON (evorec.experiments.config.ExperimentConfig)
+    weights: StateDict  # the model's state_dict (on disk: "state")
+    experiment: JSONDoc  # the merged experiment config as JSON (evorec.experiments.config.ExperimentConfig)
     vocabs: ModelVocabularies
     item_popularity: list[int] | None = None  # training-part item counts: serving's fallback for users without history
-    train_state: dict[str, Any] = field(default_factory=dict)  # evorec.training.trainer.TrainState as a dict
+    train_state: JSONDoc = field(default_factory=dict)  # evorec.training.trainer.TrainState as a dict
     resume: ResumeState | None = None
     format_version: int = FORMAT_VERSION
 
     @classmethod
     def of_model(
-        cls, model, experiment: dict[str, Any], vocabs: ModelVocabularies | None = None, *,  # model: a Recommender
-        item_popularity: list[int] | None = None, train_state: dict[str, Any] | None = None,
+        cls, model, experiment: JSONDoc, vocabs: ModelVocabularies | None = None, *,  # model: a Recommender
+        item_popularity: list[int] | None = None, train_state: JSONDoc | None = None,
     ) -> ModelCheckpoint:
         """A checkpoint of ``model`` as it is now (weights copied to the CPU)."""
         return cls(
