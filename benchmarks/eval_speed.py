@@ -83,11 +83,11 @@ class RandomEmbedding(Recommender):
         g = torch.Generator().manual_seed(seed)
         self.register_buffer("table", torch.randn(sizes.n_items, config.dim, generator=g))
 
-    def encode(self, batch):  # noqa: ANN001, ANN201
+    def encode(self, batch):
         m = batch.mask.unsqueeze(-1).float()  # (B, T, 1)
         return (self.table[batch.items] * m).sum(1) / m.sum(1).clamp(min=1)  # (B, D)
 
-    def score(self, batch):  # noqa: ANN001, ANN201
+    def score(self, batch):
         s = self.encode(batch) @ self.table.T  # (B, n_items)
         s[:, 0] = NEG_INF
         return s
@@ -121,7 +121,7 @@ def main() -> None:
     print(machine.line(), flush=True)
     rows = []
 
-    def best_of(fn) -> tuple[float, float]:  # noqa: ANN001
+    def best_of(fn) -> tuple[float, float]:
         """Best wall seconds and best process CPU seconds (all threads) over the repeats."""
         walls, cpus = [], []
         for _ in range(args.repeats):
@@ -143,7 +143,7 @@ def main() -> None:
                 continue
             res = {}
 
-            def run(kw=kw, bs=bs, res=res):  # noqa: ANN001, ANN202
+            def run(kw=kw, bs=bs, res=res):
                 res["r"] = rank_targets(model, seq, es, max_len=args.max_len, batch_size=bs, ks=(5, 10, 20), **kw)
 
             sec, cpu = best_of(run)

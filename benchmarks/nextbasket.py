@@ -80,7 +80,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict:
     out: dict = {"config": _rel(CONFIGS[name]), "sequences": {"users": len(seq), "events": int(seq.n_events), "items": seq.items.size - 1,
                                                             "baskets": seq.basket_source}, "prepare_seconds": time.perf_counter() - t0}
 
-    def fitted(model_name: str, config: dict):  # noqa: ANN202
+    def fitted(model_name: str, config: dict):
         m = build_model(model_name, config, sizes)
         m.fit(view)
         return m
@@ -110,7 +110,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict:
             trex.repeat = fitted_models[repeat_label]  # the member already fitted above (the same config)
             trex.explore.fit(view)
 
-            def with_threshold(v: float, m=trex):  # noqa: ANN001, ANN202
+            def with_threshold(v: float, m=trex):
                 m.set_threshold(v)
                 return m
 

@@ -72,7 +72,7 @@ def reference_ops(dropout: bool = True, ce: bool = True):
     """Patch the plain references in for the fast dropout mask and/or the fused CE."""
     saved = (dropout_ops.dropout, attention_ops.dropout, losses.softmax_cross_entropy)
 
-    def plain(x, p, training=True, generator=None):  # noqa: ANN001, ANN202 - same signature as dropout
+    def plain(x, p, training=True, generator=None):  # untyped: same signature as dropout
         return F.dropout(x, p, training)
 
     if dropout:
@@ -112,7 +112,7 @@ def main() -> None:
     batches = list(training_batches(view, t.max_len, t.batch_size, np.random.default_rng(0), mode=t.windows))
     bf16 = choice.bf16
 
-    def step(b, low: bool | None = None) -> None:  # noqa: ANN001 - SequenceBatch
+    def step(b, low: bool | None = None) -> None:  # untyped: SequenceBatch
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 if low is None else low):
             loss = model.training_loss(b, loss_fn, None)
         opt.zero_grad(set_to_none=True)
@@ -134,7 +134,7 @@ def main() -> None:
     logits16 = logits32.bfloat16()
     targets = torch.randint(1, model.n_items, (256,))
 
-    def ce(fn, logits) -> None:  # noqa: ANN001
+    def ce(fn, logits) -> None:
         lg = logits.clone().requires_grad_()
         fn(lg, targets).backward()
 

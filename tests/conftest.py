@@ -21,9 +21,9 @@ except ImportError:  # pragma: no cover - torch is a core dependency
 
 # -- a real browser, shared by the report and dashboard tests ----------------------------------
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
 CHROMIUM = Path(os.environ.get("EVOREC_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

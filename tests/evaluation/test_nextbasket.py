@@ -29,7 +29,7 @@ LOG = {
 }
 
 
-def write_baskets(path, log=LOG, with_ids: bool = True) -> SequenceData:  # noqa: ANN001
+def write_baskets(path, log=LOG, with_ids: bool = True) -> SequenceData:
     """A unix-time sequence directory (format 2) with basket numbers: the ids', or by day."""
     path.mkdir(parents=True, exist_ok=True)
     items, ts, basket, lengths = [], [], [], []

@@ -26,18 +26,18 @@ class FixedScores(Recommender):
 
     trainable = False
 
-    def __init__(self, table):  # noqa: ANN001
+    def __init__(self, table):
         t = torch.as_tensor(np.asarray(table, dtype=np.float32))
         super().__init__(FixedConfig(), DataSizes(n_items=t.shape[1], n_categories=1))
         self.register_buffer("table", t)
 
-    def score(self, batch):  # noqa: ANN001, ANN201
+    def score(self, batch):
         s = self.table[batch.users].clone()  # (B, n_items)
         s[:, 0] = NEG_INF
         return s
 
 
-def eval_rows(seq, rows=None) -> EvalSet:  # noqa: ANN001
+def eval_rows(seq, rows=None) -> EvalSet:
     """Leave-last-out: each row's last event is its target, everything before is history."""
     off = np.asarray(seq.offsets)
     r = np.arange(len(seq)) if rows is None else np.asarray(rows)
@@ -158,7 +158,7 @@ def test_model_mode_is_restored(hand):
 class BufferView(FixedScores):
     """Returns a view of its own buffer: ranking must not write into the model's state."""
 
-    def score(self, batch):  # noqa: ANN001, ANN201
+    def score(self, batch):
         return self.table[:1].expand(batch.size, -1) if batch.size > 1 else self.table[0:1]
 
 
@@ -252,7 +252,7 @@ def test_too_few_items_for_the_negatives(bigger):
 # A real fold
 
 
-def reference_ranks(model, seq, es: EvalSet, max_len: int) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+def reference_ranks(model, seq, es: EvalSet, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """Plain per-user loop: the protocol written out, to check the vectorised path against."""
     from evorec.data.batches import eval_batches
 
@@ -324,7 +324,7 @@ def test_length_sorted_batches_rank_like_the_plain_loop(tiny):
     model.eval()
     hooked = np.full(len(es.users), -1.0)
 
-    def hook(rows, scores):  # noqa: ANN001
+    def hook(rows, scores):
         hooked[rows] = scores.gather(1, torch.from_numpy(es.target_item[rows]).unsqueeze(1)).squeeze(1).numpy()
 
     res = rank_targets(model, seq, es, max_len=L, batch_size=16, exclude_seen=True, ks=(10,), score_hook=hook)

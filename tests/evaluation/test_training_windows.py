@@ -35,7 +35,7 @@ def test_modes_cover_every_training_target(tiny, max_len):
         np.stack([np.full(e - s - 1, u), items[s + 1: e]], 1)
         for u, (s, e) in enumerate(zip(view.start, view.end)) if e - s >= 2
     ])
-    key = lambda a: np.sort(a[:, 0] * 100_000 + a[:, 1])  # noqa: E731
+    key = lambda a: np.sort(a[:, 0] * 100_000 + a[:, 1])  # noqa: E731 - a one-line key beside its use
     for mode in ("all", "prefixes"):
         got, n_batches = _targets_seen(view, mode, max_len)
         np.testing.assert_array_equal(key(got), key(exp), err_msg=mode)  # each target exactly once

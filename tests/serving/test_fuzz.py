@@ -13,14 +13,14 @@ from urllib.parse import quote
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")  # the `test` extra
-from fastapi.testclient import TestClient  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402 - after the importorskip
+from hypothesis import HealthCheck, settings  # noqa: E402 - after the importorskip
+from schemathesis.checks import not_a_server_error  # noqa: E402 - after the importorskip
 
-from evorec.serving.app import create_app  # noqa: E402
-from evorec.serving.settings import ServeSettings  # noqa: E402
-from evorec.serving.state import ServiceState  # noqa: E402
-from evorec.serving.store import EventStore  # noqa: E402
+from evorec.serving.app import create_app  # noqa: E402 - after the importorskip
+from evorec.serving.settings import ServeSettings  # noqa: E402 - after the importorskip
+from evorec.serving.state import ServiceState  # noqa: E402 - after the importorskip
+from evorec.serving.store import EventStore  # noqa: E402 - after the importorskip
 
 
 def _bad_horizon(value: object) -> bool:
@@ -143,7 +143,7 @@ def client(fuzz_service):
     return TestClient(app), {"Authorization": f"Bearer {admin}"}, state.model.items[1:]
 
 
-def _post(client: TestClient, events: list, headers: dict[str, str]):  # noqa: ANN202
+def _post(client: TestClient, events: list, headers: dict[str, str]):
     return client.post("/v1/events", json={"events": events}, headers=headers)
 
 
@@ -198,7 +198,7 @@ def test_body_of_the_wrong_shape_is_422(client, body):
 ODD_IDS = ["nul\x00id", "ünïcödé-用户-🙂", "tab\tand\nnewline", " ", "\u202eRTL", "\ud7ff\ue000", "?x=1&y", "#frag", "x" * 256]
 
 
-def _post_two(c: TestClient, h: dict[str, str], uid: str, item: str):  # noqa: ANN202
+def _post_two(c: TestClient, h: dict[str, str], uid: str, item: str):
     return _post(c, [{"user_id": uid, "item_id": item, "ts": 1_700_000_000, "category_id": "cat\x00🙂"},
                      {"user_id": uid, "item_id": "item\x00🙂" + uid[:100], "ts": 1_700_000_001, "event_id": "ev\x00🙂" + uid[:100]}], h)
 

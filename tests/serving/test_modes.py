@@ -26,7 +26,7 @@ def client(trained_run, tmp_path, monkeypatch):
     return c, {"Authorization": f"Bearer {read}"}, set(bought)
 
 
-def get(c, hdr, query):  # noqa: ANN001, ANN201
+def get(c, hdr, query):
     return c.get(f"/v1/users/shopper/recommendations?{query}", headers=hdr)
 
 

@@ -37,7 +37,7 @@ def autocasts(monkeypatch):
     seen: list[bool] = []
     real = torch.autocast
 
-    def recording(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def recording(*args, **kwargs):
         seen.append(bool(kwargs.get("enabled", True)))
         return real(*args, **kwargs)
 

@@ -22,7 +22,7 @@ from evorec.utils import tracking
 
 mlflow = pytest.importorskip("mlflow", reason="experiment tracking needs the `tracking` extra (in `test`)")
 
-from conftest import experiment  # noqa: E402  (tests/training/conftest.py)
+from conftest import experiment  # noqa: E402 - after the importorskip (tests/training/conftest.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -21,7 +21,7 @@ from evorec.utils.io import atomic_write_parquet
 class _DefaultPredict(TyperGroup):
     """Route ``evorec forecast RUN_DIR ...`` to the ``predict`` command."""
 
-    def resolve_command(self, ctx, args):  # noqa: ANN001, ANN201 - click's signature
+    def resolve_command(self, ctx, args):  # untyped: click's signature
         if args and args[0] not in self.commands and not args[0].startswith("-"):
             args.insert(0, "predict")
         return super().resolve_command(ctx, args)

@@ -110,7 +110,7 @@ class NpyAppender:
         self.dtype = np.dtype(dtype)
         self.n = 0
         self._hash = hashlib.blake2b(digest_size=16)
-        self._f = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        self._f = open(self.path, "wb")  # closed in close()
         self._f.write(self._header(0))
 
     def _header(self, n: int) -> bytes:

@@ -110,7 +110,7 @@ def basket_targets(
 
 
 def recommend_topk(
-    model, seq: SequenceData, es: EvalSet, *, k: int, max_len: int, batch_size: int = 256, exclude_seen: bool = False,  # noqa: ANN001
+    model, seq: SequenceData, es: EvalSet, *, k: int, max_len: int, batch_size: int = 256, exclude_seen: bool = False,
     exclude_items: np.ndarray | None = None,
 ) -> np.ndarray:
     """(N, k) int64 each EvalSet row's top-k items by ``model.score`` (0 = empty slot), without
@@ -166,7 +166,7 @@ def metric_names(ks: list[int]) -> list[str]:
     return [f"{s}{m}@{k}" for s in ("", "repeat ", "explore ") for k in ks for m in ("Recall", "NDCG", "PHR", "Precision")]
 
 
-def evaluate_baskets(model, seq: SequenceData, split: Split, folds: list[str], cfg, training, *, max_len: int):  # noqa: ANN001, ANN201
+def evaluate_baskets(model, seq: SequenceData, split: Split, folds: list[str], cfg, training, *, max_len: int):
     """:class:`~evorec.evaluation.protocols.Evaluation` of ``model`` under ``cfg.protocol``
     (``next_basket`` | ``next_period``): guard, targets, top-K lists, per-user table, summary."""
     from evorec.evaluation.protocols import Evaluation, _aggregate, check_model_training
@@ -220,7 +220,7 @@ def evaluate_baskets(model, seq: SequenceData, split: Split, folds: list[str], c
 
 
 def tune_on_validation(
-    candidates: list[tuple[str, Callable[[], Any]]], seq: SequenceData, split: Split, cfg, training, *, max_len: int,  # noqa: ANN001
+    candidates: list[tuple[str, Callable[[], Any]]], seq: SequenceData, split: Split, cfg, training, *, max_len: int,
     metric: str = "NDCG@10", fold: str = "valid",
 ) -> tuple[str, dict[str, float]]:
     """(label of the best candidate, {label: validation metric}): each candidate is a label and a

@@ -241,7 +241,7 @@ def drop_repeat_targets(seq: SequenceData, es: EvalSet, where: str) -> tuple[Eva
     return es.take(kept), kept, int(rep.sum())
 
 
-def _window(seq, f, es, topk, n_items, ks, exclude_seen, kept=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:  # noqa: ANN001
+def _window(seq, f, es, topk, n_items, ks, exclude_seen, kept=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Distinct window items per user (minus history items unless the first target) and metrics;
     ``kept``: the fold users (with a target) that ``es`` still holds, in order."""
     counts = np.diff(np.asarray(f.tgt_offsets))

@@ -104,7 +104,7 @@ def _check_ks(ks: Iterable[int], n_candidates: int, what: str) -> tuple[int, ...
     return out
 
 
-def seen_pairs(seq, es: EvalSet, n_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # noqa: ANN001
+def seen_pairs(seq, es: EvalSet, n_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct (eval row, item) pairs of each user's whole history, minus index 0 and minus the
     user's own target; sorted by row. Also returns (n_items,) history occurrence counts."""
     rows, items = history_items(seq, es.hist_start, es.hist_end)
@@ -248,8 +248,8 @@ def sample_negatives(
 
 
 def rank_targets(
-    model,  # noqa: ANN001 - evorec.models.base.Recommender
-    seq,  # noqa: ANN001 - evorec.data.sequences.SequenceData
+    model,  # untyped: evorec.models.base.Recommender
+    seq,  # untyped: evorec.data.sequences.SequenceData
     eval_set: EvalSet,
     *,
     max_len: int,

@@ -37,11 +37,11 @@ class Attribution:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _score(model, batch: SequenceBatch, item: int) -> torch.Tensor:  # noqa: ANN001
+def _score(model, batch: SequenceBatch, item: int) -> torch.Tensor:
     return model.score(batch)[:, item]  # (B,)
 
 
-def integrated_gradients(model, batch: SequenceBatch, item: int, steps: int = 32) -> Attribution:  # noqa: ANN001
+def integrated_gradients(model, batch: SequenceBatch, item: int, steps: int = 32) -> Attribution:
     captum_attr = require_extra("captum.attr", "integrated gradients (explanations)", "explain")
 
     if batch.size != 1:
@@ -53,7 +53,7 @@ def integrated_gradients(model, batch: SequenceBatch, item: int, steps: int = 32
     model.eval()
     replacement: list[torch.Tensor] = []
 
-    def hook(_module, _inputs, _output):  # noqa: ANN001, ANN202 - the layer's output becomes the IG input
+    def hook(_module, _inputs, _output):  # untyped: the layer's output becomes the IG input
         return replacement[0]
 
     def forward(emb: torch.Tensor) -> torch.Tensor:  # (n, T, D) -> (n,) the item's score
@@ -82,7 +82,7 @@ def integrated_gradients(model, batch: SequenceBatch, item: int, steps: int = 32
     return Attribution(per_pos[pos], pos, "integrated_gradients", full, base, float(delta.abs().max()), {"steps": int(steps)})
 
 
-def occlusion(model, batch: SequenceBatch, item: int) -> Attribution:  # noqa: ANN001
+def occlusion(model, batch: SequenceBatch, item: int) -> Attribution:
     if batch.size != 1:
         raise ValueError("explain one user at a time (batch size 1)")
     pos = np.flatnonzero(batch.mask[0].numpy())
@@ -110,7 +110,7 @@ def _drop(batch: SequenceBatch, keep: torch.Tensor) -> SequenceBatch:
     )
 
 
-def explain(model, batch: SequenceBatch, item: int, *, method: str = "auto", steps: int = 32) -> Attribution:  # noqa: ANN001
+def explain(model, batch: SequenceBatch, item: int, *, method: str = "auto", steps: int = 32) -> Attribution:
     """Attribution of ``item``'s score to the events of ``batch`` (one user)."""
     if not 0 < item < int(model.n_items):
         raise InputError(f"item index {item} is not an item of the model")

@@ -140,7 +140,7 @@ class ForecastNet(nn.Module):
         with torch.no_grad():
             return int(self.encoder.encode(SequenceBatch(z, z, z, z, mask, torch.zeros(1, dtype=torch.long), z[:, 0])).shape[-1])
 
-    def forward(self, batch, feats: Tensor) -> tuple[Tensor, Tensor]:  # noqa: ANN001 - SequenceBatch
+    def forward(self, batch, feats: Tensor) -> tuple[Tensor, Tensor]:  # untyped: SequenceBatch
         B, H, C, _ = feats.shape
         f = self.feat_mlp(feats)  # (B, H, C, 2)
         out = f.permute(3, 0, 1, 2) * self.horizon_scale[:, None, :, None] + self.bias[:, None]  # (2, B, H, C)
@@ -151,7 +151,7 @@ class ForecastNet(nn.Module):
         return out[0], out[1]
 
 
-def _batch(seq: SequenceData, samples: WindowSamples, idx: np.ndarray, max_len: int):  # noqa: ANN202
+def _batch(seq: SequenceData, samples: WindowSamples, idx: np.ndarray, max_len: int):
     arrays = trim_padding(gather(seq, samples.hist_start[idx], samples.hist_end[idx], max_len))
     return to_batch(arrays, samples.cutoff[idx], samples.users[idx])
 

@@ -13,7 +13,7 @@ from evorec.forecasting.windows import WindowSamples
 DAY = 86_400
 
 
-def simulated_oracles(sim: SimConfig, seq: SequenceData):  # noqa: ANN201 - backtest.OracleFn
+def simulated_oracles(sim: SimConfig, seq: SequenceData):  # untyped: backtest.OracleFn
     """A function of test samples giving ``oracle_future`` and ``oracle_now`` scores (S, H, C) in
     ``seq``'s category columns (category 0 and categories the log never saw: -inf); see
     :class:`evorec.data.simulate.InterestOracles`. Order-only samples get none."""

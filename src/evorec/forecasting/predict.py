@@ -177,7 +177,7 @@ def _wanted_horizons(model: TrainedForecaster, unit: str, horizons: list[Any] | 
 
 
 def _forecast(
-    model: TrainedForecaster, payload: ForecasterPayload, data, seq: SequenceData, samples, want: list[int], cutoff: int,  # noqa: ANN001
+    model: TrainedForecaster, payload: ForecasterPayload, data, seq: SequenceData, samples, want: list[int], cutoff: int,
     users: list[str], no_history: list[str],
 ) -> UserForecasts:
     """Predict ``samples`` of ``data`` (the sequences or one user's events) and keep ``want``.

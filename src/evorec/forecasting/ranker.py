@@ -227,7 +227,7 @@ def signals(samples: WindowSamples, data: SequenceData, j: int, sc: SignalContex
     return out
 
 
-def _columns(booster) -> list[int]:  # noqa: ANN001 - lightgbm.Booster
+def _columns(booster) -> list[int]:  # untyped: lightgbm.Booster
     """The columns of :data:`FEATURES` that a trained model reads, in its order (a model saved
     before a signal was added reads the signals it was trained on)."""
     names = booster.feature_name()
@@ -265,7 +265,7 @@ class RankerForecaster:
             "seed": self.cfg.seed, "deterministic": True, "force_row_wise": True,
         }
 
-    def _train(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray):  # noqa: ANN202 - lightgbm.Booster
+    def _train(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray):  # untyped: lightgbm.Booster
         import lightgbm as lgb
 
         params = self._params()

@@ -101,7 +101,7 @@ class Recommender(nn.Module):
         """(B, D) user state after the last event of each history."""
         raise NotImplementedError
 
-    def set_item_text(self, matrix) -> None:  # noqa: ANN001 - np.ndarray | Tensor
+    def set_item_text(self, matrix) -> None:  # untyped: np.ndarray | Tensor
         """Give the model the frozen (n_items, text_dim) item text matrix (row 0 = padding).
 
         The matrix is data, not config: it is too big for ``DataSizes`` (which goes into every
@@ -113,13 +113,13 @@ class Recommender(nn.Module):
         """
         self._hand_to_submodules("item_text", matrix, "item text (is side.text on?)")
 
-    def set_item_attributes(self, matrix) -> None:  # noqa: ANN001 - np.ndarray | Tensor
+    def set_item_attributes(self, matrix) -> None:  # untyped: np.ndarray | Tensor
         """Give the model the (n_items, width) item attribute-token matrix (row 0 = padding, token
         0 = none; ``evorec.data.attributes.attribute_matrix``). Kept as a persistent buffer, as
         ``set_item_text`` explains; every submodule with an ``item_attributes`` buffer takes it."""
         self._hand_to_submodules("item_attributes", matrix, "item attributes (is side.attributes on?)")
 
-    def _hand_to_submodules(self, buffer: str, matrix, what: str) -> None:  # noqa: ANN001
+    def _hand_to_submodules(self, buffer: str, matrix, what: str) -> None:
         """Call ``set_<buffer>(matrix)`` on every submodule holding that buffer; none is an error."""
         setter = f"set_{buffer}"
         takers = [
@@ -131,7 +131,7 @@ class Recommender(nn.Module):
         for m in takers:
             getattr(m, setter)(matrix)
 
-    def fit(self, train) -> None:  # noqa: ANN001 - evorec.data.batches.TrainView
+    def fit(self, train) -> None:  # untyped: evorec.data.batches.TrainView
         """Count-based models compute their state here; neural models are trained by the trainer."""
         raise NotImplementedError(f"{type(self).__name__} is trained by evorec.training, not fit()")
 

@@ -61,7 +61,7 @@ def left_padded_gru(gru: nn.GRU, x: Tensor, mask: Tensor) -> Tensor:
     return y * mask[..., None]
 
 
-def _masked_reference(rnn: nn.GRU | nn.LSTM, x: Tensor, mask: Tensor, step) -> Tensor:  # noqa: ANN001 - step: a cell
+def _masked_reference(rnn: nn.GRU | nn.LSTM, x: Tensor, mask: Tensor, step) -> Tensor:  # untyped: step: a cell
     """Layer after layer, step by step: ``state_t = m_t * cell(x_t, state_{t-1}) + (1 - m_t) *
     state_{t-1}`` with the weights of ``rnn``; ``step(gi_t, gh_t, state) -> state`` is the cell on
     the input and hidden projections, ``state[0]`` the output h."""

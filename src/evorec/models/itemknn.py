@@ -131,7 +131,7 @@ class ItemKNN(Recommender):
         self.register_buffer("prior", torch.zeros(sizes.n_items, dtype=torch.float32))  # (n_items,) tie-breaker
         self.register_buffer("fitted", torch.tensor(False))
 
-    def fit(self, train) -> None:  # noqa: ANN001 - evorec.data.batches.TrainView
+    def fit(self, train) -> None:  # untyped: evorec.data.batches.TrainView
         cfg: ItemKNNConfig = self.config
         ev = training_events(train)
         n = self.n_items

@@ -53,7 +53,7 @@ class Markov(Recommender):
         self.register_buffer("popularity", torch.zeros(sizes.n_items, dtype=torch.float32))  # (n_items,) P_pop
         self.register_buffer("fitted", torch.tensor(False))
 
-    def fit(self, train) -> None:  # noqa: ANN001 - evorec.data.batches.TrainView
+    def fit(self, train) -> None:  # untyped: evorec.data.batches.TrainView
         cfg: MarkovConfig = self.config
         ev = training_events(train)
         n = self.n_items

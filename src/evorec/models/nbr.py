@@ -27,7 +27,7 @@ from scipy import sparse
 from evorec.errors import InputError
 
 
-def ptopfreq_cells(row: np.ndarray, col: np.ndarray, n_rows: int, n_cols: int, *, dense: bool = True):  # noqa: ANN201
+def ptopfreq_cells(row: np.ndarray, col: np.ndarray, n_rows: int, n_cols: int, *, dense: bool = True):
     """(n_rows, n_cols) the number of cells (distinct baskets) per (row, column)."""
     w = np.ones(len(row), np.float64)
     return _assemble(row, col, w, n_rows, n_cols, dense)
@@ -51,34 +51,34 @@ def tifu_weights(basket: np.ndarray, n: np.ndarray, r_b: float, r_g: float, m: i
 def tifu_cells(
     row: np.ndarray, basket: np.ndarray, col: np.ndarray, n_baskets: np.ndarray, n_cols: int,
     r_b: float, r_g: float, m: int, *, dense: bool = True,
-):  # noqa: ANN201
+):
     """(n_rows, n_cols) TIFU vectors from cells; ``n_baskets`` (n_rows,) baskets per row."""
     w = tifu_weights(basket, np.asarray(n_baskets)[row], r_b, r_g, m)
     return _assemble(row, col, w, len(n_baskets), n_cols, dense)
 
 
-def _assemble(row, col, w, n_rows: int, n_cols: int, dense: bool):  # noqa: ANN001, ANN202
+def _assemble(row, col, w, n_rows: int, n_cols: int, dense: bool):
     row, col = np.asarray(row, np.int64), np.asarray(col, np.int64)
     if dense:
         return np.bincount(row * n_cols + col, weights=w, minlength=n_rows * n_cols).astype(np.float64).reshape(n_rows, n_cols)
     return sparse.csr_matrix((np.asarray(w, np.float64), (row, col)), shape=(n_rows, n_cols))  # duplicates summed
 
 
-def _row_sq_norms(x) -> np.ndarray:  # noqa: ANN001
+def _row_sq_norms(x) -> np.ndarray:
     if sparse.issparse(x):
         return np.asarray(x.multiply(x).sum(1)).ravel()
     return (x * x).sum(1)
 
 
-def _scale_rows(x, s: np.ndarray):  # noqa: ANN001, ANN202
+def _scale_rows(x, s: np.ndarray):
     return sparse.diags(s) @ x if sparse.issparse(x) else x * s[:, None]
 
 
-def _dense(x) -> np.ndarray:  # noqa: ANN001
+def _dense(x) -> np.ndarray:
     return x.toarray() if sparse.issparse(x) else np.asarray(x)
 
 
-def distances(query, pool, metric: str) -> np.ndarray:  # noqa: ANN001
+def distances(query, pool, metric: str) -> np.ndarray:
     """(Q, P) dense distances (smaller is nearer) between dense or sparse rows."""
     if metric == "cosine":
         nq = _scale_rows(query, 1.0 / np.maximum(np.sqrt(_row_sq_norms(query)), 1e-12))
@@ -89,7 +89,7 @@ def distances(query, pool, metric: str) -> np.ndarray:  # noqa: ANN001
     raise InputError(f"unknown metric {metric!r}; known: cosine, euclidean")
 
 
-def nearest(query, pool, k: int, metric: str, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+def nearest(query, pool, k: int, metric: str, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(Q, k) indices into ``pool`` of each query row's k nearest pool rows with history, nearest
     first, and a (Q, k) validity mask (False past the number of candidates). ``exclude`` (Q,):
     a pool row each query may not take (itself; -1: none). Rows may be dense or sparse."""
@@ -115,7 +115,7 @@ def nearest(query, pool, k: int, metric: str, exclude: np.ndarray | None = None)
     return idx, ok
 
 
-def neighbour_mean(vectors, idx: np.ndarray, ok: np.ndarray, k: int):  # noqa: ANN001, ANN201
+def neighbour_mean(vectors, idx: np.ndarray, ok: np.ndarray, k: int):
     """(Q, C) mean of the first ``k`` valid neighbours' rows of ``vectors`` (the pool); dense
     for a dense pool, sparse for a sparse one."""
     kk = min(k, idx.shape[1])
@@ -188,7 +188,7 @@ def basket_cells(row: np.ndarray, basket_key: np.ndarray, item: np.ndarray, ts: 
                  n_baskets=n_baskets, basket_ts=basket_ts)
 
 
-def batch_cells(batch) -> Cells:  # noqa: ANN001 - evorec.types.SequenceBatch
+def batch_cells(batch) -> Cells:  # untyped: evorec.types.SequenceBatch
     """Cells of a batch's histories: its ``baskets`` (the data's basket numbers) where it has them,
     else a user's events of one day (UTC) form a basket."""
     items = batch.items.cpu().numpy()
@@ -199,7 +199,7 @@ def batch_cells(batch) -> Cells:  # noqa: ANN001 - evorec.types.SequenceBatch
     return basket_cells(r, key[r, c], items[r, c], ts[r, c], items.shape[0])
 
 
-def training_cells(view) -> tuple[Cells, np.ndarray]:  # noqa: ANN001 - evorec.data.batches.TrainView
+def training_cells(view) -> tuple[Cells, np.ndarray]:  # untyped: evorec.data.batches.TrainView
     """(cells of every user's training part, (n_users,) user rows): rows are user rows."""
     seq = view.seq
     start = np.asarray(seq.offsets[:-1], np.int64)

@@ -44,7 +44,7 @@ class TrainingEvents:
     from_end: np.ndarray  # (E,) int64 events after this one in the same user's training part
 
 
-def training_events(view) -> TrainingEvents:  # noqa: ANN001 - evorec.data.batches.TrainView
+def training_events(view) -> TrainingEvents:  # untyped: evorec.data.batches.TrainView
     """Gather the training part of every user into flat arrays (one vectorised gather)."""
     seq = view.seq
     start = np.asarray(seq.offsets[:-1], dtype=np.int64)
@@ -121,7 +121,7 @@ class Pop(Recommender):
         self.register_buffer("popularity", torch.zeros(sizes.n_items, dtype=torch.float32))  # (n_items,)
         self.register_buffer("fitted", torch.tensor(False))
 
-    def fit(self, train) -> None:  # noqa: ANN001 - evorec.data.batches.TrainView
+    def fit(self, train) -> None:  # untyped: evorec.data.batches.TrainView
         ev = training_events(train)
         w = event_weights(ev, self.config, train.seq.time_kind)
         counts = item_counts(ev.item, self.n_items, w)

@@ -39,7 +39,7 @@ class PTopFreq(Recommender):
         self.register_buffer("prior", torch.zeros(sizes.n_items, dtype=torch.float64))  # (n_items,) in (0, 0.5]
         self.register_buffer("fitted", torch.tensor(False))
 
-    def fit(self, train) -> None:  # noqa: ANN001 - evorec.data.batches.TrainView
+    def fit(self, train) -> None:  # untyped: evorec.data.batches.TrainView
         counts = item_counts(training_events(train).item, self.n_items)
         self.prior.copy_(torch.from_numpy(0.5 * popularity_prior(counts)))
         self.fitted.fill_(True)

@@ -55,7 +55,7 @@ def _load() -> None:
     for ep in entry_points(group="evorec.models"):
         try:
             ep.load()
-        except Exception:  # noqa: BLE001 - a broken plugin must not break the built-ins
+        except Exception:  # a broken plugin must not break the built-ins
             log.exception("could not load model plugin %s", ep.name)
 
 

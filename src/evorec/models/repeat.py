@@ -243,7 +243,7 @@ class RepeatModel(Recommender):
         else:
             self.booster = None
 
-    def fit(self, train) -> None:  # noqa: ANN001 - evorec.data.batches.TrainView
+    def fit(self, train) -> None:  # untyped: evorec.data.batches.TrainView
         from sklearn.linear_model import LogisticRegression
 
         cfg: RepeatConfig = self.config

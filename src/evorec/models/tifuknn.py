@@ -53,7 +53,7 @@ class TifuKNN(Recommender):
         self.register_buffer("fitted", torch.tensor(False))
         self.pool = sparse.csr_matrix((0, sizes.n_items))  # (n_users, n_items) training users' vectors
 
-    def fit(self, train) -> None:  # noqa: ANN001 - evorec.data.batches.TrainView
+    def fit(self, train) -> None:  # untyped: evorec.data.batches.TrainView
         cfg: TifuKNNConfig = self.config
         c, _ = training_cells(train)
         self.pool = tifu_cells(c.row, c.basket, c.item, c.n_baskets, self.n_items, cfg.r_b, cfg.r_g, cfg.m, dense=False)

@@ -72,10 +72,10 @@ class Trex(Recommender):
         """Change the gate (validation tuning); saved with the checkpoint."""
         self.threshold.fill_(float(value))
 
-    def prepare(self, train) -> None:  # noqa: ANN001 - evorec.data.batches.TrainView
+    def prepare(self, train) -> None:  # untyped: evorec.data.batches.TrainView
         self.repeat.fit(train)
 
-    def fit(self, train) -> None:  # noqa: ANN001
+    def fit(self, train) -> None:
         self.repeat.fit(train)
         if self.explore.trainable:
             raise NotImplementedError("trex with a neural explore member is trained by evorec.training")

@@ -164,7 +164,7 @@ class Figure:
 # -- Plotly -------------------------------------------------------------------------------------
 
 
-def to_plotly(fig: Figure):  # noqa: ANN201 - plotly.graph_objects.Figure
+def to_plotly(fig: Figure):  # untyped: plotly.graph_objects.Figure
     import plotly.graph_objects as go
 
     c = fig.chart
@@ -245,7 +245,7 @@ def to_plotly(fig: Figure):  # noqa: ANN201 - plotly.graph_objects.Figure
     return g
 
 
-def _vline(g, x: Any, label: str, dates: bool) -> None:  # noqa: ANN001
+def _vline(g, x: Any, label: str, dates: bool) -> None:
     # add_vline's annotation arithmetic fails on date strings; a shape + annotation does not
     g.add_shape(type="line", x0=x, x1=x, y0=0, y1=1, xref="x", yref="paper", line={"dash": "dash", "color": "#444"})
     g.add_annotation(x=x, y=1.0, xref="x", yref="paper", text=label, showarrow=False, yanchor="bottom")
@@ -255,7 +255,7 @@ def _stack_base(values: np.ndarray, centered: bool) -> np.ndarray:
     return -values.sum(0) / 2.0 if centered else np.zeros(values.shape[1])
 
 
-def _plotly_areas(g, c: Areas) -> None:  # noqa: ANN001
+def _plotly_areas(g, c: Areas) -> None:
     import plotly.graph_objects as go
 
     vals = np.asarray(c.values, dtype=float)  # (S, X)
@@ -315,7 +315,7 @@ def _flow_nodes(c: Flows) -> tuple[list[str], list[tuple[int, str]]]:
 # -- matplotlib ---------------------------------------------------------------------------------
 
 
-def to_matplotlib(fig: Figure):  # noqa: ANN201 - matplotlib.figure.Figure
+def to_matplotlib(fig: Figure):  # untyped: matplotlib.figure.Figure
     from matplotlib.figure import Figure as MplFigure
 
     c = fig.chart
@@ -393,7 +393,7 @@ def _mpl_x(x: Sequence[Any], dates: bool) -> np.ndarray:
     return np.asarray(x, dtype="datetime64[s]") if dates else np.asarray(x)
 
 
-def _mpl_areas(ax, c: Areas) -> None:  # noqa: ANN001
+def _mpl_areas(ax, c: Areas) -> None:
     vals = np.asarray(c.values, dtype=float)
     x = _mpl_x(c.x, c.x_dates)
     base = _stack_base(vals, c.centered)
@@ -426,7 +426,7 @@ def _mpl_areas(ax, c: Areas) -> None:  # noqa: ANN001
     ax.legend(fontsize=7, loc="upper left", ncol=2)
 
 
-def _mpl_flows(ax, c: Flows) -> None:  # noqa: ANN001
+def _mpl_flows(ax, c: Flows) -> None:
     """An alluvial diagram: one column of stacked nodes per stage, links as bands."""
     from matplotlib.patches import PathPatch, Rectangle
     from matplotlib.path import Path as MplPath

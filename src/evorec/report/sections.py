@@ -339,7 +339,7 @@ def forecast_cutoff(run: ForecastRun, cutoff: Any | None) -> int:
     return int(np.asarray(run.seq.ts).max()) + 1
 
 
-def forecast_users(run: ForecastRun, cutoff: int, users: list[str] | None = None):  # noqa: ANN201 - UserForecasts
+def forecast_users(run: ForecastRun, cutoff: int, users: list[str] | None = None):  # untyped: UserForecasts
     from evorec.forecasting.predict import forecast_at
 
     return forecast_at(run.forecaster, run.seq, cutoff, users=users)
@@ -595,7 +595,7 @@ def user_page(
     return page
 
 
-def _stream(seq, ts, cat, top, names, forecast, user_id, unix, fig_id) -> Figure:  # noqa: ANN001
+def _stream(seq, ts, cat, top, names, forecast, user_id, unix, fig_id) -> Figure:
     K = len(names)
     codes = _collapse(cat, top)
     T = forecast[2] if forecast is not None else None

@@ -145,7 +145,7 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
         app.state.watch_stop = state.watch(settings.watch_seconds, on_swap=set_model_gauge)
 
     @app.middleware("http")
-    async def limits_and_metrics(request: Request, call_next):  # noqa: ANN001, ANN202
+    async def limits_and_metrics(request: Request, call_next):
         t0 = time.perf_counter()
         size = request.headers.get("content-length")
         if size is not None and (not size.isdigit() or int(size) > settings.max_body_bytes):
@@ -161,7 +161,7 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
     def uid(raw: str) -> str:
         return pseudo(raw) if pseudo is not None else raw
 
-    def role_at_least(needed: str):  # noqa: ANN202
+    def role_at_least(needed: str):
         def check(request: Request) -> str:
             auth = request.headers.get("authorization", "")
             if not auth.lower().startswith("bearer ") or not auth[7:].strip():
@@ -177,7 +177,7 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
 
     read, write, admin = (Depends(role_at_least(r)) for r in ROLES)
 
-    def model_or_503():  # noqa: ANN202
+    def model_or_503():
         m = state.model
         if m is None:
             raise HTTPException(503, "no model loaded (start with --run RUN_DIR or POST /v1/admin/reload)")
@@ -215,7 +215,7 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
         }
 
     @app.post("/v1/events", response_model=EventsOut, tags=["events"])
-    def post_events(body: EventsIn, _: str = write) -> EventsOut:  # noqa: B008
+    def post_events(body: EventsIn, _: str = write) -> EventsOut:
         if len(body.events) > settings.max_events_per_request:
             raise HTTPException(413, f"{len(body.events)} events in one request; the limit is {settings.max_events_per_request}")
         rows, index, rejected = [], [], []
@@ -295,7 +295,7 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
         except NoHistory as exc:
             raise HTTPException(422, str(exc)) from None
 
-    def forecast_or_503():  # noqa: ANN202
+    def forecast_or_503():
         if state.forecast is None:
             raise HTTPException(503, "no interest forecaster loaded (start with EVOREC_SERVE_FORECAST_RUN=RUN_DIR)")
         return state.forecast_synced()  # users forgotten through any replica are gone from it
@@ -324,7 +324,7 @@ def create_app(settings: ServeSettings | None = None, state: ServiceState | None
             raise HTTPException(422, str(exc)) from None
         cats = uf.categories
 
-        def top_of(v, extra=None):  # noqa: ANN001, ANN202
+        def top_of(v, extra=None):
             order = [int(c) for c in (-v).argsort() if int(c) > 0][:top]
             return [{"category_id": cats[c], "share": float(v[c]), **({k: float(a[c]) for k, a in (extra or {}).items()})} for c in order]
 

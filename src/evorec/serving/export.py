@@ -137,7 +137,7 @@ def _trace(module: ScoringModule, inputs: tuple[Tensor, ...], check: tuple[Tenso
             # TracerWarnings name every Python int read from a tensor shape; T is fixed by design.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             return torch.jit.trace(module, inputs, check_trace=True, check_inputs=[check], strict=True)
-    except Exception as exc:  # noqa: BLE001 - any tracing failure is "this model cannot be exported"
+    except Exception as exc:  # any tracing failure is "this model cannot be exported"
         raise ExportError(f"model {name!r} cannot be traced to TorchScript: {type(exc).__name__}: {exc}") from exc
 
 
@@ -157,7 +157,7 @@ def _onnx(module: ScoringModule, inputs: tuple[Tensor, ...], path: Path, name: s
                 dynamic_shapes=shapes, opset_version=ONNX_OPSET, external_data=False, verbose=False,
             )
         program.save(str(path), external_data=False)
-    except Exception as exc:  # noqa: BLE001 - torch.export / onnxscript raise many types
+    except Exception as exc:  # torch.export / onnxscript raise many types
         detail = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))[:2000]  # the exporter colours its messages
         raise ExportError(f"model {name!r} cannot be exported to ONNX: {type(exc).__name__}: {detail}") from exc
     finally:
@@ -202,7 +202,7 @@ class ExportedScorer:
         out[:, self.max_len - T :] = x
         return out
 
-    def score(self, batch) -> Tensor:  # noqa: ANN001 - SequenceBatch
+    def score(self, batch) -> Tensor:  # untyped: SequenceBatch
         xs = [self._fit(getattr(batch, k)) for k in INPUT_NAMES[:-1]] + [batch.query_ts]
         if self.fmt == "onnx":
             return torch.from_numpy(self._sess.run([OUTPUT_NAME], {k: v.numpy() for k, v in zip(INPUT_NAMES, xs)})[0])
@@ -247,7 +247,7 @@ def export_model(model: nn.Module, fmt: str, out: str | Path, *, max_len: int, m
     with torch.no_grad():
         try:
             expected = module(*check).float()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ExportError(f"model {name!r} cannot score a (B, {max_len}) batch: {type(exc).__name__}: {exc}") from exc
         if tuple(expected.shape) != (check_batch, n_items):
             raise ExportError(f"model {name!r} scores have shape {tuple(expected.shape)}, expected ({check_batch}, {n_items})")

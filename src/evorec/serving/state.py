@@ -324,12 +324,12 @@ class ForecastState:
         end = int(np.asarray(seq.ts).max()) + 1
         return cls(forecaster, seq, str(run), forecast_at(forecaster, seq, end))
 
-    def user(self, events: list[StoredEvent], horizons: list[str] | None, now: int):  # noqa: ANN201
+    def user(self, events: list[StoredEvent], horizons: list[str] | None, now: int):
         from evorec.forecasting.predict import forecast_history
 
         return forecast_history(self.forecaster, self.seq, [(e.item_id, e.category_id, e.behavior, int(e.ts)) for e in events], now, horizons)
 
-    def explain(self, events: list[StoredEvent], now: int, pairs: list[tuple[str, int]]):  # noqa: ANN201
+    def explain(self, events: list[StoredEvent], now: int, pairs: list[tuple[str, int]]):
         """Signal attributions of the user's forecast for (horizon label, category index) pairs
         (``evorec.forecasting.predict.explain_history``); ValueError for a forecaster that is not a ranker."""
         from evorec.forecasting.predict import explain_history
@@ -373,7 +373,7 @@ class ServiceState:
             for e in self.store.recent(user_key, limit)
         ]
 
-    def watch(self, every_s: float, on_swap=None) -> threading.Event:  # noqa: ANN001
+    def watch(self, every_s: float, on_swap=None) -> threading.Event:
         """Poll the served run's best checkpoint every ``every_s`` seconds and hot-swap it when a new
         file lands (a finished training run, a copied checkpoint). Returns the stop event."""
         stop = threading.Event()

@@ -172,7 +172,7 @@ def _read_cpuinfo() -> tuple[str, frozenset[str]]:
     """(model name, flags) from /proc/cpuinfo (Linux); elsewhere the platform's processor string
     and no flags (then ``auto`` picks fp32 on a CPU: slower at worst, never emulated)."""
     try:
-        text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()  # noqa: SIM115
+        text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
     except OSError:
         return platform.processor() or platform.machine() or "unknown CPU", frozenset()
     model, flags = "", frozenset()

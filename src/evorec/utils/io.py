@@ -59,7 +59,7 @@ def atomic_write_text(path: str | Path, text: str, *, fsync: bool = False) -> Pa
     return path
 
 
-def atomic_write_parquet(path: str | Path, table) -> Path:  # noqa: ANN001 - pyarrow.Table
+def atomic_write_parquet(path: str | Path, table) -> Path:  # untyped: pyarrow.Table
     import pyarrow.parquet as pq
 
     path = Path(path)

@@ -147,7 +147,7 @@ class RunTracker:
         try:  # builds the store object only (no request yet): a malformed URI is the user's to fix
             client = MlflowClient(tracking_uri=uri)
             client._tracking_client.store  # noqa: B018 - resolve the store now
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise InputError(f"MLflow tracking URI {uri!r}: {exc}") from exc
         tracker = cls(uri, client=client)
         previous = read_record(resume_from) if resume_from is not None else None
@@ -180,7 +180,7 @@ class RunTracker:
     def __enter__(self) -> RunTracker:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+    def __exit__(self, exc_type, exc, tb) -> None:
         self.finish("FAILED" if exc_type is not None else "FINISHED")
 
     # -- logging -----------------------------------------------------------------------------
@@ -228,12 +228,12 @@ class RunTracker:
                  "artifact_uri": self.artifact_uri, "run_uri": f"runs:/{self.run_id}/{RUN_ARTIFACTS}"}, indent=2))
 
     # -- failure -----------------------------------------------------------------------------
-    def _call(self, fn) -> None:  # noqa: ANN001
+    def _call(self, fn) -> None:
         if not self.active:
             return
         try:
             fn(self._client)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any failure of the tracking backend turns tracking off
             self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:

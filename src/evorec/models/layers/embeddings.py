@@ -126,7 +126,7 @@ class EventEmbedding(nn.Module):
         with torch.no_grad():
             self.item.weight[0].zero_()
 
-    def set_item_text(self, matrix) -> None:  # noqa: ANN001 - np.ndarray | Tensor
+    def set_item_text(self, matrix) -> None:  # untyped: np.ndarray | Tensor
         """Copy the frozen (rows, text_dim) item text matrix into the buffer.
 
         ``rows`` may be fewer than this table's (BERT4Rec's extra [MASK] row): the rest stay zero.
@@ -135,7 +135,7 @@ class EventEmbedding(nn.Module):
             raise ValueError("this embedding was built with side.text off")
         _fill_rows(self.item_text, torch.as_tensor(matrix, dtype=torch.float32), "item text matrix")
 
-    def set_item_attributes(self, matrix) -> None:  # noqa: ANN001 - np.ndarray | Tensor
+    def set_item_attributes(self, matrix) -> None:  # untyped: np.ndarray | Tensor
         """Copy the (rows, width) attribute-token matrix into the buffer (rows <= this table's;
         the rest, e.g. BERT4Rec's [MASK] row, have no attributes)."""
         if self.item_attributes is None:
