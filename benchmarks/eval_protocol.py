@@ -31,8 +31,8 @@ from evorec.data.batches import eval_set
 from evorec.evaluation.protocols import EvalConfig, TrainingPart, evaluate_model
 from evorec.evaluation.ranking import rank_targets
 from evorec.experiments.config import ExperimentConfig
+from evorec.experiments.runs import TrainingRun
 from evorec.experiments.training import prepared_data, train_key
-from evorec.models.checkpoint import load_checkpoint, load_model
 from evorec.utils.hardware import machine_record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,10 +55,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    ck = load_checkpoint(args.run / "best.pt")
+    ck = TrainingRun.open(args.run).checkpoint
     cfg = ExperimentConfig.model_validate(ck.experiment)
     seq, split = prepared_data(cfg)
-    model = load_model(ck)
+    model = ck.build_model()
     key = train_key(split)
     training = TrainingPart(end=np.asarray(split.train_ends[key]), key=key, cut=split.train_cuts.get(key))
     es = eval_set(seq, split, cfg.eval.fold)

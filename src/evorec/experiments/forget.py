@@ -14,7 +14,6 @@ from typing import Any
 
 from evorec.data import forget as data_forget
 from evorec.experiments.runs import ForecastRun, TrainingRun
-from evorec.utils.privacy import Pseudonymizer
 
 
 def run_files(path: Path) -> list[Path] | None:
@@ -25,17 +24,7 @@ def run_files(path: Path) -> list[Path] | None:
     return None
 
 
-def forget_users(
-    user_ids: Sequence[str],
-    store: str | Path,
-    *,
-    dataset: str | None = None,
-    prepared: Sequence[str | Path] = (),
-    runs: Sequence[str | Path] = (),
-    pseudonymized: bool = False,
-    pseudonymizer: Pseudonymizer | None = None,
-) -> dict[str, Any]:
-    """:func:`evorec.data.forget.forget_users` with run directories: each path in ``runs`` is a
-    run directory or a folder of them (one level, as ``runs/``)."""
-    return data_forget.forget_users(user_ids, store, dataset=dataset, prepared=prepared, runs=runs, run_files=run_files,
-                                    pseudonymized=pseudonymized, pseudonymizer=pseudonymizer)
+def forget_users(user_ids: Sequence[str], store: str | Path, **options: Any) -> dict[str, Any]:
+    """:func:`evorec.data.forget.forget_users` (same options) where each path in ``runs`` is a run
+    directory of this package or a folder of them (one level, as ``runs/``)."""
+    return data_forget.forget_users(user_ids, store, run_files=run_files, **options)
