@@ -125,11 +125,13 @@ def histories(n_users: int, per_user: int, items: list[str], rng: random.Random)
             "uniformly random items of the model's vocabulary (Beauty.txt not found)")
 
 
-def start_server(run: Path, port: int, db_url: str, log_path: Path, secret: str) -> subprocess.Popen:
+def start_server(run: Path, port: int, db_url: str, log_path: Path, secret: str, forecast_run: Path | None = None) -> subprocess.Popen:
     env = dict(os.environ)
     env["EVOREC_SECRET"] = secret  # a fresh pseudonymisation key for this store
-    for k in ("EVOREC_SERVE_RUN", "EVOREC_SERVE_DB_URL"):
+    for k in ("EVOREC_SERVE_RUN", "EVOREC_SERVE_DB_URL", "EVOREC_SERVE_FORECAST_RUN"):
         env.pop(k, None)
+    if forecast_run is not None:
+        env["EVOREC_SERVE_FORECAST_RUN"] = str(forecast_run)
     cmd = [str(EVOREC), "serve", "--run", str(run), "--host", "127.0.0.1", "--port", str(port), "--db", db_url]
     with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -368,6 +370,144 @@ def breakdown(run: Path, db_url: str, secret: str | None, users: list[str], read
                 parts[key].append(dt)
     return {k: {"mean_ms": statistics.fmean(v) * 1000, "p99_ms": pct(v, 99)} for k, v in parts.items()} | {
         "_torch_threads": torch.get_num_threads(), "_samples": n}
+
+
+# -- /interests beside /recommendations (closed loop, one request at a time) -------------------
+
+
+def event_histories(path: Path, n_users: int, per_user: int, rng: random.Random) -> tuple[dict[str, list[dict[str, Any]]], str]:
+    """{raw user id: the latest ``per_user`` events, oldest first} of ``n_users`` random users of an
+    event file (e.g. the simulator's Parquet the forecast run was trained on), every timestamp
+    moved by one shift so that the file's last event is one day before now."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path, columns=["user_id", "item_id", "category_id", "behavior", "ts"]).to_pydict()
+    by_user: dict[str, list[int]] = {}
+    for i, u in enumerate(t["user_id"]):
+        by_user.setdefault(u, []).append(i)
+    shift = int(time.time()) - 86_400 - max(t["ts"])
+    chosen = rng.sample(sorted(by_user), min(n_users, len(by_user)))
+    out = {}
+    for u in chosen:
+        rows = sorted(by_user[u], key=lambda i: t["ts"][i])[-per_user:]
+        out[f"load-user-{u}"] = [{"item_id": t["item_id"][i], "category_id": t["category_id"][i], "behavior": t["behavior"][i],
+                                  "ts": int(t["ts"][i]) + shift} for i in rows]
+    return out, f"latest events of {len(out)} random users of {rel(path)} (timestamps shifted: the file's last event = now - 1 day)"
+
+
+async def bench_interests(args: argparse.Namespace, secret: str) -> dict[str, Any]:
+    """``GET /v1/users/{id}/interests`` and ``GET /v1/users/{id}/recommendations`` of the same
+    users, one request at a time against a server with a recommender and a forecast run loaded."""
+    from evorec.serving.store import EventStore
+    from evorec.utils.hardware import machine_record
+
+    run, forecast_run = ensure_run(Path(args.run).resolve()), Path(args.interests).resolve()
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    db_path = SCRATCH / "serve_interests.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    db_url = f"sqlite:///{db_path}"
+    store = EventStore(db_url)
+    read_key, write_key = store.create_key("read", "serve-interests"), store.create_key("write", "serve-interests")
+    store.engine.dispose()
+    rng = random.Random(args.seed)
+    hist, hist_source = event_histories(Path(args.events), args.users, args.history, rng)
+    users = list(hist)
+    paths = {"interests": "/v1/users/{user_id}/interests", "recommendations": "/v1/users/{user_id}/recommendations"}
+    params = {"interests": {"top": 10}, "recommendations": {"k": 10}}
+    load_before = os.getloadavg()
+    proc = start_server(run, args.port, db_url, SCRATCH / "server_interests.log", secret, forecast_run)
+    base = f"http://127.0.0.1:{args.port}"
+    lat: dict[str, list[float]] = {r: [] for r in paths}
+    errors: dict[str, int] = {r: 0 for r in paths}
+    samples: list[str] = []
+    try:
+        ready_s = await wait_ready(base, proc)
+        async with httpx.AsyncClient(base_url=base, timeout=args.timeout) as c:
+            wh, rh = {"Authorization": f"Bearer {write_key}"}, {"Authorization": f"Bearer {read_key}"}
+            batch: list[dict[str, Any]] = []
+            for u, evs in hist.items():
+                batch += [{"event_id": f"pre-{u}-{j}", "user_id": u, **e} for j, e in enumerate(evs)]
+                if len(batch) >= 1000 or u == users[-1]:
+                    (await c.post("/v1/events", json={"events": batch}, headers=wh, timeout=120)).raise_for_status()
+                    batch = []
+            for u in users[: args.warmup]:  # not measured
+                for route in paths:
+                    (await c.get(paths[route].format(user_id=u), params=params[route], headers=rh)).raise_for_status()
+            m_before = server_hist((await c.get("/metrics")).text)
+            load_at_start = os.getloadavg()
+            for i in range(args.requests):
+                u = users[i % len(users)]
+                for route in (paths if i % 2 == 0 else reversed(list(paths))):  # alternate which goes first
+                    t0 = time.perf_counter()
+                    r = await c.get(paths[route].format(user_id=u), params=params[route], headers=rh)
+                    dt = time.perf_counter() - t0
+                    if r.status_code == 200:
+                        lat[route].append(dt)
+                    else:
+                        errors[route] += 1
+                        if len(samples) < 10:
+                            samples.append(f"{route}: HTTP {r.status_code} {r.text[:200]}")
+            m_after = server_hist((await c.get("/metrics")).text)
+            load_after = os.getloadavg()
+    finally:
+        stop_msg = stop_server(proc)
+    machine = machine_record("fp32")
+    per_route = {}
+    for route, xs in lat.items():
+        s1, c1 = m_after.get(paths[route], (0.0, 0.0))
+        s0, c0 = m_before.get(paths[route], (0.0, 0.0))
+        per_route[route] = {"requests": len(xs) + errors[route], "errors": errors[route], "p50_ms": pct(xs, 50), "p95_ms": pct(xs, 95),
+                            "p99_ms": pct(xs, 99), "mean_ms": statistics.fmean(xs) * 1000 if xs else float("nan"),
+                            "max_ms": max(xs) * 1000 if xs else float("nan"),
+                            "server_side_mean_ms": (s1 - s0) / (c1 - c0) * 1000 if c1 > c0 else float("nan")}
+    return {
+        "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "code": args.code or "working tree at " + subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                                                     text=True).stdout.strip(),
+        "machine": f"{machine.line()}, Python {platform.python_version()}",
+        "cpu": machine.as_json(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_at_start": [round(x, 2) for x in load_at_start],
+        "load_average_after": [round(x, 2) for x in load_after],
+        "waited_for_quiet": getattr(args, "_waited", None),
+        "run": rel(run),
+        "forecast_run": rel(forecast_run),
+        "versions": versions(),
+        "protocol": {
+            "server": ("evorec serve --run RUN (EVOREC_SERVE_FORECAST_RUN=FORECAST_RUN), 1 uvicorn worker, 127.0.0.1, SQLite store, "
+                       f"pseudonymisation on, torch threads {os.environ.get('EVOREC_SERVE_TORCH_THREADS', '1 (default)')}"),
+            "client": "httpx.AsyncClient on the same machine, HTTP/1.1 keep-alive, one request at a time (closed loop)",
+            "requests": (f"{args.requests} rounds over the preloaded users in turn; each round GET interests?top=10 and GET "
+                         "recommendations?k=10 of the same user, alternating which goes first"),
+            "latency": "send to end of response, status 200 only (anything else is an error)",
+            "preload": f"{len(users)} users x up to {args.history} events ({hist_source}), POSTed in batches of 1000",
+            "warmup": f"{min(args.warmup, len(users))} users x both routes, not measured",
+        },
+        "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+        "server_ready_s": ready_s,
+        "per_route": per_route,
+        "error_samples": samples,
+        "server_stop": stop_msg,
+    }
+
+
+def report_interests(res: dict[str, Any]) -> str:
+    lines = [
+        f"/interests beside /recommendations, {res['when']}; code: {res['code']}",
+        f"CPU: {res['cpu'].get('cpu_model')}; torch.backends.cpu.get_cpu_capability() = {res['cpu'].get('torch_cpu_capability')}",
+        f"machine: {res['machine']}",
+        f"load average before {res['load_average_before']} (at start {res['load_average_at_start']}, after {res['load_average_after']})",
+        f"runs: recommender {res['run']}, forecaster {res['forecast_run']}; server ready in {res['server_ready_s']:.1f} s",
+        "protocol: " + "; ".join(f"{k}: {v}" for k, v in res["protocol"].items()),
+        "",
+        "| route | requests | errors | p50 ms | p95 ms | p99 ms | mean ms | max ms | server-side mean ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in res["per_route"].items():
+        lines.append(f"| {name} | {s['requests']:,} | {s['errors']} | {fmt(s['p50_ms'])} | {fmt(s['p95_ms'])} | {fmt(s['p99_ms'])} | "
+                     f"{fmt(s['mean_ms'])} | {fmt(s['max_ms'])} | {fmt(s['server_side_mean_ms'])} |")
+    return "\n".join(lines)
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -689,9 +829,21 @@ def main() -> None:
     ap.add_argument("--wait-quiet", type=float, default=None, metavar="LOAD",
                     help="first wait until the 1-minute load average is below LOAD (poll every 20 s)")
     ap.add_argument("--wait-max", type=float, default=600.0, help="seconds to wait for --wait-quiet at most; then run anyway")
-    ap.add_argument("--out", default=None, help="JSON result (default benchmarks/results/serve_load.json, serve_load_postgres.json with --db postgres)")
+    ap.add_argument("--out", default=None, help="JSON result (default benchmarks/results/serve_load.json, serve_load_postgres.json "
+                    "with --db postgres, serve_interests.json with --interests)")
+    ap.add_argument("--interests", default=None, metavar="FORECAST_RUN",
+                    help="instead of the load: serve this forecast run too and time /interests beside /recommendations of the "
+                         "same users, one request at a time (--events: their histories)")
+    ap.add_argument("--events", default=None, help="with --interests: the event file (Parquet: user_id, item_id, category_id, "
+                    "behavior, ts) the users' histories are taken from, e.g. the simulator's output")
+    ap.add_argument("--requests", type=int, default=400, help="with --interests: rounds (one request of each route per round)")
+    ap.add_argument("--code", default=None, help="with --interests: what code the server runs, for the record (default: the "
+                    "working tree at git HEAD; e.g. another checkout put first on PYTHONPATH)")
     args = ap.parse_args()
-    out = Path(args.out) if args.out else RESULTS / ("serve_load.json" if args.db == "sqlite" else "serve_load_postgres.json")
+    if args.interests is not None and args.events is None:
+        ap.error("--interests needs --events (the histories to preload)")
+    default_out = ("serve_interests.json" if args.interests else "serve_load.json" if args.db == "sqlite" else "serve_load_postgres.json")
+    out = Path(args.out) if args.out else RESULTS / default_out
     args.out = rel(out)  # recorded relative to the project root
     # a SIGTERM unwinds like Ctrl-C: the server, the burners and the PostgreSQL cluster are stopped
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -699,12 +851,16 @@ def main() -> None:
         args._waited = wait_quiet(args.wait_quiet, args.wait_max)
 
     secret = "serve-load-benchmark-" + uuid.uuid4().hex
-    if args.db == "postgres":
+    if args.interests is not None:
+        res = asyncio.run(bench_interests(args, secret))
+        text = report_interests(res)
+    elif args.db == "postgres":
         with throwaway_postgres() as cluster:
             res = asyncio.run(bench(args, secret, cluster))
     else:
         res = asyncio.run(bench(args, secret))
-    text = report(res)
+    if args.interests is None:
+        text = report(res)
     print(text)
     out.parent.mkdir(parents=True, exist_ok=True)
     body = json.dumps(res, indent=2, default=str) + "\n"
