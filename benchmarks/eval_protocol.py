@@ -70,7 +70,7 @@ def main() -> None:
     rows.append({"step": "rank_targets (full ranking, seen excluded, top-k kept)", "seconds": round(t_rank, 3)})
     for boot in (0, 1000):
         ecfg = EvalConfig(**{**cfg.eval.model_dump(), "bootstrap": boot})
-        t = best_of(lambda: evaluate_model(model, seq, split, [cfg.eval.fold], ecfg, training, max_len=cfg.train.max_len), args.repeats)
+        t = best_of(lambda ecfg=ecfg: evaluate_model(model, seq, split, [cfg.eval.fold], ecfg, training, max_len=cfg.train.max_len), args.repeats)
         label = "evaluate_model, no CIs (+ categories, AUC, groups, list metrics)" if boot == 0 else "evaluate_model, 1000-resample bootstrap CIs (default)"
         rows.append({"step": label, "seconds": round(t, 3)})
     res = {

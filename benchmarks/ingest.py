@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from datetime import datetime, timezone
@@ -173,7 +172,8 @@ def main() -> None:
         "protocol": (
             "Taobao UserBehavior head (84,475 real rows) repeated to the row count; evorec ingest = parse + validate "
             "+ quarantine + HMAC pseudonymisation + one-transaction load into DuckDB; pandas = read_csv only (no "
-            "validation, no storage); duckdb = read_csv with auto-detection into an in-memory table. Each step a separate child process; peak RSS of that process."
+            "validation, no storage); duckdb = read_csv with auto-detection into an in-memory table. "
+            "Each step a separate child process; peak RSS of that process."
         ),
         "rows": rows_out,
         "summary": summary,

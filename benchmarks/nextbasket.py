@@ -193,7 +193,8 @@ def run_fallback(name: str, args: argparse.Namespace) -> dict:
                  "users_with_a_repeat_slot": gated, "protocols": {}}
     for excl in (True, False):
         ecfg = cfg.eval.model_copy(update={"bootstrap": args.bootstrap, "exclude_seen": excl})
-        evs = {k: evaluate_model(m, seq, split, ["test"], ecfg, TrainingPart(view.end), max_len=cfg.train.max_len) for k, m in (("itemknn", knn), ("trex(explore=itemknn)", trex))}
+        evs = {k: evaluate_model(m, seq, split, ["test"], ecfg, TrainingPart(view.end), max_len=cfg.train.max_len)
+               for k, m in (("itemknn", knn), ("trex(explore=itemknn)", trex))}
         a, b = (np.asarray(evs[k].table.column("NDCG@10").to_numpy(), np.float64) for k in ("trex(explore=itemknn)", "itemknn"))
         out["protocols"][f"next_item, seen {'excluded' if excl else 'kept'}"] = {
             "rows": {k: {"metrics": {m: e.summary["metrics"][m] for m in ("HR@10", "NDCG@10")}, "ci": {m: e.summary["ci"][m] for m in ("HR@10", "NDCG@10")},

@@ -162,7 +162,8 @@ def main() -> None:
     (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nprotocol: {PROTOCOL}")
     print(f"{machine.line()}\n")
-    print("| model | settings | precision | epochs | train s | s/epoch | events/s | peak RSS MB | test HR@10 [95% CI] | test NDCG@10 [95% CI] | published HR@10 / NDCG@10 |")
+    print("| model | settings | precision | epochs | train s | s/epoch | events/s | peak RSS MB | test HR@10 [95% CI] | test NDCG@10 [95% CI] "
+          "| published HR@10 / NDCG@10 |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
 
     def with_ci(r: dict, k: str) -> str:

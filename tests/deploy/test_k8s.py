@@ -50,7 +50,8 @@ def schema_errors(folder: Path) -> list[str]:
             try:
                 kubernetes_validate.validate(doc, version, strict=True)
             except kubernetes_validate.ValidationError as exc:
-                errors.append(f"{name} {doc.get('kind')}/{doc.get('metadata', {}).get('name')} (Kubernetes {version}): {exc.message} at {'.'.join(map(str, exc.path))}")
+                where = f"{name} {doc.get('kind')}/{doc.get('metadata', {}).get('name')} (Kubernetes {version})"
+                errors.append(f"{where}: {exc.message} at {'.'.join(map(str, exc.path))}")
             except kubernetes_validate.SchemaNotFoundError as exc:
                 errors.append(f"{name}: no schema for {doc.get('apiVersion')} {doc.get('kind')} in Kubernetes {version} ({exc})")
     return errors

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+from test_ranking import FixedScores
 
 from evorec.data.batches import TrainView
 from evorec.data.sequences import SequenceData
@@ -16,8 +17,6 @@ from evorec.data.splits import TimeSplitConfig, make_split
 from evorec.data.vocab import Vocab
 from evorec.evaluation.nextbasket import basket_targets, evaluate_baskets
 from evorec.evaluation.protocols import EvalConfig, TrainingPart, evaluate_model
-
-from test_ranking import FixedScores
 
 DAY = 86400
 T0 = 1_500_000_000 - 1_500_000_000 % DAY  # midnight UTC

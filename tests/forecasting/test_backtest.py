@@ -101,7 +101,7 @@ def test_calendar_signals_match_brute_force(sim_run):
 def test_backtest_results_per_horizon(sim_run):
     _, res, run = sim_run
     assert set(res["horizons"]) == {"1d", "7d", "30d", "90d"}
-    for label, e in res["horizons"].items():
+    for _label, e in res["horizons"].items():
         assert set(e["baselines"]) == {"persistence", "decayed", "population", "markov", "ptopfreq", "tifu_knn"}
         assert set(e["paired"]) == set(e["baselines"])  # model minus each baseline on the same samples
         for b, d in e["paired"].items():

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import conformance as C
 import pytest
 
 from evorec.models.registry import known_models
-
-import conformance as C
 
 # name -> small config for the tests (sizes come from the data)
 MODELS: dict[str, dict] = {

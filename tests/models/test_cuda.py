@@ -5,15 +5,15 @@ comparison runs on CUDA too, in tests/ops/test_attention.py)."""
 
 from __future__ import annotations
 
+import conformance as C
 import numpy as np
 import pytest
 import torch
+from test_conformance import MODELS
 
-import conformance as C
 from evorec.data.batches import TrainView, eval_batches, eval_set, training_batches
 from evorec.ops.attention import MultiHeadSelfAttention
 from evorec.training.losses import FullSoftmaxCE
-from test_conformance import MODELS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from evorec.models.base import DataSizes
-from evorec.models.nbr import batch_cells, basket_cells
+from evorec.models.nbr import basket_cells, batch_cells
 from evorec.models.registry import build_model
 from evorec.models.repeat import FEATURES, ItemStats, pair_features
 from evorec.types import SequenceBatch, TimeKind

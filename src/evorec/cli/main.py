@@ -10,9 +10,9 @@ from evorec import __version__
 from evorec.cli import benchmark as benchmark_cmds
 from evorec.cli import data as data_cmds
 from evorec.cli import forecast as forecast_cmds
+from evorec.cli import forecast_uses as forecast_uses_cmds
 from evorec.cli import report as report_cmds
 from evorec.cli import serve as serve_cmds
-from evorec.cli import forecast_uses as forecast_uses_cmds
 from evorec.cli import train as train_cmds
 
 app = typer.Typer(

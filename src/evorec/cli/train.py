@@ -8,7 +8,8 @@ import typer
 
 from evorec.cli.common import emit_json, fail, user_errors
 
-TRACK_HELP = "Log to MLflow (params, per-epoch and final metrics, config, artefacts): the local ./mlruns store unless --tracking-uri or EVOREC_MLFLOW_URI names one."
+TRACK_HELP = ("Log to MLflow (params, per-epoch and final metrics, config, artefacts): the local ./mlruns store unless --tracking-uri "
+              "or EVOREC_MLFLOW_URI names one.")
 URI_HELP = "MLflow tracking URI (turns --track on; default: EVOREC_MLFLOW_URI, else ./mlruns)."
 
 

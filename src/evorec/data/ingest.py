@@ -33,7 +33,13 @@ import pyarrow as pa
 from evorec.data import store as store_mod
 from evorec.data.readers import get_reader
 from evorec.data.readers.base import (
-    CHECK_BAD_FRACTION, CHECK_MIN_ROWS, ITEM_SCHEMA_EXTRA, PROFILE_SCHEMA, FormatMismatch, Reader, sql_str,
+    CHECK_BAD_FRACTION,
+    CHECK_MIN_ROWS,
+    ITEM_SCHEMA_EXTRA,
+    PROFILE_SCHEMA,
+    FormatMismatch,
+    Reader,
+    sql_str,
 )
 from evorec.data.sniff import SniffResult, mismatch_hint, refusal, sniff
 from evorec.data.store import USER_FIELDS

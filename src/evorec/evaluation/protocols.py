@@ -47,7 +47,7 @@ from evorec.data.sequences import SequenceData
 from evorec.data.splits import LeakageError, Split, check_no_leakage, item_first_ts
 from evorec.errors import InputError
 from evorec.evaluation import metrics as M
-from evorec.evaluation.classification import category_scores, classification_metrics, gauc, per_user_auc, pooled_auc
+from evorec.evaluation.classification import category_scores, classification_metrics, per_user_auc, pooled_auc
 from evorec.evaluation.ranking import rank_targets, sample_negatives
 from evorec.evaluation.stats import summarize
 

@@ -29,7 +29,15 @@ from evorec.errors import NotFoundError
 from evorec.evaluation.stats import summarize
 from evorec.forecasting import nbr
 from evorec.forecasting.baselines import (
-    BASELINES, Context, FittedBaseline, TifuGrid, fit_baseline, fit_context, mean_score, new_list_metrics, ranking_ndcg,
+    BASELINES,
+    Context,
+    FittedBaseline,
+    TifuGrid,
+    fit_baseline,
+    fit_context,
+    mean_score,
+    new_list_metrics,
+    ranking_ndcg,
 )
 from evorec.forecasting.forecaster import Featurizer, Forecaster, ForecasterConfig
 from evorec.forecasting.metrics import aggregate_ece, per_user_forecast_metrics
@@ -99,8 +107,8 @@ def _resolve(seq: SequenceData, cfg: BacktestConfig) -> dict[str, Any]:
     check_cutoffs(seq, tests, horizons, what="test cutoff")
     if valid + max(horizons) > tests[0]:
         raise SplitError(
-            f"the validation windows (valid_cutoff + the longest horizon) must end by the first test cutoff; "
-            f"move valid_cutoff earlier or the test cutoffs later"
+            "the validation windows (valid_cutoff + the longest horizon) must end by the first test cutoff; "
+            "move valid_cutoff earlier or the test cutoffs later"
         )
     train_cutoffs = list(range(start, valid - (min(horizons) if unit == "seconds" else 0) + 1, every))
     if not train_cutoffs:

@@ -290,7 +290,9 @@ class FittedBaseline:
     def half_life_index(self) -> dict[int, int]:
         return self.params.half_life_index
 
-    def predict(self, samples: WindowSamples, feats: HistoryFeatures, ctx: Context, data: SequenceData | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def predict(
+        self, samples: WindowSamples, feats: HistoryFeatures, ctx: Context, data: SequenceData | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(dist, engage probabilities, rank score), each (S, H, C); categories rank by the score."""
         dist, score = predict_baseline(self.name, samples, feats, ctx, self.params, data=data)
         engage = np.zeros_like(score)

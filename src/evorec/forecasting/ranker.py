@@ -275,7 +275,9 @@ class RankerForecaster:
             ds.set_group(groups[groups > 0])
         return lgb.train(params, ds, num_boost_round=self.cfg.rounds)
 
-    def fit(self, seq: SequenceData, baskets: np.ndarray, origin: int, cutoffs: list[int], users: np.ndarray | None = None, min_history: int = 1) -> RankerForecaster:
+    def fit(
+        self, seq: SequenceData, baskets: np.ndarray, origin: int, cutoffs: list[int], users: np.ndarray | None = None, min_history: int = 1,
+    ) -> RankerForecaster:
         """Train on the samples at ``cutoffs`` whose window ends by ``origin``."""
         t0 = time.perf_counter()
         self.origin = int(origin)

@@ -137,8 +137,8 @@ def _merge_small(x: np.ndarray, labels: np.ndarray, min_size: int) -> tuple[np.n
         # no group is large enough yet: grow the smallest into its nearest neighbour
         g = small[sizes[sizes < min_size].argmin()]
         others = groups[groups != g]
-        O = np.stack([cent[o] for o in others])  # (G - 1, 3C)
-        labels[labels == g] = others[np.linalg.norm(O - cent[g], axis=1).argmin()]
+        other_cent = np.stack([cent[o] for o in others])  # (G - 1, 3C)
+        labels[labels == g] = others[np.linalg.norm(other_cent - cent[g], axis=1).argmin()]
         merged += 1
 
 

@@ -13,7 +13,6 @@ personal signal comes from the history in the batch, so the history length the m
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 

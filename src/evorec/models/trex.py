@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 from pydantic import Field, field_validator
-from torch import Tensor, nn
+from torch import Tensor
 
 from evorec.errors import InputError
 from evorec.models.base import DataSizes, LossFn, ModelConfig, Recommender

@@ -10,7 +10,6 @@ PNG versions of a figure always show the same numbers.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -434,7 +433,7 @@ def _mpl_flows(ax, c: Flows) -> None:
     labels, index = _flow_nodes(c)
     S = len(c.stages)
     size: dict[tuple[int, str], float] = {}
-    for stage, a, b, v in c.links:
+    for stage, a, b, _v in c.links:
         size[(stage, a)] = max(size.get((stage, a), 0.0), 0.0)
         size[(stage + 1, b)] = size.get((stage + 1, b), 0.0)
     out_tot: dict[tuple[int, str], float] = {}

@@ -203,7 +203,7 @@ def dataset_overview(seq: SequenceData, dataset: str, fid: str) -> Section:
 
     # long tails: share of events by rank, categories and items
     tails = []
-    for name, codes, i in (("categories", cat, 0), ("items", item, 1)):
+    for name, codes, _i in (("categories", cat, 0), ("items", item, 1)):
         cnt = np.bincount(codes)[1:]
         cnt = np.sort(cnt[cnt > 0])[::-1]
         if len(cnt) == 0:
@@ -269,13 +269,15 @@ def model_comparison(runs: list[ModelRun], fid: str, metrics: Sequence[str] = ("
         for name, vals in pub.items():
             if "NDCG@10" in vals and any(r.model == name for r in runs):
                 hl.append((vals["NDCG@10"], f"published {name} test NDCG@10 {vals['NDCG@10']:.4f}"))
-        sec.figures.append(Figure(f"{fid}-ttq", "Time to quality: validation NDCG@10 vs wall-clock seconds", Lines(series, "seconds since start", "validation NDCG@10", hlines=hl),
+        sec.figures.append(Figure(f"{fid}-ttq", "Time to quality: validation NDCG@10 vs wall-clock seconds",
+                                  Lines(series, "seconds since start", "validation NDCG@10", hlines=hl),
                                   "One point per validation (full ranking) during training; wall-clock includes validation time."))
     rows = []
     for r, label in zip(runs, labels):
         ms, ci = r.metrics.get("metrics", {}), r.metrics.get("ci", {})
         ts = r.metrics.get("train_state") or {}
-        rows.append([label, *(f"{ms[m]:.4f} [{ci[m][0]:.4f}, {ci[m][1]:.4f}]" if m in ms and m in ci else ("-" if m not in ms else f"{ms[m]:.4f}") for m in metrics),
+        rows.append([label, *(f"{ms[m]:.4f} [{ci[m][0]:.4f}, {ci[m][1]:.4f}]" if m in ms and m in ci else ("-" if m not in ms else f"{ms[m]:.4f}")
+                              for m in metrics),
                      ts.get("epoch", "-"), f"{ts['train_seconds']:.0f}" if ts.get("train_seconds") is not None else "-", ts.get("stopped") or "-"])
     sec.tables.append(Table("Test metrics", ["run", *metrics, "epochs", "train s", "stopped"], rows))
 

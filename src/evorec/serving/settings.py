@@ -23,7 +23,9 @@ class ServeSettings(BaseSettings):
     max_body_bytes: int = Field(8_000_000, ge=1024, description="larger requests get 413")
     max_k: int = Field(1000, ge=1)
     watch_seconds: float = Field(0.0, ge=0, description="poll the run's best.pt this often and hot-swap a new one (0: off; POST /v1/admin/reload always works)")
-    torch_threads: int = Field(1, ge=1, description="intra-op threads of the model forward (1: one short sequence per request; more threads only contend with the server)")
+    torch_threads: int = Field(
+        1, ge=1, description="intra-op threads of the model forward (1: one short sequence per request; more threads only contend with the server)",
+    )
     history_len: int | None = Field(None, ge=1, description="events of history to encode (default: the model's training max_len)")
 
 

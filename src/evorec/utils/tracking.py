@@ -177,7 +177,7 @@ class RunTracker:
     def finish(self, status: str = "FINISHED") -> None:
         self._call(lambda c: c.set_terminated(self.run_id, status))
 
-    def __enter__(self) -> RunTracker:
+    def __enter__(self) -> RunTracker:  # noqa: PYI034 - Self needs Python 3.11
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
