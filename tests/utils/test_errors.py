@@ -26,6 +26,16 @@ def test_other_errors_keep_their_traceback(exc):
         raise exc
 
 
+def test_settings_from_the_environment_are_a_user_error(monkeypatch):
+    """pydantic validates settings read from the environment: a bad value is the user's to fix."""
+    from evorec.serving.settings import ServeSettings
+
+    monkeypatch.setenv("EVOREC_SERVE_MAX_K", "many")
+    with pytest.raises(typer.Exit) as info, user_errors():
+        ServeSettings()
+    assert info.value.exit_code == 2
+
+
 def test_library_errors_keep_their_old_bases():
     """Callers and tests that catch ValueError / KeyError / RuntimeError go on working."""
     from evorec.data.readers.base import FormatMismatch, ReaderOptionError

@@ -19,10 +19,17 @@ from evorec.errors import EvorecError
 err = Console(stderr=True)
 
 # Errors a user can fix: printed as one clear line, exit code 2, no traceback. The library's own
-# (evorec.errors.EvorecError: bad options, configs, data, run directories, missing extras) and a
-# path the user named that does not exist. Anything else (a bug, CUDA out of memory) is not caught:
-# it keeps its traceback.
+# (evorec.errors.EvorecError: bad options, configs, data, run directories, missing extras), a
+# path the user named that does not exist, and pydantic's ValidationError (settings read from the
+# environment, e.g. EVOREC_SERVE_MAX_K=abc; looked up only once pydantic is loaded, so that
+# `evorec data sniff` does not import it). Anything else (a bug, CUDA out of memory) is not
+# caught: it keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (EvorecError, FileNotFoundError)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    pydantic = sys.modules.get("pydantic")
+    return USER_ERRORS + (pydantic.ValidationError,) if pydantic is not None else USER_ERRORS
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -37,7 +44,7 @@ def user_errors() -> Iterator[None]:
         yield
     except typer.Exit:
         raise
-    except USER_ERRORS as exc:
+    except _user_errors() as exc:
         fail(str(exc))
 
 
