@@ -44,3 +44,19 @@ def test_nearest_by_hand_and_top_k():
     assert nbr.top_k(np.array([[0.1, 0.5, 0.5, 0.2]]), 3).tolist() == [[1, 2, 3]]
     with pytest.raises(ValueError, match="cosine, euclidean"):
         nbr.nearest(pool, pool, 1, "manhattan")
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_nearest_fast_path_matches_the_reference(metric, monkeypatch):
+    """Chunks of a few rows and ties everywhere (integer counts over 6 columns: many users share
+    a vector): the fast path equals the full stable sort, nearest first, smaller index on ties."""
+    rng = np.random.default_rng(1)
+    X = (rng.random((400, 6)) < 0.3) * rng.integers(1, 3, (400, 6)).astype(float)
+    monkeypatch.setattr(nbr, "CHUNK_CELLS", 1000)  # a chunk of 2-3 rows
+    for k in (1, 7, 40, 500):
+        for excl in (None, np.arange(400)):
+            fast = nbr.nearest(X, X, k, metric, excl)
+            ref = nbr.nearest_reference(X, X, k, metric, excl)
+            assert np.array_equal(fast[0], ref[0]) and np.array_equal(fast[1], ref[1]), (k, excl is None)
+    S = sparse.csr_matrix(X)  # sparse rows (their distances may differ from dense ones in the last bit)
+    assert np.array_equal(nbr.nearest(S[:50], S, 9, metric)[0], nbr.nearest_reference(S[:50], S, 9, metric)[0])
