@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from evorec.data.batches import EvalSet, eval_batches_by_length, expand_ranges, history_items
-from evorec.errors import InputError
+from evorec.errors import InputError, StateError
 from evorec.evaluation import metrics as M
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class RankingResult:
     def list_metrics(self, item_counts: np.ndarray, ks: Iterable[int] | None = None) -> dict[str, float]:
         """``Coverage@K``, ``PopBias@K`` and ``Novelty@K`` of the full-ranking top-k lists."""
         if self.topk is None:
-            raise ValueError("list metrics need a full ranking (sampled metrics keep no top-k lists)")
+            raise InputError("list metrics need a full ranking (sampled metrics keep no top-k lists)")
         out: dict[str, float] = {}
         for k in self.ks if ks is None else ks:
             out[f"Coverage@{k}"] = M.item_coverage(self.topk, self.n_items, k)
@@ -184,7 +184,7 @@ def sample_negatives(
         weight = np.where(allowed, weight, 0.0)
     weight[0] = 0.0
     if weight.sum() <= 0:
-        raise ValueError("no item can be sampled as a negative (all weights are 0)")
+        raise InputError("no item can be sampled as a negative (all weights are 0)")
     pool_items = np.flatnonzero(weight > 0) if sampling == "uniform" else None  # uniform: index into these
     cdf = np.cumsum(weight[1:]) / weight[1:].sum()  # (n_items-1,) over items 1..n-1
 
@@ -198,7 +198,7 @@ def sample_negatives(
     pool = int((weight > 0).sum()) - lost
     if N and pool.min() < n_negatives:
         j = int(pool.argmin())
-        raise ValueError(
+        raise InputError(
             f"user row {int(users[j])} has only {int(pool[j])} items left to draw {n_negatives} negatives from"
         )
 
@@ -241,7 +241,7 @@ def sample_negatives(
         chosen[active[r], have[r] + cum[r, c] - 1] = cand[r, c]
         filled[active] += take.sum(1)
         active = active[filled[active] < n_negatives]
-    raise RuntimeError(f"could not draw {n_negatives} negatives for {len(active)} users in {max_rounds} rounds")
+    raise StateError(f"could not draw {n_negatives} negatives for {len(active)} users in {max_rounds} rounds")
 
 
 # ---------------------------------------------------------------------------------------------
