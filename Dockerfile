@@ -47,14 +47,13 @@ COPY src ./src
 RUN if [ -f /etc/evorec-build/pip/pip.conf ]; then export PIP_CONFIG_FILE=/etc/evorec-build/pip/pip.conf; fi \
     && /opt/evorec/bin/pip install --no-compile '.[serve]' \
     && /opt/evorec/bin/python -c "import torch; assert torch.__version__.startswith('2.13.0') and not torch.version.cuda, torch.__version__"
-# Size (docs/deploy.md, "Building and testing the image"): no TensorBoard (training only; the trainer runs
-# without it, with a warning), no pip or protoc, no test suites or C++ test binaries, no JupyterLab
+# Size (docs/deploy.md, "Building and testing the image"): no TensorBoard (the `tensorboard` extra, not in
+# `serve`; the trainer runs without it, with a warning), no pip or protoc, no test suites or C++ test binaries, no JupyterLab
 # extension, no C/C++ headers, sources or static libraries,
 # no Arrow Flight / S3 (pyarrow then behaves as a build without them), and bytecode only
 # for what `evorec serve` imports (compiled here by importing it: the root file system is read-only at
 # run time, so Python could not cache it there).
-RUN /opt/evorec/bin/pip uninstall --yes tensorboard tensorboard-data-server grpcio \
-    && /opt/evorec/bin/pip uninstall --yes pip \
+RUN /opt/evorec/bin/pip uninstall --yes pip \
     && cd "$(/opt/evorec/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
     && find . -depth -type d \( -name tests -o -name include \) -exec rm -rf {} + \
     && find . -type f \( -name '*.pyx' -o -name '*.pxd' -o -name '*.pyi' -o -name '*.h' -o -name '*.hpp' -o -name '*.c' -o -name '*.cpp' -o -name '*.a' \) -delete \
