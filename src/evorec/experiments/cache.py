@@ -72,12 +72,7 @@ class DataCache:
 
     def paths(self, data: DataSourceConfig, prepare_cfg: PrepareConfig) -> CachePaths:
         """The cache entries of ``data`` prepared with ``prepare_cfg`` (hashes the source once)."""
-        from evorec.data.ingest import content_hash
-        from evorec.data.readers import get_reader
-
-        src = source_path(data)
-        reader = get_reader(data.format)(src, data.options)
-        digest = content_hash([reader.path, *reader.side_files()])  # a reader may resolve a directory to its file
+        src, digest = self._source_digest(data)
         key = hashlib.sha256(
             json.dumps(
                 {"src": digest, "format": data.format, "options": data.options, "pseudo": data.pseudonymize,
@@ -85,7 +80,7 @@ class DataCache:
                 sort_keys=True,
             ).encode()
         ).hexdigest()[:16]
-        return CachePaths(src, self.dir / f"{data.dataset}-{digest[:16]}.duckdb", self.dir / "prepared" / f"{data.dataset}-{key}")
+        return CachePaths(src, self._store_path(data, digest), self.dir / "prepared" / f"{data.dataset}-{key}")
 
     def prepared(self, data: DataSourceConfig, prepare_cfg: PrepareConfig, *, need_store: bool = False) -> PreparedData:
         """``data`` ingested and prepared with ``prepare_cfg``, or the cached result. ``need_store``:
@@ -93,17 +88,18 @@ class DataCache:
         paths = self.paths(data, prepare_cfg)
         current = is_current(paths.prepared)  # a cache of an older sequence format (e.g. without baskets) is prepared again
         if not current or (need_store and not paths.store.exists()):
-            self._ingest(data, paths)  # re-ingesting a file already in the store is a no-op
+            self._ingest(data, paths.source, paths.store)  # re-ingesting a file already in the store is a no-op
         if not current:
             prepare(paths.store, data.dataset, prepare_cfg, paths.prepared, overwrite=True)
         return PreparedData(SequenceData(paths.prepared), load_split(paths.prepared / "split"), paths.store)
 
-    def store(self, data: DataSourceConfig, prepare_cfg: PrepareConfig) -> Path:
+    def store(self, data: DataSourceConfig) -> Path:
         """The source's ingested store, ingested again if it was removed."""
-        paths = self.paths(data, prepare_cfg)
-        if not paths.store.exists():
-            self._ingest(data, paths)
-        return paths.store
+        src, digest = self._source_digest(data)
+        store = self._store_path(data, digest)
+        if not store.exists():
+            self._ingest(data, src, store)
+        return store
 
     def simulated(self, sim: SimConfig) -> DataSourceConfig:
         """The simulator's log for ``sim`` as a data source (generated once into the cache)."""
@@ -118,7 +114,20 @@ class DataCache:
         return DataSourceConfig(path=str(path.resolve()), format="parquet", dataset=f"sim{key[:8]}", pseudonymize=False)
 
     @staticmethod
-    def _ingest(data: DataSourceConfig, paths: CachePaths) -> None:
+    def _source_digest(data: DataSourceConfig) -> tuple[Path, str]:
+        """(the source file, the content hash of it and its side files)."""
+        from evorec.data.ingest import content_hash
+        from evorec.data.readers import get_reader
+
+        src = source_path(data)
+        reader = get_reader(data.format)(src, data.options)
+        return src, content_hash([reader.path, *reader.side_files()])  # a reader may resolve a directory to its file
+
+    def _store_path(self, data: DataSourceConfig, digest: str) -> Path:
+        return self.dir / f"{data.dataset}-{digest[:16]}.duckdb"
+
+    @staticmethod
+    def _ingest(data: DataSourceConfig, source: Path, store: Path) -> None:
         from evorec.data.ingest import ingest_file
 
-        ingest_file(paths.store, paths.source, data.format, data.dataset, options=data.options, pseudonymize=data.pseudonymize)
+        ingest_file(store, source, data.format, data.dataset, options=data.options, pseudonymize=data.pseudonymize)

@@ -69,7 +69,7 @@ def item_attributes(cfg: ExperimentConfig, seq: SequenceData, store: Path | None
     and brand from the store's items table; see ``evorec.data.attributes``)."""
     from evorec.data.attributes import MAX_PER_ITEM, attribute_matrix, item_attribute_tokens
 
-    store = store or DataCache(cfg.cache_dir).store(cfg.data, cfg.prepare)
+    store = store or DataCache(cfg.cache_dir).store(cfg.data)
     tokens = item_attribute_tokens(store, cfg.data.dataset, seq.items.ids.to_pylist())  # ids[i] has index i + 1
     m, vocab, cut = attribute_matrix(tokens)
     n_with = int((m[1:] > 0).any(1).sum())
@@ -92,7 +92,7 @@ def item_text(cfg: ExperimentConfig, seq: SequenceData, store: Path | None = Non
     """
     from evorec.data.text import item_text_matrix
 
-    store = store or DataCache(cfg.cache_dir).store(cfg.data, cfg.prepare)
+    store = store or DataCache(cfg.cache_dir).store(cfg.data)
     m = item_text_matrix(store, cfg.data.dataset, seq.items.ids.to_pylist(), cache_dir=seq.path)
     n_text = int((np.abs(m).sum(1) > 0).sum())
     if n_text == 0:

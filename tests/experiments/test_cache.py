@@ -1,0 +1,42 @@
+"""The data cache (evorec.experiments.cache): keyed by the source's content and the configs, taking
+only the data and prepare configs; a second call reuses both the store and the prepared sequences."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evorec.data.prepare import PrepareConfig
+from evorec.errors import MissingPathError
+from evorec.experiments.cache import DataCache, source_path
+from evorec.experiments.config import DataSourceConfig
+
+DATA_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+TAOBAO_CSV = DATA_DIR / "taobao_userbehavior_head84k" / "UserBehavior_head.csv"
+
+
+def test_the_cache_is_keyed_by_content_and_config(tmp_path):
+    if not TAOBAO_CSV.exists():
+        pytest.skip(f"real data not found: {TAOBAO_CSV}")
+    data = DataSourceConfig(path=str(TAOBAO_CSV), format="taobao", dataset="tb")
+    loo = PrepareConfig.model_validate({"split": {"kind": "loo"}})
+    cache = DataCache(tmp_path / "cache")
+    first = cache.prepared(data, loo)
+    stamps = (first.store.stat().st_mtime_ns, (first.seq.path / "meta.json").stat().st_mtime_ns)
+    again = cache.prepared(data, loo)
+    assert again.seq.fingerprint == first.seq.fingerprint and again.store == first.store == cache.store(data)
+    assert (again.store.stat().st_mtime_ns, (again.seq.path / "meta.json").stat().st_mtime_ns) == stamps  # nothing redone
+    other = cache.paths(data, PrepareConfig.model_validate({"clean": {"dedup": False}, "split": {"kind": "loo"}}))
+    assert other.store == first.store and other.prepared != first.seq.path  # one store, a directory per prepare config
+    raw = cache.paths(data.model_copy(update={"pseudonymize": False}), loo)
+    assert raw.prepared != first.seq.path
+
+
+def test_relative_sources_are_found_from_the_config_directory(tmp_path):
+    (tmp_path / "configs" / "x").mkdir(parents=True)
+    (tmp_path / "events.csv").write_text("u,i,1\n")
+    data = DataSourceConfig(path="events.csv", format="csv", dataset="d", base_dir=str(tmp_path / "configs" / "x"))
+    assert source_path(data) == tmp_path / "events.csv"  # a parent of the config's directory
+    with pytest.raises(MissingPathError, match="data source not found"):
+        source_path(data.model_copy(update={"path": "missing.csv"}))
