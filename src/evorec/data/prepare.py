@@ -44,15 +44,14 @@ from evorec.data.splits import (
     BacktestSplitConfig,
     LOOSplitConfig,
     SplitConfig,
-    SplitError,
     TimeSplitConfig,
     check_no_leakage,
     make_split,
-    resolve_time,
 )
 from evorec.types import TimeKind
 from evorec.utils.config import apply_overrides
 from evorec.utils.io import atomic_directory
+from evorec.utils.timeutil import SplitError, resolve_time
 
 logger = logging.getLogger(__name__)
 

@@ -41,13 +41,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from evorec.errors import InputError
 from evorec.types import EVENT_SCHEMA, ITEM_SCHEMA, Behavior
 from evorec.utils.io import atomic_file
+from evorec.utils.timeutil import DAY
 
 log = logging.getLogger(__name__)
 
 UNIT_USERS = 64
 """Users per random-stream unit. Part of the output's definition: changing it changes outputs."""
 
-DAY = 86_400
 _BEHAVIOR_NAMES = (Behavior.VIEW.value, Behavior.CART.value, Behavior.FAV.value, Behavior.BUY.value)
 _VIEW, _CART, _FAV, _BUY = 0, 1, 2, 3
 _EMERGE_FLOOR = 10.0  # before onset an emerging category sits this many logits below the rest

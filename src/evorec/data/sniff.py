@@ -18,7 +18,7 @@ import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -28,6 +28,7 @@ from evorec.data.readers.amazon import parse_object_line
 from evorec.data.readers.base import FormatMismatch, open_binary
 from evorec.data.readers.layouts import NUM, Recognition, Sample, norm_name
 from evorec.errors import InputError, MissingPathError
+from evorec.utils.timeutil import utc_iso
 
 PREFIX_BYTES = 1 << 20  # text read from the start of the (uncompressed) file
 SAMPLE_ROWS = 200  # rows of it looked at
@@ -370,7 +371,7 @@ def _ts_format(values: list[str], detected: str | None) -> tuple[str, str] | Non
 
 def _date(secs: float) -> str:
     try:
-        return datetime.fromtimestamp(secs, tz=timezone.utc).strftime("%Y-%m-%d")
+        return utc_iso(secs, "date")
     except (OverflowError, OSError, ValueError):
         return "?"
 

@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -43,23 +41,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from evorec.data.sequences import SequenceData
-from evorec.errors import EvorecError, InputError
+from evorec.errors import EvorecError
 from evorec.types import BEHAVIOR_INDEX, Behavior, TimeKind
 from evorec.utils.io import atomic_directory
+from evorec.utils.timeutil import Horizon, SplitError, TimePoint, format_time, horizon_unit, resolve_horizon, resolve_time
 
 logger = logging.getLogger(__name__)
 
-TimePoint = int | datetime | date | str
-"""A cut: unix seconds (or an ordinal position), or an ISO date / datetime (UTC if naive)."""
-
-Horizon = int | str
-"""Seconds (int, or "7d", "12h", "30m", "2w", "45s") or, when horizons count events, an int."""
-
 _EVENT_CHUNK = 1 << 22  # events processed at once by the vectorised helpers (bounds memory)
-
-
-class SplitError(InputError):
-    """A split config cannot be applied to this dataset."""
 
 
 class LeakageError(EvorecError, AssertionError):
@@ -108,76 +97,6 @@ class BacktestSplitConfig(_SplitBase):
 SplitConfig = Annotated[
     LOOSplitConfig | TimeSplitConfig | BacktestSplitConfig, Field(discriminator="kind")
 ]
-
-
-# --------------------------------------------------------------------------------------------
-# Time parsing
-# --------------------------------------------------------------------------------------------
-
-
-def resolve_time(value: TimePoint, time_kind: TimeKind | str, *, what: str = "time cut") -> int:
-    """A cut as int seconds. Dates are refused on ordinal datasets (their ts are positions)."""
-    time_kind = TimeKind(time_kind)
-    if isinstance(value, bool):
-        raise SplitError(f"{what}: {value!r} is not a time")
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
-        return int(value)
-    if time_kind is TimeKind.ORDINAL:
-        raise SplitError(
-            f"{what} {value!r} is a date, but this dataset is ordinal: its timestamps are event "
-            "positions (1970-01-01 + position seconds), not dates. Give the cut as an integer "
-            "position, or use a leave-one-out split."
-        )
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise SplitError(f"{what} {value!r} is neither unix seconds nor an ISO date/datetime") from exc
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return int(value.timestamp())
-    if isinstance(value, date):
-        return int(datetime(value.year, value.month, value.day, tzinfo=timezone.utc).timestamp())
-    raise SplitError(f"{what}: cannot read {value!r} as a time")
-
-
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-
-
-_EVENTS = re.compile(r"^\s*([0-9]+)\s*(?:ev|events?)\s*$")
-
-
-def resolve_horizon(value: Horizon, unit: str) -> int:
-    """A horizon as int seconds (unit ``seconds``) or int events (unit ``events``)."""
-    if isinstance(value, bool):
-        raise SplitError(f"horizon {value!r} is not a number")
-    if isinstance(value, str) and len(value) > 32:
-        raise SplitError(f"horizon {value[:20]!r}...: too long to be a horizon")
-    if isinstance(value, (int, np.integer)) or isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        out = int(value)
-    elif isinstance(value, str) and (m := _EVENTS.match(value)):  # "5ev": how horizons in events are labelled
-        if unit != "events":
-            raise SplitError(f"horizon {value!r} counts events, but this data has timestamps; give a duration like '7d'")
-        out = int(m.group(1))
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        if unit == "events":
-            raise SplitError(f"horizon {value!r} is a duration, but horizons count events here; give an integer")
-        out = int(m.group(1)) * _UNIT_S[m.group(2)]
-    else:
-        raise SplitError(f"horizon {value!r}: expected an integer or a duration like '7d', '12h'")
-    if out <= 0:
-        raise SplitError(f"horizon {value!r} must be positive")
-    return out
-
-
-def _fmt_time(t: int, time_kind: TimeKind) -> str:
-    if time_kind is TimeKind.ORDINAL:
-        return f"position {t}"
-    return datetime.fromtimestamp(int(t), tz=timezone.utc).isoformat()
 
 
 # --------------------------------------------------------------------------------------------
@@ -550,7 +469,7 @@ def time_split(seq: SequenceData, cfg: TimeSplitConfig) -> Split:
 def backtest_split(seq: SequenceData, cfg: BacktestSplitConfig) -> Split:
     """Rolling origin: one fold per (cutoff, horizon), one training set per cutoff."""
     tk = seq.time_kind
-    unit = cfg.horizon_unit or ("events" if tk is TimeKind.ORDINAL else "seconds")
+    unit = cfg.horizon_unit or horizon_unit(tk)
     if tk is TimeKind.ORDINAL and unit == "seconds":
         raise SplitError("backtest horizons on an ordinal dataset count events: set horizon_unit: events")
     cutoffs = [resolve_time(c, tk, what="backtest cutoff") for c in cfg.cutoffs]
@@ -642,7 +561,7 @@ class _Problems:
             return "?"
 
     def t(self, value: int) -> str:
-        return _fmt_time(int(value), self.tk)
+        return format_time(int(value), self.tk)
 
     def first(self, bad: np.ndarray) -> int | None:
         idx = np.flatnonzero(bad)

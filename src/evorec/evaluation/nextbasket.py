@@ -38,6 +38,7 @@ from evorec.data.sequences import SequenceData
 from evorec.data.splits import Fold, Split, check_no_leakage, item_first_ts
 from evorec.errors import InputError
 from evorec.evaluation import metrics as M
+from evorec.utils.timeutil import DAY
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def basket_targets(
         b = np.asarray(seq.basket)
         keep = b[pos] == b[es.target_pos][rows]
     elif protocol == "next_period":
-        keep = np.asarray(seq.ts)[pos] < f.cut + int(round(period_days * 86400))
+        keep = np.asarray(seq.ts)[pos] < f.cut + int(round(period_days * DAY))
     else:
         raise InputError(f"unknown protocol {protocol!r}; known: next_basket, next_period (next_item: evaluate_model)")
     n = np.int64(seq.items.size)

@@ -50,6 +50,7 @@ from evorec.evaluation import metrics as M
 from evorec.evaluation.classification import category_scores, classification_metrics, per_user_auc, pooled_auc
 from evorec.evaluation.ranking import rank_targets, sample_negatives
 from evorec.evaluation.stats import summarize
+from evorec.utils.timeutil import duration_label
 
 logger = logging.getLogger(__name__)
 
@@ -448,14 +449,10 @@ def _horizons(split: Split, folds: list[str], cols: dict[str, np.ndarray], cfg: 
 
 
 def _horizon_label(h: int | None, unit: str | None) -> str:
+    """A backtest fold's horizon as metrics.json names it ("30d", "next 5 events", "window")."""
     if h is None:
         return "window"
-    if unit == "events":
-        return f"next {h} events"
-    for size, suffix in ((86400, "d"), (3600, "h"), (60, "m")):
-        if h % size == 0:
-            return f"{h // size}{suffix}"
-    return f"{h}s"
+    return f"next {h} events" if unit == "events" else duration_label(h)
 
 
 def _protocol(split: Split, folds: list[str], protocols: dict[str, dict], cfg: EvalConfig, training: TrainingPart) -> dict[str, Any]:

@@ -22,8 +22,9 @@ import torch
 
 from evorec.errors import InputError, require_extra
 from evorec.types import SequenceBatch
+from evorec.utils.timeutil import DAY, WEEK
 
-AGE_BUCKETS = ((86_400, "last day"), (7 * 86_400, "last week"), (30 * 86_400, "last month"), (None, "older"))
+AGE_BUCKETS = ((DAY, "last day"), (WEEK, "last week"), (30 * DAY, "last month"), (None, "older"))
 
 
 @dataclass

@@ -24,7 +24,6 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from evorec.data.sequences import SequenceData
-from evorec.data.splits import Horizon, SplitError, TimePoint, resolve_horizon, resolve_time
 from evorec.errors import NotFoundError
 from evorec.evaluation.stats import summarize
 from evorec.forecasting import nbr
@@ -42,12 +41,12 @@ from evorec.forecasting.baselines import (
 from evorec.forecasting.forecaster import Featurizer, Forecaster, ForecasterConfig
 from evorec.forecasting.metrics import aggregate_ece, per_user_forecast_metrics
 from evorec.forecasting.ranker import RankerForecaster
-from evorec.forecasting.windows import HistoryFeatures, WindowSamples, build_samples, check_cutoffs, history_features, horizon_unit
+from evorec.forecasting.windows import HistoryFeatures, WindowSamples, build_samples, check_cutoffs, history_features
 from evorec.models.base import DataSizes
+from evorec.utils.timeutil import DAY, Horizon, SplitError, TimePoint, horizon_label, horizon_unit, resolve_horizon, resolve_time
 
 logger = logging.getLogger(__name__)
 
-DAY = 86_400
 HALF_LIVES_S = [1 * DAY, 7 * DAY, 30 * DAY, 90 * DAY, 365 * DAY, 1825 * DAY]
 HALF_LIVES_EVENTS = [1, 3, 10, 30, 100, 300]
 METRICS = ("NDCG@5", "NDCG@10", "Recall@5", "JSD", "Brier", "EmergingRecall@10", "EmergingNDCG@10", "MixedEmergingRecall@10",
@@ -82,18 +81,9 @@ class BacktestConfig(BaseModel):
     tifu_grid: TifuGrid = Field(default_factory=TifuGrid)
 
 
-def horizon_label(h: int, unit: str) -> str:
-    if unit == "events":
-        return f"{h}ev"
-    for size, suffix in ((DAY, "d"), (3600, "h"), (60, "m")):
-        if h % size == 0:
-            return f"{h // size}{suffix}"
-    return f"{h}s"
-
-
 def _resolve(seq: SequenceData, cfg: BacktestConfig) -> dict[str, Any]:
-    unit = horizon_unit(seq)
     tk = seq.time_kind
+    unit = horizon_unit(tk)
     horizons = sorted({resolve_horizon(h, unit) for h in cfg.horizons})
     valid = resolve_time(cfg.valid_cutoff, tk, what="valid_cutoff")
     tests = sorted(resolve_time(c, tk, what="test cutoff") for c in cfg.test_cutoffs)

@@ -21,11 +21,11 @@ import numpy as np
 import pyarrow as pa
 
 from evorec.data.sequences import SequenceData
-from evorec.data.splits import resolve_horizon, resolve_time
 from evorec.errors import InputError
 from evorec.forecasting.payload import ForecasterPayload
 from evorec.forecasting.predict import UserForecasts, forecast_at
-from evorec.forecasting.windows import _fmt, build_samples, check_cutoffs, horizon_unit
+from evorec.forecasting.windows import build_samples, check_cutoffs
+from evorec.utils.timeutil import format_time, horizon_unit, resolve_horizon, resolve_time
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def demand_backtest(
     z = _z(confidence)
     if not cutoffs:
         raise InputError("give at least one backtest cutoff")
-    unit = horizon_unit(seq)
+    unit = horizon_unit(seq.time_kind)
     h = resolve_horizon(horizon, unit)
     Ts = [resolve_time(c, seq.time_kind, what="backtest cutoff") for c in cutoffs]
     check_cutoffs(seq, Ts, [h], what="backtest cutoff")
@@ -112,7 +112,7 @@ def demand_backtest(
             for c in range(len(actual))
         ]
         res = {
-            "cutoff": _fmt(T, seq),
+            "cutoff": format_time(T, seq.time_kind),
             "users": int(ok.sum()),
             "wape_model": _wape(actual, mean),
             "wape_persistence": _wape(actual, persist),

@@ -37,6 +37,7 @@ from evorec.forecasting.ranker import RankerConfig
 from evorec.forecasting.windows import HistoryFeatures, WindowSamples, history_features
 from evorec.models.base import DataSizes
 from evorec.models.registry import build_model
+from evorec.utils.timeutil import DAY
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class ForecasterConfig(BaseModel):
 def feature_tensor(feats: HistoryFeatures, samples: WindowSamples, ctx: Context) -> np.ndarray:
     """(S, H, C, F) float32 per-category features of every sample and horizon."""
     S, H, C = samples.counts.shape
-    scale = 86400.0 if samples.unit == "seconds" else 1.0
+    scale = float(DAY) if samples.unit == "seconds" else 1.0
     base = [np.log1p(feats.past)]
     base += [np.log1p(d) for d in feats.decayed]
     tot = feats.decayed.sum(-1, keepdims=True)

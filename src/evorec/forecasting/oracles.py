@@ -9,8 +9,7 @@ import pyarrow as pa
 from evorec.data.sequences import SequenceData
 from evorec.data.simulate import SimConfig, interest_oracles
 from evorec.forecasting.windows import WindowSamples
-
-DAY = 86_400
+from evorec.utils.timeutil import DAY
 
 
 def simulated_oracles(sim: SimConfig, seq: SequenceData):  # untyped: backtest.OracleFn

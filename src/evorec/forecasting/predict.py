@@ -15,14 +15,14 @@ import numpy as np
 import pyarrow as pa
 
 from evorec.data.sequences import SequenceData
-from evorec.data.splits import SplitError, resolve_horizon, resolve_time
 from evorec.errors import InputError, NotFoundError
-from evorec.forecasting.backtest import HALF_LIVES_EVENTS, HALF_LIVES_S, horizon_label
+from evorec.forecasting.backtest import HALF_LIVES_EVENTS, HALF_LIVES_S
 from evorec.forecasting.baselines import FittedBaseline, new_mask, normalize
 from evorec.forecasting.forecaster import Featurizer
 from evorec.forecasting.payload import ForecasterPayload, TrainedForecaster
 from evorec.forecasting.ranker import RankerForecaster
-from evorec.forecasting.windows import WindowSamples, _fmt, build_samples, history_features, horizon_unit
+from evorec.forecasting.windows import WindowSamples, build_samples, history_features
+from evorec.utils.timeutil import SplitError, format_time, horizon_label, horizon_unit, resolve_horizon, resolve_time
 
 CURRENT_HALF_LIFE_S = 30 * 86_400  # "current interests": history decayed with a 30-day half-life
 CURRENT_HALF_LIFE_EVENTS = 10
@@ -141,12 +141,12 @@ def forecast_at(
     ``seq`` is the sequences it was trained on (checked once, when its run was loaded:
     ``evorec.experiments.runs.ForecastRun``)."""
     model = payload.build_model()
-    unit = horizon_unit(seq)
+    unit = horizon_unit(seq.time_kind)
     T = resolve_time(cutoff, seq.time_kind, what="cutoff")
     ts = np.asarray(seq.ts)
     if not len(ts) or not int(ts.min()) < T <= int(ts.max()) + 1:
         lo, hi = (int(ts.min()), int(ts.max())) if len(ts) else (0, 0)
-        raise SplitError(f"cutoff {cutoff!r} is outside the data's time span ({_fmt(lo, seq)} .. {_fmt(hi, seq)})")
+        raise SplitError(f"cutoff {cutoff!r} is outside the data's time span ({format_time(lo, seq.time_kind)} .. {format_time(hi, seq.time_kind)})")
     want = _wanted_horizons(model, unit, horizons)
     rows = None
     no_history: list[str] = []
@@ -246,7 +246,7 @@ def forecast_history(
     live service's store) with a forecaster trained on ``seq``; items and categories the model
     does not know are kept as "unknown category" events. Raises ValueError on an empty history."""
     model = payload.build_model()
-    want = _wanted_horizons(model, horizon_unit(seq), horizons)
+    want = _wanted_horizons(model, horizon_unit(seq.time_kind), horizons)
     one, samples = _one_user(model, seq, events, cutoff)
     return _forecast(model, payload, one, seq, samples, want, int(cutoff), ["?"], [])
 
@@ -293,7 +293,7 @@ def explain_history(
     from evorec.forecasting.ranker import FEATURES, GROUPS
 
     model = _ranker(payload)
-    unit = horizon_unit(seq)
+    unit = horizon_unit(seq.time_kind)
     index = {horizon_label(h, unit): j for j, h in enumerate(model.horizons)}
     one, samples = _one_user(model, seq, events, cutoff)
     ctx = payload.context.over(seq)
@@ -355,7 +355,7 @@ def explain_at(payload: ForecasterPayload, seq: SequenceData, user: str, categor
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise NotFoundError(f"unknown category {category!r} ({len(cats) - 1} categories){hint}")
     c = cats.index(str(category))
-    unit = horizon_unit(seq)
+    unit = horizon_unit(seq.time_kind)
     want = _wanted_horizons(model, unit, [horizon] if horizon is not None else None)
     h = want[0]
     j = list(model.horizons).index(h)
@@ -378,7 +378,7 @@ def explain_at(payload: ForecasterPayload, seq: SequenceData, user: str, categor
     off = np.asarray(seq.offsets)
     lo, hi = int(off[row]), int(samples.hist_end[0])
     sel = np.flatnonzero(np.asarray(seq.category[lo:hi]) == c)[-10:][::-1] + lo
-    events = [{"time": _fmt(int(seq.ts[p]), seq), "item_id": seq.items.id_of(int(seq.item[p]))} for p in sel]
+    events = [{"time": format_time(int(seq.ts[p]), seq.time_kind), "item_id": seq.items.id_of(int(seq.item[p]))} for p in sel]
     return ForecastExplanation(
         user=user, category=str(category), horizon=label, cutoff=int(uf.cutoff), no_history=False,
         p_engage=float(uf.engage[0, 0, c]), rank=order_all.index(c) + 1, new_category=new,

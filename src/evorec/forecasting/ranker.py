@@ -42,10 +42,10 @@ from evorec.errors import InputError
 from evorec.forecasting import nbr
 from evorec.forecasting.calibration import IsotonicCalibrator
 from evorec.forecasting.windows import WindowSamples, build_samples, history_features, history_positions
+from evorec.utils.timeutil import DAY
 
 logger = logging.getLogger(__name__)
 
-DAY = 86_400
 HALF_LIVES_DAYS = (14, 60, 180)
 NEVER = 9999.0  # "days since" of a category never engaged with
 YEAR = 365 * DAY

@@ -3,7 +3,8 @@
 A *sample* is (user row, cutoff T). Its history is every event before T; its target for horizon
 ``h`` is the count of the user's events per category in the window [T, T + h). On order-only
 (ordinal) data timestamps are per-user positions, so T is a position and ``h`` counts events
-(the next ``h`` events); :func:`horizon_unit` says which, and every output states it.
+(the next ``h`` events); :func:`evorec.utils.timeutil.horizon_unit` says which, and every output
+states it.
 
 Features summarise the history per category at T (all vectorised over samples x categories):
 
@@ -20,13 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from evorec.data.sequences import SequenceData
-from evorec.data.splits import SplitError, first_at_or_after
-from evorec.types import TimeKind
-
-
-def horizon_unit(seq: SequenceData) -> str:
-    """``seconds`` on dated data, ``events`` on order-only data."""
-    return "events" if seq.time_kind is TimeKind.ORDINAL else "seconds"
+from evorec.data.splits import first_at_or_after
+from evorec.utils.timeutil import DAY, SplitError, format_time, horizon_unit
 
 
 @dataclass
@@ -95,7 +91,7 @@ def build_samples(
 
     ``visible_until``: windows reaching at or beyond it are not observed (training samples must
     not see the validation period); None means the end of the data."""
-    unit = horizon_unit(seq)
+    unit = horizon_unit(seq.time_kind)
     off = np.asarray(seq.offsets, dtype=np.int64)
     start, end = off[:-1], off[1:]
     n_cat = seq.categories.size
@@ -132,23 +128,16 @@ def check_cutoffs(seq: SequenceData, cutoffs: list[int], horizons: list[int], *,
     if not len(ts):
         raise SplitError("the dataset has no events")
     lo, hi = int(ts.min()), int(ts.max())
-    unit = horizon_unit(seq)
+    tk = seq.time_kind
+    unit = horizon_unit(tk)
     for c in cutoffs:
         if not lo < c <= hi:
-            raise SplitError(f"{what} {_fmt(c, seq)} is outside the data's time span ({_fmt(lo, seq)} .. {_fmt(hi, seq)})")
+            raise SplitError(f"{what} {format_time(c, tk)} is outside the data's time span ({format_time(lo, tk)} .. {format_time(hi, tk)})")
         if unit == "seconds" and c + max(horizons) > hi + 1:
             raise SplitError(
-                f"{what} {_fmt(c, seq)} + horizon {max(horizons) / 86400:g} days ends at {_fmt(c + max(horizons), seq)}, "
-                f"after the data ends ({_fmt(hi, seq)}): the window would be cut short"
+                f"{what} {format_time(c, tk)} + horizon {max(horizons) / DAY:g} days ends at {format_time(c + max(horizons), tk)}, "
+                f"after the data ends ({format_time(hi, tk)}): the window would be cut short"
             )
-
-
-def _fmt(t: int, seq: SequenceData) -> str:
-    from datetime import datetime, timezone
-
-    if seq.time_kind is TimeKind.ORDINAL:
-        return f"position {t}"
-    return datetime.fromtimestamp(int(t), tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
 @dataclass

@@ -28,11 +28,11 @@ from evorec.forecasting.payload import ForecasterPayload
 from evorec.models.checkpoint import ModelCheckpoint
 from evorec.report.figures import PALETTE, Areas, BarGroup, Bars, Figure, Flows, Grid, Lines, Points, Series
 from evorec.types import BEHAVIORS, TimeKind
+from evorec.utils.timeutil import DAY, resolve_time, utc_iso
 
 logger = logging.getLogger(__name__)
 
 TOP_CATEGORIES = 8
-DAY = 86_400
 
 
 @dataclass
@@ -100,10 +100,6 @@ def _floor(ts: np.ndarray, unit: str) -> np.ndarray:
     return np.asarray(ts, dtype="datetime64[s]").astype(f"datetime64[{unit}]")
 
 
-def _iso(t: int | np.datetime64) -> str:
-    return str(np.datetime64(int(t), "s") if not isinstance(t, np.datetime64) else t.astype("datetime64[s]"))
-
-
 def _top_categories(seq: SequenceData, codes: np.ndarray, n: int = TOP_CATEGORIES) -> tuple[list[int], list[str]]:
     """(category indices of the ``n`` most frequent in ``codes``, their names + 'other')."""
     counts = np.bincount(codes, minlength=len(seq.vocabs.categories) + 1)
@@ -133,7 +129,7 @@ class _Clock:
     unix: bool
 
     def label(self, t: int) -> str | int:
-        return _iso(t)[:10] if self.unix else int(t)
+        return utc_iso(t, "date") if self.unix else int(t)
 
     def span(self, n: int) -> str:
         return (f"{n // DAY} days" if n % DAY == 0 else f"{n / DAY:.1f} days") if self.unix else f"{n} events"
@@ -167,7 +163,7 @@ def dataset_overview(seq: SequenceData, dataset: str, fid: str) -> Section:
     summary = [
         ["users", f"{n_users:,}"], ["items", f"{len(seq.vocabs.items):,}"], ["categories", f"{len(seq.vocabs.categories):,}"],
         ["events", f"{n_events:,}"], ["events per user (median)", f"{float(np.median(lengths)) if len(lengths) else 0:g}"],
-        ["time", f"{_iso(ts.min())} .. {_iso(ts.max())}" if unix and n_events else "order only (no calendar time)"],
+        ["time", f"{utc_iso(ts.min())} .. {utc_iso(ts.max())}" if unix and n_events else "order only (no calendar time)"],
     ]
     present = np.bincount(beh, minlength=len(BEHAVIORS) + 1)
     summary.append(["behaviours", ", ".join(f"{BEHAVIORS[b - 1]} {present[b]:,}" for b in range(1, len(present)) if present[b])])
@@ -331,8 +327,6 @@ def confusion_figure(run: ModelRun, fig_id: str, n: int = 12) -> Figure | None:
 def forecast_cutoff(run: ForecastRun, cutoff: Any | None) -> int:
     """The report's forecast cutoff: ``cutoff`` when given, else the run's last test cutoff (so
     what happened after it can be shown beside the forecast), else the end of the data."""
-    from evorec.data.splits import resolve_time
-
     if cutoff is not None:
         return int(resolve_time(cutoff, run.seq.time_kind) if not isinstance(cutoff, (int, np.integer)) else cutoff)
     tc = (run.backtest.get("protocol") or {}).get("test_cutoffs") or []
@@ -374,7 +368,7 @@ def interest_evolution(run: ForecastRun, fid: str, cutoff: Any | None = None, uf
     sec = Section(id=f"{fid}-evolution", title=f"Interest evolution: {run.dataset}")
     clock = _Clock(seq.time_kind == TimeKind.UNIX and uf.unit == "seconds")
     sec.intro = (f"Forecast run {run.name}: {len(uf.users):,} users with history before the cutoff "
-                 f"{_iso(T) if clock.unix else f'(event position {T})'}; horizons {', '.join(uf.labels)}.")
+                 f"{utc_iso(T) if clock.unix else f'(event position {T})'}; horizons {', '.join(uf.labels)}.")
     if not clock.unix:
         sec.notes.append("Order-only data: time is each user's event position and horizons count events.")
     ts, cat = np.asarray(seq.ts), np.asarray(seq.category)
@@ -585,7 +579,7 @@ def user_page(
     unix = seq.time_kind == TimeKind.UNIX
     page = UserPage(user_id, forecast[0].dataset if forecast else model.dataset, [["events", f"{b - a:,}"]])
     if unix and b > a:
-        page.facts.append(["first / last event", f"{_iso(ts.min())} / {_iso(ts.max())}"])
+        page.facts.append(["first / last event", f"{utc_iso(ts.min())} / {utc_iso(ts.max())}"])
     top, names = _top_categories(seq, cat, 6)
     if top:
         page.facts.append(["top categories", ", ".join(names[:5])])
