@@ -55,8 +55,23 @@ def _write_yaml(path: Path, doc: JSONDoc) -> Path:
     return atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))
 
 
+class _InRun:
+    """A file or folder of a run, named once on the run class: ``best_checkpoint = _InRun("best.pt")``
+    reads as ``run.best_checkpoint`` (``RUN/best.pt``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, run: _RunDir | None, owner: type) -> Path:
+        if run is None:
+            raise AttributeError(f"{owner.__name__}: a run's file, read it from a run object")
+        return run.dir / self.name
+
+
 class _RunDir:
     """What both kinds of run share: a directory, its saved config, and its per-user files."""
+
+    config_file = _InRun("config.yaml")
 
     def __init__(self, path: str | Path) -> None:
         self.dir = Path(path)
@@ -64,10 +79,6 @@ class _RunDir:
     @property
     def name(self) -> str:
         return self.dir.name
-
-    @property
-    def config_file(self) -> Path:
-        return self.dir / "config.yaml"
 
     def saved_config(self) -> JSONDoc | None:
         """The config the run was made with, as saved (None before the run started)."""
@@ -88,29 +99,12 @@ class _RunDir:
 class TrainingRun(_RunDir):
     """A training run directory (see the module docstring for its files)."""
 
-    @property
-    def best_checkpoint(self) -> Path:
-        return self.dir / "best.pt"
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.dir / "last.pt"
-
-    @property
-    def history_file(self) -> Path:
-        return self.dir / "history.json"
-
-    @property
-    def metrics_file(self) -> Path:
-        return self.dir / "metrics.json"
-
-    @property
-    def per_user_file(self) -> Path:
-        return self.dir / "per_user.parquet"
-
-    @property
-    def tensorboard_dir(self) -> Path:
-        return self.dir / "tensorboard"
+    best_checkpoint = _InRun("best.pt")
+    last_checkpoint = _InRun("last.pt")
+    history_file = _InRun("history.json")
+    metrics_file = _InRun("metrics.json")
+    per_user_file = _InRun("per_user.parquet")
+    tensorboard_dir = _InRun("tensorboard")
 
     @classmethod
     def holds_one(cls, path: str | Path) -> bool:
@@ -194,13 +188,8 @@ class TrainingRun(_RunDir):
 class ForecastRun(_RunDir):
     """A forecast run directory (see the module docstring for its files)."""
 
-    @property
-    def forecaster_file(self) -> Path:
-        return self.dir / "forecaster.pt"
-
-    @property
-    def backtest_file(self) -> Path:
-        return self.dir / "backtest.json"
+    forecaster_file = _InRun("forecaster.pt")
+    backtest_file = _InRun("backtest.json")
 
     @classmethod
     def holds_one(cls, path: str | Path) -> bool:
