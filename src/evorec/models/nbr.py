@@ -128,12 +128,27 @@ def nearest(query, pool, k: int, metric: str, exclude: np.ndarray | None = None)
             order = np.lexsort((part, vals), axis=1)  # by distance, then pool index
             part, vals = np.take_along_axis(part, order, 1), np.take_along_axis(vals, order, 1)
             top = part[:, :kk]
-            tie = vals[:, kk - 1] >= vals[:, K - 1]  # the k-th may tie with rows left outside the K
-            if tie.any():
-                top[tie] = np.argsort(d[tie], axis=1, kind="stable")[:, :kk]
+            tie = np.flatnonzero(vals[:, kk - 1] >= vals[:, K - 1])  # the k-th may tie with rows left outside the K
+            if len(tie):
+                top[tie] = _first_by_index(d[tie], part[tie], vals[tie], kk)
         idx[lo:hi, :kk] = cand[top]
         ok[lo:hi, :kk] = np.arange(kk)[None, :] < n_cand[:, None]
     return idx, ok
+
+
+def _first_by_index(d: np.ndarray, part: np.ndarray, vals: np.ndarray, kk: int) -> np.ndarray:
+    """(q, kk) for rows whose k-th distance t ties past the candidates: the candidates nearer than
+    t (all of them are candidates, already in (distance, index) order), then the smallest indices
+    of the whole row at distance exactly t. ``d`` (q, P) distances, ``part``/``vals`` (q, K)
+    sorted candidates and their distances."""
+    t = vals[:, kk - 1]
+    n_less = (vals[:, :kk] < t[:, None]).sum(1)  # (q,)
+    out = part[:, :kk].copy()
+    r, c = np.nonzero(d == t[:, None])  # row-major: each row's ties in index order
+    rank = np.arange(len(r)) - np.searchsorted(r, np.arange(len(d)))[r]  # 0-based rank among the row's ties
+    keep = rank < kk - n_less[r]
+    out[r[keep], n_less[r[keep]] + rank[keep]] = c[keep]
+    return out
 
 
 def _exclude(d: np.ndarray, cand: np.ndarray, exclude: np.ndarray) -> np.ndarray:
