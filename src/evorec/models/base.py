@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from evorec.errors import InputError
@@ -55,6 +55,17 @@ class ModelConfig(BaseModel):
     """Base of every model config: unknown keys are errors (a typo fails loudly)."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class AttentionConfig(ModelConfig):
+    """Base of the attention models' configs, which declare ``hidden`` and ``heads``: the heads
+    must divide the hidden width."""
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> AttentionConfig:
+        if self.hidden % self.heads:
+            raise InputError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        return self
 
 
 class SideInfoConfig(ModelConfig):

@@ -23,19 +23,18 @@ from dataclasses import replace
 from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import Tensor, nn
 
-from evorec.errors import InputError
-from evorec.models.base import DataSizes, LossFn, ModelConfig, SequentialModel, SideInfoConfig
-from evorec.models.layers.embeddings import EventEmbedding, init_side_tables, right_aligned_positions
+from evorec.models.base import AttentionConfig, DataSizes, LossFn, SequentialModel, SideInfoConfig
+from evorec.models.layers.embeddings import EventEmbedding, init_side_tables, positioned_input
 from evorec.models.registry import register_model
 from evorec.ops.attention import TransformerBlock
 from evorec.ops.dropout import Dropout
 from evorec.types import SequenceBatch
 
 
-class BERT4RecConfig(ModelConfig):
+class BERT4RecConfig(AttentionConfig):
     hidden: int = Field(64, ge=2)
     layers: int = Field(2, ge=1)
     heads: int = Field(2, ge=1)
@@ -49,13 +48,6 @@ class BERT4RecConfig(ModelConfig):
     mask_prob: float = Field(0.2, gt=0.0, lt=1.0)  # share of real events hidden in training
     last_mask_prob: float = Field(0.1, ge=0.0, le=1.0)  # per sequence: also hide the latest event
     side: SideInfoConfig = Field(default_factory=SideInfoConfig)
-
-    @model_validator(mode="after")
-    def _heads_divide_hidden(self) -> BERT4RecConfig:
-        if self.hidden % self.heads:
-            raise InputError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
-        return self
-
 
 @register_model("bert4rec", BERT4RecConfig)
 class BERT4Rec(SequentialModel):
@@ -93,13 +85,8 @@ class BERT4Rec(SequentialModel):
 
     def forward(self, batch: SequenceBatch) -> Tensor:
         """(B, T, D) state at every position, each from the whole window (bidirectional)."""
-        T = batch.length
         mask = batch.mask  # (B, T)
-        x = self.embed(batch)  # (B, T, D), zero at padding
-        x = x + self.position(right_aligned_positions(T, self.config.max_len, x.device))[None]  # (B, T, D)
-        if self.emb_norm is not None:
-            x = self.emb_norm(x)
-        x = self.emb_drop(x) * mask[..., None]
+        x = positioned_input(batch, self.embed, self.position, self.emb_drop, self.emb_norm)  # (B, T, D), zero at padding
         for block in self.blocks:
             x = block(x, mask)  # (B, T, D)
         if self.final_norm is not None:

@@ -29,12 +29,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import Tensor, nn
 
-from evorec.errors import InputError
-from evorec.models.base import DataSizes, LossFn, ModelConfig, SequentialModel, SideInfoConfig
-from evorec.models.layers.embeddings import EventEmbedding, QueryGapEmbedding, init_side_tables, query_state, right_aligned_positions
+from evorec.models.base import AttentionConfig, DataSizes, LossFn, SequentialModel, SideInfoConfig
+from evorec.models.layers.embeddings import EventEmbedding, QueryGapEmbedding, init_side_tables, positioned_input, query_state
 from evorec.models.registry import register_model
 from evorec.ops.dropout import Dropout
 from evorec.types import SequenceBatch
@@ -52,7 +51,7 @@ def relative_time_buckets(ts: Tensor, n_buckets: int) -> Tensor:
     return (torch.log(dt) / _LOG_BASE).long().clamp(max=n_buckets - 1)
 
 
-class HSTUConfig(ModelConfig):
+class HSTUConfig(AttentionConfig):
     hidden: int = Field(64, ge=2)
     layers: int = Field(2, ge=1)
     heads: int = Field(2, ge=1)
@@ -64,13 +63,6 @@ class HSTUConfig(ModelConfig):
     rab_time: bool = True  # relative time bias from the events' timestamps
     rab_time_buckets: int = Field(64, ge=2, le=512)
     side: SideInfoConfig = Field(default_factory=SideInfoConfig)
-
-    @model_validator(mode="after")
-    def _heads_divide_hidden(self) -> HSTUConfig:
-        if self.hidden % self.heads:
-            raise InputError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
-        return self
-
 
 class HSTULayer(nn.Module):
     def __init__(self, c: HSTUConfig):
@@ -149,11 +141,8 @@ class HSTU(SequentialModel):
         nn.init.normal_(self.position.weight, std=0.02)
 
     def forward(self, batch: SequenceBatch) -> Tensor:
-        T = batch.length
         mask = batch.mask  # (B, T)
-        x = self.embed(batch)  # (B, T, D), zero at padding
-        x = x + self.position(right_aligned_positions(T, self.config.max_len, x.device))[None]  # (B, T, D)
-        x = self.emb_drop(x) * mask[..., None]
+        x = positioned_input(batch, self.embed, self.position, self.emb_drop)  # (B, T, D), zero at padding
         for layer in self.layers:
             x = layer(x, mask, batch.timestamps)  # (B, T, D)
         return self.final_norm(x) * mask[..., None]

@@ -26,19 +26,18 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import Tensor, nn
 
-from evorec.errors import InputError
-from evorec.models.base import DataSizes, LossFn, ModelConfig, SequentialModel, SideInfoConfig
-from evorec.models.layers.embeddings import EventEmbedding, QueryGapEmbedding, init_side_tables, query_state, right_aligned_positions
+from evorec.models.base import AttentionConfig, DataSizes, LossFn, SequentialModel, SideInfoConfig
+from evorec.models.layers.embeddings import EventEmbedding, QueryGapEmbedding, init_side_tables, positioned_input, query_state
 from evorec.models.registry import register_model
 from evorec.ops.attention import TransformerBlock
 from evorec.ops.dropout import Dropout
 from evorec.types import SequenceBatch
 
 
-class SASRecConfig(ModelConfig):
+class SASRecConfig(AttentionConfig):
     hidden: int = Field(64, ge=2)
     layers: int = Field(2, ge=1)
     heads: int = Field(2, ge=1)
@@ -54,13 +53,6 @@ class SASRecConfig(ModelConfig):
     )
     fused_attention: bool = True  # scaled_dot_product_attention; False = the plain reference
     side: SideInfoConfig = Field(default_factory=SideInfoConfig)
-
-    @model_validator(mode="after")
-    def _heads_divide_hidden(self) -> SASRecConfig:
-        if self.hidden % self.heads:
-            raise InputError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
-        return self
-
 
 @register_model("sasrec", SASRecConfig)
 class SASRec(SequentialModel):
@@ -102,13 +94,8 @@ class SASRec(SequentialModel):
     def forward(self, batch: SequenceBatch, last_only: bool = False) -> Tensor:
         """(B, T, D) states after every event; ``last_only``: (B, 1, D), the latest one only (the
         last block then queries one position: cheaper for scoring and for prefix training)."""
-        T = batch.length
         mask = batch.mask  # (B, T)
-        x = self.embed(batch)  # (B, T, D), zero at padding
-        x = x + self.position(right_aligned_positions(T, self.config.max_len, x.device))[None]  # (B, T, D)
-        if self.emb_norm is not None:
-            x = self.emb_norm(x)
-        x = self.emb_drop(x) * mask[..., None]
+        x = positioned_input(batch, self.embed, self.position, self.emb_drop, self.emb_norm)  # (B, T, D), zero at padding
         for i, block in enumerate(self.blocks):
             x = block(x, mask, last_only and i == len(self.blocks) - 1)  # (B, T, D); (B, 1, D) after a last_only block
         if last_only:

@@ -58,6 +58,18 @@ def right_aligned_positions(T: int, max_len: int, device: torch.device) -> Tenso
     return (torch.arange(T, device=device) + (max_len - T)).clamp(min=0)
 
 
+def positioned_input(
+    batch: SequenceBatch, embed: EventEmbedding, position: nn.Embedding, drop: nn.Module, norm: nn.Module | None = None,
+) -> Tensor:
+    """(B, T, D) a sequence Transformer's input: event embeddings + right-aligned learned
+    positions (``position``: (max_len, D)) [-> ``norm``] -> ``drop``, zero at padding."""
+    x = embed(batch)  # (B, T, D), zero at padding
+    x = x + position(right_aligned_positions(batch.length, position.num_embeddings, x.device))[None]  # (B, T, D)
+    if norm is not None:
+        x = norm(x)
+    return drop(x) * batch.mask[..., None]  # (B, T, D)
+
+
 class QueryGapEmbedding(nn.Embedding):
     """(n_buckets, D) embedding of the gap from an event to the one it predicts, added to the
     scored state (``side.time = "gap_buckets"``): at scoring the gap from the latest event to
