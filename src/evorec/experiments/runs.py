@@ -56,8 +56,8 @@ def _write_yaml(path: Path, doc: JSONDoc) -> Path:
 
 
 class _InRun:
-    """A file or folder of a run, named once on the run class: ``best_checkpoint = _InRun("best.pt")``
-    reads as ``run.best_checkpoint`` (``RUN/best.pt``)."""
+    """A file or folder of a run, named once on the run class: ``TrainingRun.best_checkpoint``
+    below reads as ``run.best_checkpoint``, the path of that file in the run's directory."""
 
     def __init__(self, name: str) -> None:
         self.name = name
