@@ -337,8 +337,8 @@ def breakdown(run: Path, db_url: str, secret: str | None, users: list[str], read
     """Mean/p99 ms of the parts of one recommendation, timed in this process on the same store."""
     import torch
 
+    from evorec.serving.eventlog import EventStore, StoredEvent
     from evorec.serving.state import ModelState
-    from evorec.serving.store import EventStore, StoredEvent
     from evorec.utils.privacy import Pseudonymizer
 
     store = EventStore(db_url)
@@ -398,7 +398,7 @@ def event_histories(path: Path, n_users: int, per_user: int, rng: random.Random)
 async def bench_interests(args: argparse.Namespace, secret: str) -> dict[str, Any]:
     """``GET /v1/users/{id}/interests`` and ``GET /v1/users/{id}/recommendations`` of the same
     users, one request at a time against a server with a recommender and a forecast run loaded."""
-    from evorec.serving.store import EventStore
+    from evorec.serving.eventlog import EventStore
     from evorec.utils.hardware import machine_record
 
     run, forecast_run = ensure_run(Path(args.run).resolve()), Path(args.interests).resolve()
@@ -587,7 +587,7 @@ def rel(p: Path) -> str:
 
 
 async def bench(args: argparse.Namespace, secret: str, pg: Cluster | None = None) -> dict[str, Any]:
-    from evorec.serving.store import EventStore
+    from evorec.serving.eventlog import EventStore
 
     run = ensure_run(Path(args.run).resolve())
     SCRATCH.mkdir(parents=True, exist_ok=True)

@@ -178,9 +178,9 @@ def test_service_explains_a_live_users_interests(cj_run, tmp_path):
     from fastapi.testclient import TestClient
 
     from evorec.serving.app import create_app
+    from evorec.serving.eventlog import EventStore
     from evorec.serving.settings import ServeSettings
     from evorec.serving.state import ServiceState
-    from evorec.serving.store import EventStore
 
     _, _, run = cj_run
     settings = ServeSettings(forecast_run=str(run), db_url=f"sqlite:///{tmp_path / 's.db'}", pseudonymize=False)

@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 
 from evorec.models.checkpoint import load_checkpoint
 from evorec.serving.app import create_app
+from evorec.serving.eventlog import EventStore
 from evorec.serving.settings import ServeSettings
 from evorec.serving.state import ServiceState
-from evorec.serving.store import EventStore
 from evorec.utils.privacy import Pseudonymizer
 
 
@@ -285,7 +285,7 @@ def test_forgetting_through_one_replica_reaches_every_replica_and_restarts(db, f
     afterwards; the store keeps only a one-way tombstone, never the raw or pseudonymised id."""
     from sqlalchemy import text
 
-    from evorec.serving.store import tombstone
+    from evorec.serving.eventlog import tombstone
 
     if db == "sqlite":
         url = f"sqlite:///{tmp_path / 'shared.db'}"

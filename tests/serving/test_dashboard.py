@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient
 from evorec.forecasting.audience import population_interests
 from evorec.models.checkpoint import load_checkpoint
 from evorec.serving.app import create_app
+from evorec.serving.eventlog import EventStore
 from evorec.serving.settings import ServeSettings
 from evorec.serving.state import ServiceState
-from evorec.serving.store import EventStore
 
 DAY = 86_400
 USER = "dash user ü"  # a space and an accent: ids travel URL-encoded

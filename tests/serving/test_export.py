@@ -180,9 +180,9 @@ def test_the_service_serves_an_exported_file(trained_run, tmp_path, monkeypatch,
 
     from evorec.models.checkpoint import load_checkpoint
     from evorec.serving.app import create_app
+    from evorec.serving.eventlog import EventStore
     from evorec.serving.settings import ServeSettings
     from evorec.serving.state import ServiceState
-    from evorec.serving.store import EventStore
 
     monkeypatch.setenv("EVOREC_SECRET", "x")
     res = export_run(trained_run, fmt, tmp_path / f"m.{'onnx' if fmt == 'onnx' else 'pt'}")

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, settings  # noqa: E402 - after the importors
 from schemathesis.checks import not_a_server_error  # noqa: E402 - after the importorskip
 
 from evorec.serving.app import create_app  # noqa: E402 - after the importorskip
+from evorec.serving.eventlog import EventStore  # noqa: E402 - after the importorskip
 from evorec.serving.settings import ServeSettings  # noqa: E402 - after the importorskip
 from evorec.serving.state import ServiceState  # noqa: E402 - after the importorskip
-from evorec.serving.store import EventStore  # noqa: E402 - after the importorskip
 
 
 def _bad_horizon(value: object) -> bool:

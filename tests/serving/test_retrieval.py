@@ -23,9 +23,9 @@ import pytest
 import torch
 
 from evorec.models.checkpoint import load_checkpoint
+from evorec.serving.eventlog import StoredEvent
 from evorec.serving.retrieval import ItemIndex
 from evorec.serving.state import ModelState
-from evorec.serving.store import StoredEvent
 
 TOL = 1e-4
 

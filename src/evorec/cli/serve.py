@@ -43,8 +43,8 @@ def create_key(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Create a key; it is printed once and only its hash is stored."""
+    from evorec.serving.eventlog import EventStore
     from evorec.serving.settings import ServeSettings
-    from evorec.serving.store import EventStore
 
     with user_errors():
         store = EventStore(db or ServeSettings().db_url)
@@ -58,8 +58,8 @@ def create_key(
 @keys_app.command("list")
 def list_keys(db: str | None = typer.Option(None, "--db"), as_json: bool = typer.Option(False, "--json")) -> None:
     """Keys by hash prefix, role and label (the keys themselves are not stored)."""
+    from evorec.serving.eventlog import EventStore
     from evorec.serving.settings import ServeSettings
-    from evorec.serving.store import EventStore
 
     with user_errors():
         rows = EventStore(db or ServeSettings().db_url).list_keys()

@@ -24,8 +24,8 @@ from evorec.experiments.runs import ForecastRun, TrainingRun
 from evorec.forecasting.payload import ForecasterPayload
 from evorec.models.base import SequentialModel
 from evorec.models.checkpoint import ModelCheckpoint
+from evorec.serving.eventlog import EventStore, StoredEvent, tombstone
 from evorec.serving.retrieval import ItemIndex
-from evorec.serving.store import EventStore, StoredEvent, tombstone
 from evorec.types import BEHAVIOR_INDEX, SequenceBatch
 
 logger = logging.getLogger(__name__)

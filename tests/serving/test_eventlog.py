@@ -9,9 +9,9 @@ from sqlalchemy import text
 
 from evorec.models.checkpoint import load_checkpoint
 from evorec.serving.app import create_app
+from evorec.serving.eventlog import EventStore
 from evorec.serving.settings import ServeSettings
 from evorec.serving.state import ServiceState
-from evorec.serving.store import EventStore
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
