@@ -17,7 +17,7 @@ import pyarrow as pa
 from evorec.data.sequences import SequenceData
 from evorec.errors import InputError, NotFoundError
 from evorec.forecasting.backtest import HALF_LIVES_EVENTS, HALF_LIVES_S
-from evorec.forecasting.baselines import FittedBaseline, new_mask, normalize
+from evorec.forecasting.baselines import Context, FittedBaseline, new_mask, normalize
 from evorec.forecasting.forecaster import Featurizer
 from evorec.forecasting.payload import ForecasterPayload, TrainedForecaster
 from evorec.forecasting.ranker import RankerForecaster
@@ -178,13 +178,14 @@ def _wanted_horizons(model: TrainedForecaster, unit: str, horizons: list[Any] | 
 
 def _forecast(
     model: TrainedForecaster, payload: ForecasterPayload, data, seq: SequenceData, samples, want: list[int], cutoff: int,
-    users: list[str], no_history: list[str],
+    users: list[str], no_history: list[str], ctx: Context | None = None,
 ) -> UserForecasts:
     """Predict ``samples`` of ``data`` (the sequences or one user's events) and keep ``want``.
 
-    ``seq`` is the forecaster's training sequences (vocabularies, population context)."""
+    ``seq`` is the forecaster's training sequences (vocabularies, population context); ``ctx`` the
+    context over them when the caller holds one (default: a fresh one)."""
     unit = samples.unit
-    ctx = payload.context.over(seq)
+    ctx = payload.context.over(seq) if ctx is None else ctx
     half_lives = HALF_LIVES_S if unit == "seconds" else HALF_LIVES_EVENTS
     if isinstance(model, RankerForecaster):
         score, new_score = model.predict(samples, seq, ctx.baskets, data=data)
@@ -244,22 +245,65 @@ def forecast_history(
 ) -> UserForecasts:
     """Forecast one user from their own events ``(item_id, category_id, behavior, ts)`` (e.g. a
     live service's store) with a forecaster trained on ``seq``; items and categories the model
-    does not know are kept as "unknown category" events. Raises ValueError on an empty history."""
-    model = payload.build_model()
-    want = _wanted_horizons(model, horizon_unit(seq.time_kind), horizons)
-    one, samples = _one_user(model, seq, events, cutoff)
-    return _forecast(model, payload, one, seq, samples, want, int(cutoff), ["?"], [])
+    does not know are kept as "unknown category" events. Raises ValueError on an empty history.
+    Builds the forecaster for this one call; a caller forecasting many users (a service) builds a
+    :class:`LiveForecaster` once instead."""
+    return LiveForecaster.build(payload, seq).user(events, cutoff, horizons)
 
 
-def _one_user(model: Any, seq: SequenceData, events: list[tuple[str, str | None, str, int]], cutoff: int) -> tuple[_OneUser, WindowSamples]:
-    """One user's own events as sequences beside ``seq`` (its vocabularies) and their sample at ``cutoff``."""
+@dataclass(frozen=True)
+class LiveForecaster:
+    """A trained forecaster built once -- model, population context, item -> category table --
+    to forecast and explain any number of users from their own events (what a service holds)."""
+
+    payload: ForecasterPayload
+    seq: SequenceData  # the sequences it was trained on (vocabularies, population)
+    model: TrainedForecaster
+    context: Context  # caches the population trends it computes, for every later call
+    item_category: np.ndarray  # (n_items,) category index of every item of ``seq``
+
+    @classmethod
+    def build(cls, payload: ForecasterPayload, seq: SequenceData) -> LiveForecaster:
+        return cls(payload, seq, payload.build_model(), payload.context.over(seq), seq.item_category())
+
+    def user(self, events: list[tuple[str, str | None, str, int]], cutoff: int, horizons: list[Any] | None = None) -> UserForecasts:
+        """One user's forecast at ``cutoff`` from their own events (see :func:`forecast_history`)."""
+        want = _wanted_horizons(self.model, horizon_unit(self.seq.time_kind), horizons)
+        one, samples = _one_user(self.model, self.seq, events, cutoff, self.item_category)
+        return _forecast(self.model, self.payload, one, self.seq, samples, want, int(cutoff), ["?"], [], self.context)
+
+    def explain(self, events: list[tuple[str, str | None, str, int]], cutoff: int, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], SignalAttribution]:
+        """Attributions of the user's forecast (see :func:`explain_history`)."""
+        from evorec.forecasting.ranker import FEATURES, GROUPS
+
+        model = _ranker(self.payload, self.model)
+        unit = horizon_unit(self.seq.time_kind)
+        index = {horizon_label(h, unit): j for j, h in enumerate(model.horizons)}
+        one, samples = _one_user(model, self.seq, events, cutoff, self.item_category)
+        got = model.contributions(samples, self.seq, self.context.baskets, [(0, index[label], int(c)) for label, c in pairs], data=one)
+        out = {}
+        for (label, c), (X, contrib, base) in zip(pairs, got):
+            groups = {g: float(sum(contrib[FEATURES.index(f)] for f in fs)) for g, fs in GROUPS.items()}
+            strongest = np.argsort(-np.abs(contrib), kind="stable")[:3]
+            out[(label, int(c))] = SignalAttribution(
+                score=float(base + contrib.sum()), base=float(base), groups=dict(sorted(groups.items(), key=lambda kv: -abs(kv[1]))),
+                top_signals={FEATURES[f]: float(X[f]) for f in strongest},
+            )
+        return out
+
+
+def _one_user(
+    model: TrainedForecaster, seq: SequenceData, events: list[tuple[str, str | None, str, int]], cutoff: int, item_category: np.ndarray,
+) -> tuple[_OneUser, WindowSamples]:
+    """One user's own events as sequences beside ``seq`` (its vocabularies; ``item_category`` its
+    item -> category table) and their sample at ``cutoff``."""
     from evorec.types import BEHAVIOR_INDEX
 
     if not events:
         raise InputError("the user has no events: nothing to forecast from")
     item_idx = seq.items.lookup([e[0] for e in events])
     given = seq.categories.lookup([e[1] for e in events])
-    cat = np.where(given > 0, given, seq.item_category()[item_idx])
+    cat = np.where(given > 0, given, item_category[item_idx])
     beh = np.array([BEHAVIOR_INDEX.get(e[2], 0) for e in events], dtype=np.int8)
     one = _OneUser(item_idx, cat, beh, np.array([int(e[3]) for e in events], dtype=np.int64), seq)
     samples = build_samples(one, [int(cutoff)], list(model.horizons), min_history=1, visible_until=int(cutoff))
@@ -290,23 +334,7 @@ def explain_history(
 ) -> dict[tuple[str, int], SignalAttribution]:
     """Attributions of a live user's forecast (as :func:`forecast_history`) for each (horizon
     label, category index) of ``pairs``; a forecaster that is not a ranker raises ValueError."""
-    from evorec.forecasting.ranker import FEATURES, GROUPS
-
-    model = _ranker(payload)
-    unit = horizon_unit(seq.time_kind)
-    index = {horizon_label(h, unit): j for j, h in enumerate(model.horizons)}
-    one, samples = _one_user(model, seq, events, cutoff)
-    ctx = payload.context.over(seq)
-    got = model.contributions(samples, seq, ctx.baskets, [(0, index[label], int(c)) for label, c in pairs], data=one)
-    out = {}
-    for (label, c), (X, contrib, base) in zip(pairs, got):
-        groups = {g: float(sum(contrib[FEATURES.index(f)] for f in fs)) for g, fs in GROUPS.items()}
-        strongest = np.argsort(-np.abs(contrib), kind="stable")[:3]
-        out[(label, int(c))] = SignalAttribution(
-            score=float(base + contrib.sum()), base=float(base), groups=dict(sorted(groups.items(), key=lambda kv: -abs(kv[1]))),
-            top_signals={FEATURES[f]: float(X[f]) for f in strongest},
-        )
-    return out
+    return LiveForecaster.build(payload, seq).explain(events, cutoff, pairs)
 
 
 @dataclass
@@ -333,8 +361,9 @@ class ForecastExplanation:
         return asdict(self)
 
 
-def _ranker(payload: ForecasterPayload) -> RankerForecaster:
-    model = payload.build_model()
+def _ranker(payload: ForecasterPayload, model: TrainedForecaster | None = None) -> RankerForecaster:
+    """The payload's model (``model`` when already built), if it is a ranker."""
+    model = payload.build_model() if model is None else model
     if not isinstance(model, RankerForecaster):
         raise InputError(f"explanations need a ranker forecaster (forecast.model.kind: ranker); this run's forecaster is {payload.model_kind}")
     return model

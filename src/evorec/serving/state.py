@@ -22,6 +22,7 @@ import torch
 
 from evorec.experiments.runs import ForecastRun, TrainingRun
 from evorec.forecasting.payload import ForecasterPayload
+from evorec.forecasting.predict import LiveForecaster, SignalAttribution, UserForecasts
 from evorec.models.base import SequentialModel
 from evorec.models.checkpoint import ModelCheckpoint
 from evorec.serving.eventlog import EventStore, StoredEvent, tombstone
@@ -255,12 +256,15 @@ def _popularity(ck: ModelCheckpoint, n: int) -> np.ndarray:
 
 @dataclass
 class ForecastState:
-    """A trained interest forecaster, the sequences it was trained on, and (computed once, on
-    load) every training user's forecast at the end of those data, for audiences and segments."""
+    """A trained interest forecaster, the sequences it was trained on, and what is built once, on
+    load: the forecaster itself (``live``: model and population context, for every user request)
+    and every training user's forecast at the end of those data, for audiences and segments. A
+    reload builds a new one."""
 
     forecaster: ForecasterPayload
     seq: Any
     run: str
+    live: LiveForecaster  # built once: no request rebuilds the model or its context
     population: Any = None  # UserForecasts of the training users at the data's end
     _segments: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)  # exported segments per (horizon, k)
     _interests: dict[int, dict[str, Any]] = field(default_factory=dict)  # population interests per top
@@ -322,19 +326,16 @@ class ForecastState:
         forecast_run = ForecastRun.open(run)
         forecaster, seq = forecast_run.payload, forecast_run.trained_sequences()
         end = int(np.asarray(seq.ts).max()) + 1
-        return cls(forecaster, seq, str(run), forecast_at(forecaster, seq, end))
+        return cls(forecaster, seq, str(run), LiveForecaster.build(forecaster, seq), forecast_at(forecaster, seq, end))
 
-    def user(self, events: list[StoredEvent], horizons: list[str] | None, now: int):
-        from evorec.forecasting.predict import forecast_history
+    def user(self, events: list[StoredEvent], horizons: list[str] | None, now: int) -> UserForecasts:
+        """The user's forecast at ``now`` from their stored events (``LiveForecaster.user``)."""
+        return self.live.user([(e.item_id, e.category_id, e.behavior, int(e.ts)) for e in events], now, horizons)
 
-        return forecast_history(self.forecaster, self.seq, [(e.item_id, e.category_id, e.behavior, int(e.ts)) for e in events], now, horizons)
-
-    def explain(self, events: list[StoredEvent], now: int, pairs: list[tuple[str, int]]):
+    def explain(self, events: list[StoredEvent], now: int, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], SignalAttribution]:
         """Signal attributions of the user's forecast for (horizon label, category index) pairs
-        (``evorec.forecasting.predict.explain_history``); ValueError for a forecaster that is not a ranker."""
-        from evorec.forecasting.predict import explain_history
-
-        return explain_history(self.forecaster, self.seq, [(e.item_id, e.category_id, e.behavior, int(e.ts)) for e in events], now, pairs)
+        (``LiveForecaster.explain``); ValueError for a forecaster that is not a ranker."""
+        return self.live.explain([(e.item_id, e.category_id, e.behavior, int(e.ts)) for e in events], now, pairs)
 
 
 RECOMMEND_MODES = ("buy_again", "explore", "mixed")
