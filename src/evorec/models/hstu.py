@@ -33,7 +33,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from evorec.models.base import AttentionConfig, DataSizes, LossFn, SequentialModel, SideInfoConfig
-from evorec.models.layers.embeddings import EventEmbedding, QueryGapEmbedding, init_side_tables, positioned_input, query_state
+from evorec.models.layers.embeddings import EventEmbedding, QueryGapEmbedding, init_input_tables, positioned_input, query_state
 from evorec.models.registry import register_model
 from evorec.ops.dropout import Dropout
 from evorec.types import SequenceBatch
@@ -137,8 +137,7 @@ class HSTU(SequentialModel):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        init_side_tables(self.embed)  # category / behaviour / time tables: std 0.02, padding rows zero
-        nn.init.normal_(self.position.weight, std=0.02)
+        init_input_tables(self.embed, self.position)  # category / behaviour / time and position tables: std 0.02, padding rows zero
 
     def forward(self, batch: SequenceBatch) -> Tensor:
         mask = batch.mask  # (B, T)

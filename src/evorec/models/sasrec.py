@@ -30,7 +30,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from evorec.models.base import AttentionConfig, DataSizes, LossFn, SequentialModel, SideInfoConfig
-from evorec.models.layers.embeddings import EventEmbedding, QueryGapEmbedding, init_side_tables, positioned_input, query_state
+from evorec.models.layers.embeddings import EventEmbedding, QueryGapEmbedding, init_input_tables, positioned_input, query_state
 from evorec.models.registry import register_model
 from evorec.ops.attention import TransformerBlock
 from evorec.ops.dropout import Dropout
@@ -78,8 +78,7 @@ class SASRec(SequentialModel):
     def _init_weights(self) -> None:
         # EventEmbedding initialises the item table (std D^-0.5); side tables get a small std so
         # they start as refinements of the item signal rather than drowning it.
-        init_side_tables(self.embed)  # category / behaviour / time tables: std 0.02, padding rows zero
-        nn.init.normal_(self.position.weight, std=0.02)
+        init_input_tables(self.embed, self.position)  # category / behaviour / time and position tables: std 0.02, padding rows zero
         if self.config.init_std is not None:
             std = self.config.init_std
             nn.init.normal_(self.embed.item.weight, std=std)

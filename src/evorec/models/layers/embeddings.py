@@ -197,6 +197,12 @@ def _fill_rows(buffer: Tensor, m: Tensor, what: str) -> None:
         buffer[: m.shape[0]].copy_(m)
 
 
+def init_input_tables(embed: EventEmbedding, position: nn.Embedding, std: float = 0.02) -> None:
+    """:func:`init_side_tables`, then N(0, std) for the (max_len, D) position table."""
+    init_side_tables(embed, std)
+    nn.init.normal_(position.weight, std=std)
+
+
 def init_side_tables(embed: EventEmbedding, std: float = 0.02) -> None:
     """Small init for the category / behaviour / time tables (EventEmbedding leaves them at N(0, 1)),
     so side information starts as a refinement of the item signal (std D^-0.5) instead of drowning it.
