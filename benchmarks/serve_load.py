@@ -267,7 +267,7 @@ class ClientGC:
             self.pauses.append({"generation": info["generation"], "at_s": self._start - self.t0,
                                 "ms": (time.perf_counter() - self._start) * 1000})
 
-    def __enter__(self) -> ClientGC:
+    def __enter__(self) -> ClientGC:  # noqa: PYI034 - Self needs Python 3.11
         self.t0 = time.perf_counter()
         gc.callbacks.append(self._cb)
         return self
@@ -692,7 +692,8 @@ async def bench(args: argparse.Namespace, secret: str, pg: Cluster | None = None
                        f"pseudonymisation on, torch threads {os.environ.get('EVOREC_SERVE_TORCH_THREADS', '1 (default)')}"),
             "load_condition": (f"{args.burn} CPU burner process(es) busy for the whole schedule" if args.burn else "no deliberate load"),
             "client": f"httpx.AsyncClient in one asyncio loop on the same machine, HTTP/1.1 keep-alive, pool {args.connections}, timeout {args.timeout} s",
-            "arrivals": f"open loop, {args.arrivals} at {args.rate:g} req/s for {args.duration:g} s; 80% GET recommendations (k=10) for a random preloaded user, 20% POST /v1/events with 1 new event (unique event_id) for a random preloaded user",
+            "arrivals": f"open loop, {args.arrivals} at {args.rate:g} req/s for {args.duration:g} s; 80% GET recommendations (k=10) "
+                        "for a random preloaded user, 20% POST /v1/events with 1 new event (unique event_id) for a random preloaded user",
             "latency": "from the planned send time to the end of the response (queueing counted); 'service' = from the actual send",
             "errors": "non-2xx, a recommendation with no items, a post not accepting its event, any exception/timeout, or unfinished after the drain",
             "preload": f"{len(users)} users x up to {args.history} events ({hist_source}), POSTed in batches of 1000 before the run",
@@ -760,12 +761,14 @@ def fmt(x: float) -> str:
 def report(res: dict[str, Any]) -> str:
     p = res["protocol"]
     lines = [
-        f"serve load benchmark, {res['when']}, {res['machine']}, load average before {res['load_average_before']} (at start {res['load_average_at_start']}, after {res['load_average_after']})",
+        f"serve load benchmark, {res['when']}, {res['machine']}, load average before {res['load_average_before']} "
+        f"(at start {res['load_average_at_start']}, after {res['load_average_after']})",
         (f"store {res['store']['kind']}: {res['store']['version']}; " + ", ".join(f"{k} {v}" for k, v in res["versions"].items())),
         f"load condition: {res['load_condition']}" + (
             f"; waited {res['waited_for_quiet']['waited_s']:.0f} s for load < {res['waited_for_quiet']['threshold']:g} "
             f"({'reached' if res['waited_for_quiet']['reached'] else 'NOT reached, ran anyway'})" if res.get("waited_for_quiet") else ""),
-        f"run {res['run']} ({res['n_items']:,} items); server ready in {res['server_ready_s']:.1f} s; preload {res['preload']['events']:,} events / {res['preload']['users']:,} users in {res['preload']['seconds']:.1f} s",
+        f"run {res['run']} ({res['n_items']:,} items); server ready in {res['server_ready_s']:.1f} s; "
+        f"preload {res['preload']['events']:,} events / {res['preload']['users']:,} users in {res['preload']['seconds']:.1f} s",
         "protocol: " + "; ".join(f"{k}: {v}" for k, v in p.items()),
         "",
         (f"rate {res['args']['rate']:g} req/s ({res['args']['arrivals']}), duration {res['args']['duration']:g} s: {res['requests_sent']:,} requests sent, "

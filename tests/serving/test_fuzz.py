@@ -269,8 +269,8 @@ def test_malformed_or_deeply_nested_bodies_are_4xx(client, body):
 
 def test_non_finite_numbers_are_rejected_per_event(client):
     c, h, items = client
-    body = ('{"events": [%s]}' % ", ".join(
-        f'{{"user_id": "fz-nan", "item_id": "{items[0]}", "ts": {ts}}}' for ts in ("1e999", "-1e999", "NaN", "Infinity", "-Infinity"))).encode()
+    events = ", ".join(f'{{"user_id": "fz-nan", "item_id": "{items[0]}", "ts": {ts}}}' for ts in ("1e999", "-1e999", "NaN", "Infinity", "-Infinity"))
+    body = f'{{"events": [{events}]}}'.encode()
     r = c.post("/v1/events", content=body, headers={**h, "content-type": "application/json"})
     assert r.status_code == 200, r.text
     assert r.json()["accepted"] == 0 and [x["index"] for x in r.json()["rejected"]] == [0, 1, 2, 3, 4]

@@ -74,3 +74,8 @@ def test_an_unexpected_error_in_a_command_shows_its_traceback(monkeypatch, tmp_p
     monkeypatch.undo()  # the same command with a user error: one line, exit 2
     r = CliRunner().invoke(app, ["data", "sniff", str(tmp_path / "missing.csv")])
     assert r.exit_code == 2 and "not found" in r.output and "Traceback" not in r.output
+
+
+def test_a_bad_key_role_is_a_user_error(tmp_path):
+    r = CliRunner().invoke(app, ["keys", "create", "--role", "owner", "--db", f"sqlite:///{tmp_path / 'keys.db'}"])
+    assert r.exit_code == 2 and "role must be one of read, write, admin" in r.output

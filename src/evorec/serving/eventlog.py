@@ -31,6 +31,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from evorec.errors import InputError
+
 ROLES = ("read", "write", "admin")  # each role can do everything the ones before it can
 
 metadata = MetaData()
@@ -195,7 +197,7 @@ class EventStore:
     def create_key(self, role: str, label: str | None = None) -> str:
         """A new random key with ``role``; only its hash is stored, the key is returned once."""
         if role not in ROLES:
-            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+            raise InputError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
         key = "evk_" + secrets.token_urlsafe(32)
         with self.engine.begin() as conn:
             conn.execute(api_keys.insert(), {"key_hash": hash_key(key), "role": role, "label": label, "created_at": int(time.time())})

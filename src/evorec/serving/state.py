@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from evorec.errors import InputError, MissingPathError
 from evorec.experiments.runs import ForecastRun, TrainingRun
 from evorec.forecasting.payload import ForecasterPayload
 from evorec.forecasting.predict import LiveForecaster, SignalAttribution, UserForecasts
@@ -106,10 +107,10 @@ class ModelState:
         path = Path(path)
         side = path.with_name(path.name + ".json")
         if not side.exists():
-            raise FileNotFoundError(f"{path} has no sidecar {side.name}: export it with `evorec export`")
+            raise MissingPathError(f"{path} has no sidecar {side.name}: export it with `evorec export`")
         doc = json.loads(side.read_text())
         if "vocab" not in doc:
-            raise ValueError(f"{side} has no vocabulary: export again with this version of `evorec export`")
+            raise InputError(f"{side} has no vocabulary: export again with this version of `evorec export`")
         items = [""] + list(doc["vocab"]["items"])
         cats = ["(unknown)"] + list(doc["vocab"]["categories"])
         ic = np.asarray(doc.get("item_category") or [0] * len(items), dtype=np.int64)
@@ -411,7 +412,7 @@ class ServiceState:
         """Load ``run`` (default: the current one) and swap it in; requests in flight keep theirs."""
         target = run or (self._model.run if self._model else None)
         if target is None:
-            raise FileNotFoundError("no run directory to load (set EVOREC_SERVE_RUN or pass one)")
+            raise MissingPathError("no run directory to load (set EVOREC_SERVE_RUN or pass one)")
         fresh = ModelState.from_run(target, self.history_len)  # fails before the swap: the old model stays
         with self._lock:
             self._model = fresh
