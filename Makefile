@@ -67,6 +67,7 @@ lint: venv-test
 	$(BIN)/lint-imports
 
 test: venv-test venv-policy
+	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	EVOREC_CHECKOV=$(CURDIR)/$(POLICY_VENV)/bin/checkov $(BIN)/python -m pytest -q
 
