@@ -69,3 +69,20 @@ def test_extras_are_declared():
             assert any(dep.startswith(package) for dep in extras[extra]), (extra, package)
             assert package not in core, f"{package} is still a core dependency"
     assert any(dep.startswith("evorec[") and "serve" in dep for dep in extras["test"])
+
+
+def test_everything_but_the_service_imports_without_the_extras():
+    """Only evorec.serving needs an extra to be imported; the rest loads them when a feature runs."""
+    import subprocess
+
+    probe = """
+import importlib, pkgutil, sys
+for name in ("fastapi", "uvicorn", "faiss", "captum", "plotly", "tensorboard", "torch.utils.tensorboard"):
+    sys.modules[name] = None
+import evorec
+for m in pkgutil.walk_packages(evorec.__path__, "evorec."):
+    if not m.name.startswith("evorec.serving.") and not m.name.endswith("__main__") or m.name == "evorec.serving.export":
+        importlib.import_module(m.name)
+"""
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
