@@ -8,6 +8,7 @@ evorec.serving.schemas. A request it cannot answer raises a :class:`ServiceError
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import numpy as np
@@ -130,7 +131,7 @@ class Service:
         m = self.state.model
         self.metrics.set_model(m.version if m is not None else None)
 
-    def watch(self) -> object | None:
+    def watch(self) -> threading.Event | None:
         """Start hot-swapping new checkpoints of the served run when the settings ask for it
         (returns the stop event, else None)."""
         if self.settings.watch_seconds > 0 and self.state.model is not None:
