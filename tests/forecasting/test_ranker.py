@@ -213,3 +213,44 @@ def test_selection_keeps_the_baseline_on_ties_and_without_evidence():
     assert _better(0.24, 0.25, "tifu_knn") == "tifu_knn"
     assert _better(1.0, 1.0, "tifu_knn") == "tifu_knn"  # a tie (a handful of users, all hits): the simpler method
     assert _better(-1.0, -1.0, "persistence") == "persistence"  # no validation sample: nothing says the ranker is better
+
+
+def test_refit_per_origin_fits_again_at_every_test_cutoff(cj_run, tmp_path):
+    """``forecast.refit: per_origin``: the ranker is fitted again at each test cutoff with every
+    window that ends by it; the first cutoff's model is the one of ``once``, the baselines are the
+    same, and the saved forecaster is the one of the last cutoff."""
+    from evorec.experiments.forecasting import load_forecast_run
+
+    cfg, once, _ = cj_run
+    cfg2 = load_forecast_experiment(CJ, QUICK + [f"cache_dir={cfg.cache_dir}", "forecast.refit=per_origin"])
+    res = forecast_backtest(cfg2, tmp_path / "run")
+    m, m_once = res["protocol"]["model"], once["protocol"]["model"]
+    assert m["refit"] == "per_origin" and m_once["refit"] == "once"
+    assert len(m["fit_origins"]) == 3 and m["fit_origins"] == sorted(m["fit_origins"]) and m["fit_origins"][0] == m_once["fit_origins"][0]
+    assert m["selection"] == m_once["selection"]  # selection is on validation, before any test cutoff
+    for label in ("7d", "30d"):
+        assert res["horizons"][label]["baselines"] == once["horizons"][label]["baselines"]
+        if m["selection"][label]["all"] == "ranker":  # the later cutoffs are ranked by the refitted models
+            assert res["horizons"][label]["model"]["NDCG@10"] != once["horizons"][label]["model"]["NDCG@10"]
+    payload, _ = load_forecast_run(tmp_path / "run")
+    assert payload.build_model().origin == m["fit_origins"][-1]
+
+
+def test_training_rows_stay_within_max_rows(cj_run):
+    """Past ``max_rows`` negatives are kept at the lower rate that fits; every positive is kept
+    and never fewer negatives than positives (in expectation)."""
+    r = RankerForecaster(RankerConfig(max_rows=1000), (DAY,), {DAY: nbr.TifuParams()})
+    assert r._negative_rate(100, 100_000, DAY) == pytest.approx(900 / 100_000)
+    assert r._negative_rate(2000, 100_000, DAY) == pytest.approx(2000 / 100_000)  # one negative per positive
+    assert r._negative_rate(10, 1000, DAY) == 0.2  # within the bound: the configured rate
+    assert RankerForecaster(RankerConfig(max_rows=None), (DAY,), {DAY: nbr.TifuParams()})._negative_rate(10**6, 10**9, DAY) == 0.2
+    cfg, _, _ = cj_run
+    seq = forecast_data(cfg)
+    T = int(pd.Timestamp("2017-06-01", tz="UTC").timestamp())
+    cuts = [T - k * 14 * DAY for k in range(3, 8)]
+    capped = RankerForecaster(RankerConfig(rounds=5, max_rows=20_000), (30 * DAY,), {30 * DAY: nbr.TifuParams()})
+    capped.fit(seq, nbr.basket_ordinals(seq), T, cuts)
+    h = capped.history[0]
+    assert h["negative_rate"] < 0.2 and h["rows"] <= 1.05 * max(20_000, 2 * h["positives"]), h
+    free = RankerForecaster(RankerConfig(rounds=5), (30 * DAY,), {30 * DAY: nbr.TifuParams()}).fit(seq, nbr.basket_ordinals(seq), T, cuts)
+    assert free.history[0]["negative_rate"] == 0.2 and free.history[0]["positives"] == h["positives"] and free.history[0]["rows"] > h["rows"]

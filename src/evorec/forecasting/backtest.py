@@ -8,8 +8,11 @@ Time line (all cutoffs resolved to unix seconds, or positions on order-only data
   before ``valid_cutoff`` (so nothing of the validation or test periods is seen).
 - The validation cutoff tunes the baselines (decayed half-life), early-stops the model, and fits
   every calibrator; its windows must end before the first test cutoff.
-- Each test cutoff is scored with histories up to it (the model is not refit per origin);
-  results are pooled over the test cutoffs per horizon, with bootstrap CIs over samples.
+- Each test cutoff is scored with histories up to it; the neural forecaster is not refit per
+  origin, the ranker is fitted at the first test cutoff (``refit: once``) or again at every test
+  cutoff with every window that ends by it (``refit: per_origin``: what a shop that retrains
+  before each forecast gets). Results are pooled over the test cutoffs per horizon, with
+  bootstrap CIs over samples.
 """
 
 from __future__ import annotations

@@ -80,6 +80,10 @@ class RankerConfig(BaseModel):
     num_leaves: int = Field(15, ge=2)
     min_data_in_leaf: int = Field(200, ge=1)
     negative_rate: float = Field(0.2, gt=0, le=1, description="share of the negative (user, category) pairs kept for training")
+    max_rows: int | None = Field(
+        1_000_000, ge=1000, description="training rows per horizon at most (about): past it, negatives are kept at the lower "
+        "rate that fits (every positive kept, at least one negative per positive); None: no bound"
+    )
     narrow_k: int = Field(50, ge=1, description="the second, narrower neighbourhood of the TIFU neighbour signal")
     new_list: bool = Field(True, description="train a second ranker per horizon on new categories only (the `new` list)")
     threads: int | None = Field(None, ge=1, description="LightGBM threads (None: the machine's cores)")
@@ -275,6 +279,17 @@ class RankerForecaster:
             ds.set_group(groups[groups > 0])
         return lgb.train(params, ds, num_boost_round=self.cfg.rounds)
 
+    def _negative_rate(self, positives: int, negatives: int, h: int) -> float:
+        """The share of negatives kept: ``negative_rate``, lowered so that the rows stay within
+        ``max_rows`` (a log with thousands of categories has millions of negative pairs per
+        cutoff), never below one negative per positive."""
+        rate = self.cfg.negative_rate
+        if self.cfg.max_rows is not None and negatives and positives + rate * negatives > self.cfg.max_rows:
+            rate = min(rate, max(self.cfg.max_rows - positives, positives) / negatives)
+            logger.info("ranker %gd: %d positive and %d negative pairs; negatives kept at %.4f (max_rows %d)",
+                        h / DAY, positives, negatives, rate, self.cfg.max_rows)
+        return rate
+
     def fit(
         self, seq: SequenceData, baskets: np.ndarray, origin: int, cutoffs: list[int], users: np.ndarray | None = None, min_history: int = 1,
     ) -> RankerForecaster:
@@ -288,15 +303,19 @@ class RankerForecaster:
                 raise InputError(f"no training window of {h / DAY:g} days ends by the fit origin: add earlier cutoffs or move the origin later")
             sc = SignalContext(seq, baskets, self.tifu[h])
             xs_all, ys_all, xs_new, ys_new, gs_all, gs_new = [], [], [], [], [], []
+            windows = []
             for c in cuts:
                 s = build_samples(seq, [c], [h], min_history=min_history, visible_until=origin, users=users)
                 s = s.subset(np.flatnonzero(s.observed[:, 0] & (s.counts[:, 0, 1:].sum(-1) > 0)))
-                if not len(s):
-                    continue
+                if len(s):
+                    windows.append((c, s))
+            positives = sum(int((s.counts[:, 0, 1:] > 0).sum()) for _, s in windows)
+            rate = self._negative_rate(positives, sum(s.counts[:, 0, 1:].size for _, s in windows) - positives, h)
+            for c, s in windows:
                 X = signals(s, seq, 0, sc, self.cfg.narrow_k)[:, 1:]  # (S, C - 1, F): never category 0
                 y = s.counts[:, 0, 1:] > 0
                 last_cut = c
-                keep = y | (rng.random(y.shape) < self.cfg.negative_rate)
+                keep = y | (rng.random(y.shape) < rate)
                 xs_all.append(X[keep])
                 ys_all.append(y[keep])
                 gs_all.append(keep.sum(1))
@@ -323,7 +342,7 @@ class RankerForecaster:
             cal = IsotonicCalibrator().fit(raw, yl.reshape(-1))
             self.models[h] = RankerModels(m_all.model_to_string(), None if m_new is None else m_new.model_to_string(), cal.to_dict())
             self.history.append({"horizon": h, "origin": int(origin), "cutoffs": len(cuts), "rows": int(len(y_all)),
-                                 "positives": int(y_all.sum()), "seconds": time.perf_counter() - t0})
+                                 "positives": int(y_all.sum()), "negative_rate": rate, "seconds": time.perf_counter() - t0})
             logger.info("ranker %gd: %d cutoffs, %d rows (%d positive), %.0fs", h / DAY, len(cuts), len(y_all), y_all.sum(), time.perf_counter() - t0)
         return self
 
