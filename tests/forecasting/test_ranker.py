@@ -23,7 +23,7 @@ CJ = ROOT / "configs" / "forecast" / "completejourney.yaml"
 DATA = ROOT.parent / "shared" / "data" / "dunnhumby_completejourney_sample"
 DAY = 86_400
 QUICK = [
-    "data.pseudonymize=false", "forecast.model.kind=ranker", "forecast.model.ranker.rounds=40", "forecast.bootstrap=100", "forecast.max_users=900",
+    "data.pseudonymize=false", "forecast.model.kind=ranker", "forecast.refit=once", "forecast.model.ranker.rounds=40", "forecast.bootstrap=100", "forecast.max_users=900",
     "forecast.horizons=[7d,30d]", "forecast.tifu_grid.r_g=[0.9]", "forecast.tifu_grid.m=[7]", "forecast.tifu_grid.k=[100]",
     "forecast.tifu_grid.alpha=[0.0,0.5]", "forecast.tifu_grid.metric=[cosine]", "forecast.tifu_grid.r_b=[1.0]",
 ]
@@ -206,13 +206,18 @@ def test_service_explains_a_live_users_interests(cj_run, tmp_path):
     assert not hist_cats & {c["category_id"] for c in f["new"]}
 
 
-def test_selection_keeps_the_baseline_on_ties_and_without_evidence():
+def test_selection_keeps_the_baseline_unless_the_ranker_is_better_beyond_noise():
     from evorec.forecasting.backtest import _better
 
-    assert _better(0.25, 0.24, "tifu_knn") == "ranker"
-    assert _better(0.24, 0.25, "tifu_knn") == "tifu_knn"
-    assert _better(1.0, 1.0, "tifu_knn") == "tifu_knn"  # a tie (a handful of users, all hits): the simpler method
-    assert _better(-1.0, -1.0, "persistence") == "persistence"  # no validation sample: nothing says the ranker is better
+    rng = np.random.default_rng(0)
+    base = rng.random(2000)
+    assert _better(base + 0.01, base, "tifu_knn") == "ranker"  # better on every sample
+    assert _better(base - 0.01, base, "tifu_knn") == "tifu_knn"
+    assert _better(base.copy(), base, "tifu_knn") == "tifu_knn"  # a tie: the simpler method
+    noisy = base + rng.normal(0.0004, 0.1, 2000)  # a higher mean, within noise
+    assert noisy.mean() > base.mean() and _better(noisy, base, "population") == "population"
+    assert _better(np.full(5, np.nan), np.full(5, np.nan), "persistence") == "persistence"  # nothing scored on validation
+    assert _better(np.array([1.0, np.nan]), np.array([0.0, np.nan]), "markov") == "markov"  # one sample is no evidence
 
 
 def test_refit_per_origin_fits_again_at_every_test_cutoff(cj_run, tmp_path):
