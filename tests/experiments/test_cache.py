@@ -40,3 +40,25 @@ def test_relative_sources_are_found_from_the_config_directory(tmp_path):
     assert source_path(data) == tmp_path / "events.csv"  # a parent of the config's directory
     with pytest.raises(MissingPathError, match="data source not found"):
         source_path(data.model_copy(update={"path": "missing.csv"}))
+
+
+def test_two_processes_preparing_one_source_at_once_take_turns(tmp_path):
+    """Two jobs started together on a cold cache (e.g. the fp32 and bf16 runs of the CPU matrix):
+    the second waits for the first's store instead of failing on DuckDB's file lock."""
+    import subprocess
+    import sys
+
+    if not TAOBAO_CSV.exists():
+        pytest.skip(f"real data not found: {TAOBAO_CSV}")
+    code = (
+        "import sys; from evorec.experiments.cache import DataCache; from evorec.data.prepare import PrepareConfig; "
+        "from evorec.experiments.config import DataSourceConfig; "
+        f"d = DataSourceConfig(path={str(TAOBAO_CSV)!r}, format='taobao', dataset='tb'); "
+        "p = DataCache(sys.argv[1]).prepared(d, PrepareConfig.model_validate({'split': {'kind': 'loo'}})); "
+        "print(p.seq.fingerprint)"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "cache")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    assert outs[0][0] == outs[1][0] and outs[0][0].strip()  # one prepared cache, read by both

@@ -14,8 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from evorec.data.prepare import PrepareConfig, prepare
 from evorec.data.sequences import SequenceData, is_current
@@ -84,22 +88,43 @@ class DataCache:
 
     def prepared(self, data: DataSourceConfig, prepare_cfg: PrepareConfig, *, need_store: bool = False) -> PreparedData:
         """``data`` ingested and prepared with ``prepare_cfg``, or the cached result. ``need_store``:
-        the caller reads the store too (item text, attributes), so a removed store is ingested again."""
+        the caller reads the store too (item text, attributes), so a removed store is ingested again.
+        Two processes asking for the same source at once (two trainings started together on a cold
+        cache) take turns: the second waits for the first's store and finds it prepared."""
         paths = self.paths(data, prepare_cfg)
-        current = is_current(paths.prepared)  # a cache of an older sequence format (e.g. without baskets) is prepared again
-        if not current or (need_store and not paths.store.exists()):
-            self._ingest(data, paths.source, paths.store)  # re-ingesting a file already in the store is a no-op
-        if not current:
-            prepare(paths.store, data.dataset, prepare_cfg, paths.prepared, overwrite=True)
+        with self._lock(paths.store):
+            current = is_current(paths.prepared)  # a cache of an older sequence format (e.g. without baskets) is prepared again
+            if not current or (need_store and not paths.store.exists()):
+                self._ingest(data, paths.source, paths.store)  # re-ingesting a file already in the store is a no-op
+            if not current:
+                prepare(paths.store, data.dataset, prepare_cfg, paths.prepared, overwrite=True)
         return PreparedData(SequenceData(paths.prepared), load_split(paths.prepared / "split"), paths.store)
 
     def store(self, data: DataSourceConfig) -> Path:
         """The source's ingested store, ingested again if it was removed."""
         src, digest = self._source_digest(data)
         store = self._store_path(data, digest)
-        if not store.exists():
-            self._ingest(data, src, store)
+        with self._lock(store):
+            if not store.exists():
+                self._ingest(data, src, store)
         return store
+
+    @staticmethod
+    @contextmanager
+    def _lock(store: Path) -> Iterator[None]:
+        """The inter-process lock of one store and everything prepared from it (DuckDB lets one
+        process write a file: a second ingest at the same time failed with "Could not set lock")."""
+        store.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(store.with_name(store.name + ".lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("waiting for another process preparing %s", store.name)
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
 
     def simulated(self, sim: SimConfig) -> DataSourceConfig:
         """The simulator's log for ``sim`` as a data source (generated once into the cache)."""
