@@ -23,7 +23,8 @@ CJ = ROOT / "configs" / "forecast" / "completejourney.yaml"
 DATA = ROOT.parent / "shared" / "data" / "dunnhumby_completejourney_sample"
 DAY = 86_400
 QUICK = [
-    "data.pseudonymize=false", "forecast.model.kind=ranker", "forecast.refit=once", "forecast.model.ranker.rounds=40", "forecast.bootstrap=100", "forecast.max_users=900",
+    "data.pseudonymize=false", "forecast.model.kind=ranker", "forecast.refit=once", "forecast.model.ranker.rounds=40",
+    "forecast.bootstrap=100", "forecast.max_users=900",
     "forecast.horizons=[7d,30d]", "forecast.tifu_grid.r_g=[0.9]", "forecast.tifu_grid.m=[7]", "forecast.tifu_grid.k=[100]",
     "forecast.tifu_grid.alpha=[0.0,0.5]", "forecast.tifu_grid.metric=[cosine]", "forecast.tifu_grid.r_b=[1.0]",
 ]
@@ -259,3 +260,15 @@ def test_training_rows_stay_within_max_rows(cj_run):
     assert h["negative_rate"] < 0.2 and h["rows"] <= 1.05 * max(20_000, 2 * h["positives"]), h
     free = RankerForecaster(RankerConfig(rounds=5), (30 * DAY,), {30 * DAY: nbr.TifuParams()}).fit(seq, nbr.basket_ordinals(seq), T, cuts)
     assert free.history[0]["negative_rate"] == 0.2 and free.history[0]["positives"] == h["positives"] and free.history[0]["rows"] > h["rows"]
+
+
+def test_a_horizon_without_a_validation_window_takes_the_longest_validated_horizons_choice():
+    from evorec.forecasting.backtest import _unvalidated
+
+    choice = {"7d": {"all": "tifu_knn", "new": "ranker"}, "30d": {"all": "ranker", "new": "tifu_knn"}}
+    got = _unvalidated(90 * DAY, (7 * DAY, 30 * DAY), choice, "seconds")
+    assert (got["all"], got["new"]) == ("ranker", "tifu_knn") and "30d" in got["why"]
+    got = _unvalidated(3 * DAY, (7 * DAY, 30 * DAY), choice, "seconds")  # only longer horizons validated: the shortest of them
+    assert (got["all"], got["new"]) == ("tifu_knn", "ranker")
+    got = _unvalidated(90 * DAY, (), {}, "seconds")  # nothing validated at all: no evidence either way, the ranker stands
+    assert (got["all"], got["new"]) == ("ranker", "ranker")
