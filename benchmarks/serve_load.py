@@ -89,13 +89,15 @@ ROUTES = ("recommendations", "events")
 
 def ensure_run(run: Path) -> Path:
     """The run directory to serve; trains a short SASRec on Beauty when the default one is missing."""
-    if (run / "best.pt").exists():
+    from evorec.experiments.runs import TrainingRun
+
+    if TrainingRun(run).finished:
         return run
     if run != DEFAULT_RUN:
-        sys.exit(f"no best.pt in {run}")
-    if (FALLBACK_RUN / "best.pt").exists():
+        sys.exit(f"{run} is not a finished training run (no {TrainingRun(run).best_checkpoint.name})")
+    if TrainingRun(FALLBACK_RUN).finished:
         return FALLBACK_RUN
-    print(f"{run} has no best.pt: training one (60 s budget) into {FALLBACK_RUN} ...", flush=True)
+    print(f"{run} is not a finished training run: training one (60 s budget) into {FALLBACK_RUN} ...", flush=True)
     subprocess.run(
         [str(EVOREC), "train", "--config", "configs/beauty/sasrec.yaml", "--out", str(FALLBACK_RUN), "--time-budget", "60"],
         cwd=ROOT, check=True,
@@ -104,9 +106,9 @@ def ensure_run(run: Path) -> Path:
 
 
 def item_ids(run: Path) -> list[str]:
-    from evorec.models.checkpoint import load_checkpoint
+    from evorec.experiments.runs import TrainingRun
 
-    return list(load_checkpoint(run / "best.pt").vocabs.items)
+    return list(TrainingRun(run).checkpoint.vocabs.items)
 
 
 def histories(n_users: int, per_user: int, items: list[str], rng: random.Random) -> tuple[dict[str, list[str]], str]:
@@ -811,7 +813,7 @@ def report(res: dict[str, Any]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", default=str(DEFAULT_RUN), help="trained run directory (best.pt)")
+    ap.add_argument("--run", default=str(DEFAULT_RUN), help="a finished training run directory (evorec train --out)")
     ap.add_argument("--rate", type=float, default=200.0, help="requests per second (open loop)")
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of load")
     ap.add_argument("--port", type=int, default=8765)

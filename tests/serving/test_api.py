@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 from fastapi.testclient import TestClient
 
-from evorec.models.checkpoint import load_checkpoint
+from evorec.experiments.runs import TrainingRun
 from evorec.serving.app import create_app
 from evorec.serving.eventlog import EventStore
 from evorec.serving.settings import ServeSettings
@@ -24,7 +24,7 @@ def service(trained_run, tmp_path, monkeypatch):
     state = ServiceState(EventStore(settings.db_url), settings.run)
     client = TestClient(create_app(settings, state))
     keys = {r: state.store.create_key(r, f"test-{r}") for r in ("read", "write", "admin")}
-    items = load_checkpoint(trained_run / "best.pt").vocabs.items
+    items = TrainingRun(trained_run).checkpoint.vocabs.items
     return client, keys, items, db, state
 
 
@@ -250,15 +250,16 @@ def test_a_new_checkpoint_in_the_watched_run_is_hot_swapped(trained_run, tmp_pat
     before = state.model.version
     assert client.get("/v1/users/u/recommendations", headers=h(key)).json()["model_version"] == before
     _time.sleep(1.1)  # the version carries the file's mtime in seconds
-    tmp = run / ".best.pt.new"
-    shutil.copy(run / "best.pt", tmp)
-    tmp.replace(run / "best.pt")  # a new checkpoint lands atomically, as the trainer writes it
+    best = TrainingRun(run).best_checkpoint
+    tmp = best.with_name(f".{best.name}.new")
+    shutil.copy(best, tmp)
+    tmp.replace(best)  # a new checkpoint lands atomically, as the trainer writes it
     deadline = _time.time() + 10
     while state.model.version == before and _time.time() < deadline:
         _time.sleep(0.05)
     assert state.model.version != before
     assert client.get("/v1/users/u/recommendations", headers=h(key)).json()["model_version"] == state.model.version
-    (run / "best.pt").write_bytes(b"half a file")  # a bad file: the current model stays
+    best.write_bytes(b"half a file")  # a bad file: the current model stays
     _time.sleep(0.5)
     assert client.get("/v1/users/u/recommendations", headers=h(key)).status_code == 200
     app.state.watch_stop.set()

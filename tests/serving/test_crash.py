@@ -143,10 +143,10 @@ def store_url(request, tmp_path) -> tuple[str, str, object]:
 
 
 def test_killed_mid_batch_stores_all_or_nothing(store_url, trained_run, tmp_path):
-    from evorec.models.checkpoint import load_checkpoint
+    from evorec.experiments.runs import TrainingRun
 
     kind, url, make_probe = store_url
-    items = list(load_checkpoint(trained_run / "best.pt").vocabs.items)
+    items = list(TrainingRun(trained_run).checkpoint.vocabs.items)
     env = live_server.clean_env(EVOREC_SECRET="crash-test-secret", EVOREC_SERVE_TORCH_THREADS="1")
     key = live_server.create_key("write", url, env)  # also creates the schema
     admin = live_server.create_key("admin", url, env)

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from evorec.experiments.runs import TrainingRun
 from evorec.forecasting.audience import population_interests
-from evorec.models.checkpoint import load_checkpoint
 from evorec.serving.app import create_app
 from evorec.serving.eventlog import EventStore
 from evorec.serving.settings import ServeSettings
@@ -44,7 +44,7 @@ def dash(trained_run, forecast_run, tmp_path_factory):
         app = create_app(settings, state)
     keys = {r: state.store.create_key(r, f"dash-{r}") for r in ("read", "write")}
     client = TestClient(app)
-    items = load_checkpoint(trained_run / "best.pt").vocabs.items
+    items = TrainingRun(trained_run).checkpoint.vocabs.items
     cats = state.forecast.seq.categories.ids.to_pylist()[:4]
     start = int(time.time()) - 120 * DAY
     events = [{"event_id": f"d{t}", "user_id": USER, "item_id": items[100 + t], "ts": start + 3 * DAY * t,

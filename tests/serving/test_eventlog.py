@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from evorec.models.checkpoint import load_checkpoint
+from evorec.experiments.runs import TrainingRun
 from evorec.serving.app import create_app
 from evorec.serving.eventlog import EventStore
 from evorec.serving.settings import ServeSettings
@@ -51,7 +51,7 @@ def test_api_on_postgres(postgres_url, trained_run, monkeypatch):
         conn.execute(text("TRUNCATE events, api_keys"))
     client = TestClient(create_app(settings, state))
     w, a = state.store.create_key("write"), state.store.create_key("admin")
-    items = load_checkpoint(trained_run / "best.pt").vocabs.items
+    items = TrainingRun(trained_run).checkpoint.vocabs.items
     ev = {"events": [{"event_id": f"p{t}", "user_id": "carol", "item_id": items[t], "ts": 1_700_000_000 + t} for t in range(4)]}
     assert client.post("/v1/events", json=ev, headers={"Authorization": f"Bearer {w}"}).json()["accepted"] == 4
     assert client.post("/v1/events", json=ev, headers={"Authorization": f"Bearer {w}"}).json()["duplicates"] == 4

@@ -15,9 +15,10 @@ from typer.testing import CliRunner
 
 from evorec.cli.main import app
 from evorec.data.batches import eval_set, gather, to_batch
+from evorec.experiments.runs import TrainingRun
 from evorec.experiments.training import prepared_data, run_config
 from evorec.models.base import DataSizes, Recommender
-from evorec.models.checkpoint import load_checkpoint, load_model
+from evorec.models.checkpoint import load_model
 from evorec.models.registry import build_model
 from evorec.serving.export import INPUT_NAMES, ExportError, export_model, export_run, run_onnx
 
@@ -25,7 +26,7 @@ from evorec.serving.export import INPUT_NAMES, ExportError, export_model, export
 @pytest.fixture(scope="module")
 def real(trained_run):
     """(model, T, {name: (N, T) arrays of real test histories, left-padded to T}, eager scores)."""
-    ck = load_checkpoint(trained_run / "best.pt")
+    ck = TrainingRun(trained_run).checkpoint
     T = int(ck.experiment["train"]["max_len"])
     model = load_model(ck)
     seq, split = prepared_data(run_config(trained_run))
@@ -58,7 +59,7 @@ def test_onnx_matches_the_model_on_real_histories(onnx_export, real, trained_run
     assert res.path.exists() and res.format == "onnx" and res.max_len == T and res.max_abs_diff <= 1e-4
     assert not list(res.path.parent.glob(".*")), "temp files left behind"
     side = json.loads(res.sidecar.read_text())
-    ck = load_checkpoint(trained_run / "best.pt")
+    ck = TrainingRun(trained_run).checkpoint
     assert side["model_name"] == "sasrec" and side["max_len"] == T and side["n_items"] == model.n_items
     assert [x["name"] for x in side["inputs"]] == list(INPUT_NAMES) and side["output"]["shape"] == ["batch", model.n_items]
     assert side["vocab_fingerprint"] == ck.vocabs.sequence_fingerprint
@@ -178,7 +179,6 @@ def test_the_service_serves_an_exported_file(trained_run, tmp_path, monkeypatch,
     """EVOREC_SERVE_RUN may name an exported file: the same recommendations as the run itself."""
     from fastapi.testclient import TestClient
 
-    from evorec.models.checkpoint import load_checkpoint
     from evorec.serving.app import create_app
     from evorec.serving.eventlog import EventStore
     from evorec.serving.settings import ServeSettings
@@ -186,7 +186,7 @@ def test_the_service_serves_an_exported_file(trained_run, tmp_path, monkeypatch,
 
     monkeypatch.setenv("EVOREC_SECRET", "x")
     res = export_run(trained_run, fmt, tmp_path / f"m.{'onnx' if fmt == 'onnx' else 'pt'}")
-    items = load_checkpoint(trained_run / "best.pt").vocabs.items
+    items = TrainingRun(trained_run).checkpoint.vocabs.items
     answers = []
     for run in (str(trained_run), str(res.path)):
         settings = ServeSettings(run=run, db_url=f"sqlite:///{tmp_path / (fmt + str(len(answers)) + '.db')}")

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient  # noqa: E402 - after the importorskip
 from hypothesis import HealthCheck, settings  # noqa: E402 - after the importorskip
 from schemathesis.checks import not_a_server_error  # noqa: E402 - after the importorskip
 
+from evorec.experiments.runs import TrainingRun  # noqa: E402 - after the importorskip
 from evorec.serving.app import create_app  # noqa: E402 - after the importorskip
 from evorec.serving.eventlog import EventStore  # noqa: E402 - after the importorskip
 from evorec.serving.settings import ServeSettings  # noqa: E402 - after the importorskip
@@ -46,7 +47,7 @@ def _long_run_path(body: object) -> bool:
     run = body.get("run") if isinstance(body, dict) else None
     if not isinstance(run, str):
         return False
-    path = f"{run}/best.pt".encode("utf-8", "surrogatepass")
+    path = str(TrainingRun(run).best_checkpoint).encode("utf-8", "surrogatepass")
     return len(path) >= 4096 or any(len(part) > 255 for part in path.split(b"/"))  # PATH_MAX, NAME_MAX
 
 

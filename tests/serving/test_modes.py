@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from evorec.models.checkpoint import load_checkpoint
+from evorec.experiments.runs import TrainingRun
 from evorec.serving.app import create_app
 from evorec.serving.eventlog import EventStore
 from evorec.serving.settings import ServeSettings
@@ -19,7 +19,7 @@ def client(trained_run, tmp_path, monkeypatch):
     state = ServiceState(EventStore(settings.db_url), settings.run)
     c = TestClient(create_app(settings, state))
     read, write = (state.store.create_key(r, f"test-{r}") for r in ("read", "write"))
-    items = load_checkpoint(trained_run / "best.pt").vocabs.items
+    items = TrainingRun(trained_run).checkpoint.vocabs.items
     bought = items[20:26]
     events = [{"user_id": "shopper", "item_id": it, "ts": 1_700_000_000 + 86400 * t, "behavior": "buy"} for t, it in enumerate(bought)]
     assert c.post("/v1/events", json={"events": events}, headers={"Authorization": f"Bearer {write}"}).status_code == 200

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from evorec.models.checkpoint import load_checkpoint
+from evorec.experiments.runs import TrainingRun
 from evorec.serving.eventlog import StoredEvent
 from evorec.serving.retrieval import ItemIndex
 from evorec.serving.state import ModelState
@@ -71,7 +71,7 @@ def states(trained_run):
     extra = {"categories": cats, "category_index": {c: i for i, c in enumerate(cats)}, "item_category": ic}
     brute, fast = dataclasses.replace(brute, **extra), dataclasses.replace(fast, **extra)
 
-    path = load_checkpoint(trained_run / "best.pt").experiment["data"]["path"]
+    path = TrainingRun(trained_run).checkpoint.experiment["data"]["path"]
     by_user: dict[str, list[tuple[int, str]]] = defaultdict(list)
     with open(path, newline="") as f:
         for row in csv.DictReader(f, delimiter="\t"):
