@@ -141,3 +141,29 @@ def test_protocol_needs_a_time_cut(tiny):
                          TrainingPart(TrainView.from_split(seq, split).end), max_len=50)
     with pytest.raises(ValueError, match="next_item"):
         EvalConfig(protocol="next_order")
+
+
+def test_training_early_stops_on_the_protocol_it_is_evaluated_with(tmp_path):
+    """Under eval.protocol=next_basket the trainer's validation is the next basket (every item of
+    it, PHR among the metrics), and the best epoch's validation NDCG@10 is what `evorec evaluate`
+    gives on the validation fold: one protocol for early stopping and evaluation."""
+    from pathlib import Path
+
+    from evorec.experiments.config import load_experiment
+    from evorec.experiments.training import evaluate_run, train
+
+    root = Path(__file__).resolve().parents[2]
+    config = root / "configs" / "completejourney" / "trex.yaml"
+    if not (root.parent / "shared" / "data" / "dunnhumby_completejourney_sample").exists():
+        pytest.skip("the Complete Journey sample is not beside the repository")
+    cfg = load_experiment(config, [
+        "model.name=sasrec", "model.config={}", "train.max_len=20", "train.epochs=1", "train.batch_size=256",
+        "eval.candidates=all", "data.pseudonymize=false",
+    ])
+    state, run = train(cfg, tmp_path / "run")
+    rec = state.history[state.best_epoch - 1]
+    assert {"valid/NDCG@10", "valid/Recall@10", "valid/PHR@10", "valid/repeat Recall@10", "valid/explore Recall@10"} <= set(rec)
+    res = evaluate_run(run, fold="valid")
+    assert res["protocol"]["name"] == "next_basket"
+    assert rec["valid/NDCG@10"] == pytest.approx(res["metrics"]["NDCG@10"], abs=1e-9)
+    assert rec["valid/Recall@10"] == pytest.approx(res["metrics"]["Recall@10"], abs=1e-9)

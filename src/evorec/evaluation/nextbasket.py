@@ -57,6 +57,15 @@ class BasketTargets:
     repeat_dropped: int  # repeat targets dropped because seen items are excluded
     users_left_without_target: int
 
+    def take(self, idx: np.ndarray) -> BasketTargets:
+        """The EvalSet rows ``idx`` (sorted, unique) with their targets, rows renumbered."""
+        idx = np.asarray(idx, np.int64)
+        new_row = np.full(len(self.es.users), -1, np.int64)
+        new_row[idx] = np.arange(len(idx))
+        keep = new_row[self.rows] >= 0
+        return BasketTargets(self.es.take(idx), new_row[self.rows[keep]], self.items[keep], self.repeat[keep],
+                             self.repeat_dropped, self.users_left_without_target)
+
 
 def in_history(seq: SequenceData, es: EvalSet, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
     """(P,) bool: whether item ``items[p]`` is in the history of EvalSet row ``rows[p]``."""
@@ -160,6 +169,23 @@ def basket_columns(topk: np.ndarray, t: BasketTargets, n_items: int, ks: list[in
             cols[f"{name}PHR@{k}"] = cols.pop(f"{name}HR@{k}")
         out.update(cols)
         out[f"{name}targets".strip()] = np.bincount(t.rows[sel], minlength=N)[:N].astype(np.int64)
+    return out
+
+
+def validation_metrics(
+    model, seq: SequenceData, t: BasketTargets, *, ks: tuple[int, ...], max_len: int, batch_size: int, exclude_seen: bool,
+) -> dict[str, float]:
+    """Mean Recall/NDCG/PHR/Precision@K (all, repeat, explore) over the users of ``t`` with a
+    target: what the trainer early-stops on under ``eval.protocol`` next_basket / next_period, the
+    same numbers :func:`evaluate_baskets` gives for that fold (all items are candidates)."""
+    topk = recommend_topk(model, seq, t.es, k=max(ks), max_len=max_len, batch_size=batch_size, exclude_seen=exclude_seen)
+    cols = basket_columns(topk, t, int(model.n_items), list(ks))
+    scored = cols["targets"] > 0
+    out = {}
+    for m in metric_names(list(ks)):
+        v = cols[m][scored]
+        v = v[np.isfinite(v)]  # repeat/explore metrics of users without such targets are NaN
+        out[m] = float(v.mean()) if len(v) else float("nan")
     return out
 
 

@@ -17,6 +17,7 @@ from evorec.data.batches import TrainView, eval_set
 from evorec.data.sequences import SequenceData
 from evorec.data.splits import Split, make_split
 from evorec.errors import InputError, NotFoundError
+from evorec.evaluation.nextbasket import basket_targets
 from evorec.evaluation.protocols import EvalConfig, TrainingPart, default_split_config, drop_repeat_targets, evaluate_model
 from evorec.experiments.cache import DataCache, PreparedData
 from evorec.experiments.config import ExperimentConfig
@@ -182,7 +183,9 @@ def _train(cfg: ExperimentConfig, run: TrainingRun, *, resume: bool, tracker: Ru
         model.set_item_attributes(attrs)  # likewise
     view = TrainView.from_split(seq, split, train=train_key(split), target_behaviors=cfg.target_behaviors)
     valid = eval_set(seq, split, "valid") if "valid" in split.folds else None
-    if valid is not None and cfg.eval.exclude_seen:  # early stopping and evaluation read one exclude_seen: eval's
+    if valid is not None and cfg.eval.protocol != "next_item":  # early stopping on the protocol the run is evaluated with
+        valid = basket_targets(seq, split, "valid", cfg.eval.protocol, period_days=cfg.eval.period_days, exclude_seen=cfg.eval.exclude_seen)
+    elif valid is not None and cfg.eval.exclude_seen:  # early stopping and evaluation read one exclude_seen: eval's
         valid = drop_repeat_targets(seq, valid, "the validation fold (early stopping)")[0]
     if valid is None:
         log.warning("split %s has no 'valid' fold: no early stopping, the last epoch is kept", split.kind)

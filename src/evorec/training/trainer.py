@@ -26,6 +26,7 @@ from torch import nn
 from evorec.data.batches import EvalSet, TrainView, count_training_batches, training_batches
 from evorec.errors import InputError, StateError
 from evorec.evaluation import metrics as M
+from evorec.evaluation.nextbasket import BasketTargets, validation_metrics
 from evorec.evaluation.ranking import rank_targets
 from evorec.models.checkpoint import ModelCheckpoint, ResumeState, load_checkpoint
 from evorec.training import distributed as D
@@ -201,10 +202,15 @@ PayloadFn = Callable[[nn.Module, dict], ModelCheckpoint]
 class Trainer:
     """Trains ``model`` on ``train`` and early-stops on ``valid`` (full ranking). ``exclude_seen``
     is the evaluation's setting (``eval.exclude_seen``): the one place it is set; ``valid`` should
-    then already be without repeat targets (``evorec.evaluation.protocols.drop_repeat_targets``)."""
+    then already be without repeat targets (``evorec.evaluation.protocols.drop_repeat_targets``).
+    ``valid`` is an :class:`EvalSet` under the next-item protocol and the validation fold's
+    :class:`BasketTargets` under ``eval.protocol`` next_basket / next_period: the trainer then
+    selects on the metric the run is evaluated with (NDCG@10 over every item of the next basket),
+    not on the first item of it."""
 
     def __init__(
-        self, model, train: TrainView, valid: EvalSet | None, cfg: TrainConfig, run: RunFiles, payload_fn: PayloadFn, *, exclude_seen: bool = True,
+        self, model, train: TrainView, valid: EvalSet | BasketTargets | None, cfg: TrainConfig, run: RunFiles, payload_fn: PayloadFn, *,
+        exclude_seen: bool = True,
         tracker: RunTracker | None = None,
     ):
         self.model = model
@@ -238,18 +244,23 @@ class Trainer:
 
         return f
 
-    def _validation_subset(self) -> EvalSet | None:
+    def _validation_subset(self) -> EvalSet | BasketTargets | None:
         es = self.valid
-        if es is None or self.cfg.eval_users is None or self.cfg.eval_users >= len(es.users):
+        n = len(es.es.users) if isinstance(es, BasketTargets) else len(es.users) if es is not None else 0
+        if es is None or self.cfg.eval_users is None or self.cfg.eval_users >= n:
             return es
         rng = np.random.default_rng([self.cfg.seed, 991])
-        return _rows(es, np.sort(rng.choice(len(es.users), self.cfg.eval_users, replace=False)))
+        idx = np.sort(rng.choice(n, self.cfg.eval_users, replace=False))
+        return es.take(idx) if isinstance(es, BasketTargets) else _rows(es, idx)
 
-    def evaluate(self, es: EvalSet, device, model: nn.Module | None = None) -> dict[str, float]:
+    def evaluate(self, es: EvalSet | BasketTargets, device, model: nn.Module | None = None) -> dict[str, float]:
         """Full-ranking metrics of ``model`` (default: the trained one) on ``es``; under DDP each
         process ranks its share of the users and the ranks are gathered, so every process
-        returns the same numbers."""
+        returns the same numbers (next-basket targets: every process ranks every user)."""
         model = self.model if model is None else model
+        if isinstance(es, BasketTargets):
+            return validation_metrics(model, self.train_view.seq, es, ks=(5, 10, 20), max_len=self.cfg.max_len,
+                                      batch_size=self.cfg.eval_batch_size, exclude_seen=self.exclude_seen)
         was = model.training
         model.eval()
         if self.world > 1:
