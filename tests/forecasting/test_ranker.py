@@ -272,3 +272,25 @@ def test_a_horizon_without_a_validation_window_takes_the_longest_validated_horiz
     assert (got["all"], got["new"]) == ("tifu_knn", "ranker")
     got = _unvalidated(90 * DAY, (), {}, "seconds")  # nothing validated at all: no evidence either way, the ranker stands
     assert (got["all"], got["new"]) == ("ranker", "ranker")
+
+
+def test_selection_cutoffs_are_non_overlapping_windows_between_validation_and_test():
+    from evorec.forecasting.backtest import _selection_cutoffs
+
+    r = {"unit": "seconds", "valid": 0, "tests": [100 * DAY]}
+    assert _selection_cutoffs(30 * DAY, r, 1) == [0]
+    assert _selection_cutoffs(30 * DAY, r, 4) == [10 * DAY, 40 * DAY, 70 * DAY]  # 3 fit: the 4th would start before the validation cutoff
+    assert _selection_cutoffs(7 * DAY, r, 2) == [86 * DAY, 93 * DAY]  # the latest first
+    assert _selection_cutoffs(5, {**r, "unit": "events"}, 4) == [0]  # horizons counted in events: the validation cutoff alone
+
+
+def test_selection_on_several_windows_end_to_end(tmp_path):
+    cfg = load_forecast_experiment(CJ, QUICK + ["forecast.selection_windows=3", f"cache_dir={tmp_path / 'cache'}"])
+    res = forecast_backtest(cfg, tmp_path / "run")
+    test0 = res["protocol"]["test_cutoffs"][0]
+    valid = res["protocol"]["valid_cutoff"]
+    for label, h in (("7d", 7 * DAY), ("30d", 30 * DAY)):
+        sel = res["protocol"]["model"]["selection"][label]
+        w = sel["valid_windows"]
+        assert len(w) == 3 and w[0] >= valid and w[-1] + h <= test0 and all(b - a >= h for a, b in zip(w, w[1:]))
+        assert sel["valid_samples"] > 0 and sel["all"] in ("ranker", "tifu_knn", "ptopfreq", "persistence", "decayed", "population", "markov")

@@ -82,6 +82,11 @@ class BacktestConfig(BaseModel):
         "once", description="ranker: fit once at the first test cutoff, or again at every test cutoff with every window that ends by it"
     )
     tifu_grid: TifuGrid = Field(default_factory=TifuGrid)
+    selection_windows: int = Field(
+        1, ge=1, le=12,
+        description="ranker selection: validate on up to this many non-overlapping windows of each horizon between the "
+        "validation cutoff and the first test cutoff (the latest first), not only on the window at the validation cutoff",
+    )
 
 
 def _resolve(seq: SequenceData, cfg: BacktestConfig) -> dict[str, Any]:
@@ -354,14 +359,30 @@ def _fit_ranker(
         if h not in fit_h:
             continue  # chosen below, from the validated horizons
         jj = fit_h.index(h)
-        obs = valid.observed[:, j]
-        cv, pv = valid.counts[obs, j], f_valid.past[obs]
-        vec_all = {b: ranking_ndcg(v_base[b][0][obs, j], cv) for b in v_base}  # per validation sample
-        vec_new = {b: new_list_metrics(v_base[b][1][obs, j], cv, pv)["EmergingRecall@10"] for b in v_base}
+        windows = _selection_cutoffs(h, r, cfg.selection_windows)
+        if len(windows) > 1:  # more evidence: the later windows before the first test cutoff too
+            vs = build_samples(seq, windows, [h], visible_until=r["tests"][0], min_history=cfg.min_history, users=users)
+            fv = history_features(seq, vs, f_valid.half_lives)
+            obs = vs.observed[:, 0]
+            cv, pv = vs.counts[obs, 0], fv.past[obs]
+            sc_all, sc_new = {}, {}
+            for b in v_base:
+                sc = fitted[b].predict(vs, fv, ctx)[2]
+                sc_all[b], sc_new[b] = sc[obs, 0], fitted[b].predict_new(vs, fv, ctx, sc)[obs, 0]
+            ra, rn = vm.predict(vs, seq, ctx.baskets)
+            ra, rn = ra[obs, 0], rn[obs, 0]
+        else:
+            obs = valid.observed[:, j]
+            cv, pv = valid.counts[obs, j], f_valid.past[obs]
+            sc_all = {b: v_base[b][0][obs, j] for b in v_base}
+            sc_new = {b: v_base[b][1][obs, j] for b in v_base}
+            ra, rn = v_all[obs, jj], v_new[obs, jj]
+        vec_all = {b: ranking_ndcg(sc_all[b], cv) for b in v_base}  # per validation sample
+        vec_new = {b: new_list_metrics(sc_new[b], cv, pv)["EmergingRecall@10"] for b in v_base}
         base_all = {b: mean_score(v) for b, v in vec_all.items()}
         base_new = {b: mean_score(v) for b, v in vec_new.items()}
-        rv_all = ranking_ndcg(v_all[obs, jj], cv)
-        rv_new = new_list_metrics(v_new[obs, jj], cv, pv)["EmergingRecall@10"]
+        rv_all = ranking_ndcg(ra, cv)
+        rv_new = new_list_metrics(rn, cv, pv)["EmergingRecall@10"]
         r_all, r_new = mean_score(rv_all), mean_score(rv_new)
         if not base_all:  # no baseline reported: nothing to select against
             choice[label] = {"all": "ranker", "new": "ranker", "why": "no baseline to select against"}
@@ -370,6 +391,7 @@ def _fit_ranker(
         choice[label] = {
             "all": _better(rv_all, vec_all[ba], ba, cfg.seed), "new": _better(rv_new, vec_new[bn], bn, cfg.seed),
             "valid_NDCG@10": {"ranker": r_all, ba: base_all[ba]}, "valid_EmergingRecall@10": {"ranker": r_new, bn: base_new[bn]},
+            "valid_windows": [int(c) for c in windows], "valid_samples": int(obs.sum()),
         }
     for h in horizons:
         if h not in fit_h:
@@ -395,6 +417,19 @@ def _fit_ranker(
     dist = engage / np.maximum(engage.sum(-1, keepdims=True), 1e-12)
     info = {"refit": cfg.refit, "fit_origins": origins, "selection": choice}
     return Prediction(dist, engage, rank, rank_new), model, info
+
+
+def _selection_cutoffs(h: int, r: dict[str, Any], n: int) -> list[int]:
+    """The cutoffs of up to ``n`` non-overlapping windows of length ``h`` that start at or after
+    the validation cutoff and end by the first test cutoff, the latest first (the evidence closest
+    to the forecast; the selection ranker is fitted with the windows that end by the validation
+    cutoff, so none of them was seen in its training). ``n`` 1, or horizons counted in events:
+    the validation cutoff alone."""
+    if n <= 1 or r["unit"] != "seconds":
+        return [r["valid"]]
+    last = r["tests"][0] - h
+    cuts = [last - k * h for k in range(n) if last - k * h >= r["valid"]]
+    return sorted(cuts) or [r["valid"]]
 
 
 def _unvalidated(h: int, fit_h: tuple[int, ...], choice: dict[str, dict[str, Any]], unit: str) -> dict[str, Any]:
