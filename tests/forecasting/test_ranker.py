@@ -294,3 +294,19 @@ def test_selection_on_several_windows_end_to_end(tmp_path):
         w = sel["valid_windows"]
         assert len(w) == 3 and w[0] >= valid and w[-1] + h <= test0 and all(b - a >= h for a, b in zip(w, w[1:]))
         assert sel["valid_samples"] > 0 and sel["all"] in ("ranker", "tifu_knn", "ptopfreq", "persistence", "decayed", "population", "markov")
+
+
+def test_the_baseline_held_against_the_ranker_is_tifu_knn_unless_another_beats_it_beyond_noise():
+    from evorec.forecasting.backtest import _best_baseline
+
+    rng = np.random.default_rng(1)
+    tifu = rng.random(3000)
+    noise = rng.normal(0.0, 0.1, 3000)
+    vecs = {"tifu_knn": tifu, "markov": tifu + noise - noise.mean() + 0.0003, "population": tifu - 0.01}
+    means = {b: float(np.nanmean(v)) for b, v in vecs.items()}
+    assert means["markov"] > means["tifu_knn"] and _best_baseline(vecs, means) == "tifu_knn"  # a higher mean within noise
+    vecs["persistence"] = tifu + 0.02
+    means["persistence"] = float(np.nanmean(vecs["persistence"]))
+    assert _best_baseline(vecs, means) == "persistence"  # better on every sample
+    del vecs["tifu_knn"], means["tifu_knn"]
+    assert _best_baseline(vecs, means) == "persistence"  # no TIFU-KNN reported: the best mean
