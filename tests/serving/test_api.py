@@ -329,3 +329,18 @@ def test_forgetting_through_one_replica_reaches_every_replica_and_restarts(db, f
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         raw = b"".join(p.read_bytes() for p in tmp_path.glob("shared.db*"))
         assert victim.encode() not in raw
+
+
+def test_reload_swaps_the_forecaster_too_and_keeps_both_on_failure(forecast_service, forecast_run, trained_run):
+    client, _, state = forecast_service
+    admin = h(state.store.create_key("admin"))
+    before_fc, before_model = state.forecast, state.model
+    bad = client.post("/v1/admin/reload", json={"forecast_run": "/nonexistent"}, headers=admin)
+    assert bad.status_code == 422 and "current model stays, and so does the forecaster" in bad.json()["detail"]
+    assert state.forecast is before_fc and state.model is before_model  # nothing swapped
+    r = client.post("/v1/admin/reload", json={"forecast_run": str(forecast_run)}, headers=admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["forecast_run"] == str(forecast_run) and r.json()["run"] == str(trained_run)
+    assert state.forecast is not before_fc and state.forecast.run == str(forecast_run)  # built again, once, on reload
+    plain = client.post("/v1/admin/reload", json={}, headers=admin)  # a model reload keeps the forecaster
+    assert plain.status_code == 200 and plain.json()["forecast_run"] == str(forecast_run)

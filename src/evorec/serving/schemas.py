@@ -302,8 +302,10 @@ class ReloadIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     run: str | None = Field(None, description="another run directory to serve (default: reload the current one)")
+    forecast_run: str | None = Field(None, description="a forecast run to serve interests from (default: keep the current forecaster)")
 
 
 class Reloaded(BaseModel):
     model_version: str
     run: str
+    forecast_run: str | None = None  # the forecaster served after the reload (None: none loaded)

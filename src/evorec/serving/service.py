@@ -309,11 +309,17 @@ class Service:
 
     # -- admin ---------------------------------------------------------------------------------
 
-    def reload(self, run: str | None) -> Reloaded:
-        """Load ``run`` (default: the current one) and swap it in; on failure the current model stays."""
+    def reload(self, run: str | None, forecast_run: str | None = None) -> Reloaded:
+        """Load ``run`` (default: the current one) and, when given, the forecast run ``forecast_run``,
+        and swap them in; both are loaded before either is swapped, so on any failure the current
+        model and forecaster stay."""
         try:
+            fc = ForecastState.from_run(forecast_run) if forecast_run else None
             m = self.state.reload(run)
-        except (OSError, RuntimeError, ValueError) as exc:  # OSError: missing, unreadable, name too long
-            raise Invalid(f"reload failed, the current model stays: {exc}") from None
+        except (OSError, RuntimeError, ValueError, KeyError) as exc:  # OSError: missing, unreadable, name too long
+            raise Invalid(f"reload failed, the current model stays, and so does the forecaster: {exc}") from None
+        if fc is not None:
+            self.state.forecast = fc  # one reference swap: requests in flight keep the forecaster they hold
         self.model_changed()
-        return Reloaded(model_version=m.version, run=m.run)
+        cur = self.state.forecast
+        return Reloaded(model_version=m.version, run=m.run, forecast_run=cur.run if cur is not None else None)

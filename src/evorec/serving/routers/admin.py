@@ -12,4 +12,4 @@ router = APIRouter(tags=["admin"])
 
 @router.post("/v1/admin/reload", response_model=Reloaded)
 def reload(_: AdminKey, service: ServiceDep, body: ReloadIn | None = None) -> Reloaded:
-    return service.reload(body.run if body else None)
+    return service.reload(body.run if body else None, body.forecast_run if body else None)
