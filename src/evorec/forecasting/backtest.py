@@ -348,11 +348,15 @@ def _fit_ranker(
     # against the best tuned baseline (by the same metric), per horizon and list.
     choice: dict[str, dict[str, str]] = {}
     fit_h = tuple(h for h in horizons if any(c + h <= r["valid"] for c in cuts))
+    names = list(preds) if fit_h else []  # the reported baselines, each tuned
+    # the validation cutoff's samples are scored only for horizons validated on that window alone
+    single = any(len(_selection_cutoffs(h, r, cfg.selection_windows)) == 1 for h in fit_h)
     if fit_h:
         vm = RankerForecaster(rcfg, fit_h, {h: tifu[h] for h in fit_h}).fit(seq, ctx.baskets, r["valid"], cuts, users, cfg.min_history)
-        v_all, v_new = vm.predict(valid.only_horizons(fit_h), seq, ctx.baskets)
-    v_base = {}  # each reported baseline, tuned, on the validation samples: (all, new) scores
-    for b in preds if fit_h else ():
+        if single:
+            v_all, v_new = vm.predict(valid.only_horizons(fit_h), seq, ctx.baskets)
+    v_base = {}  # each baseline on the validation cutoff's samples: (all, new) scores
+    for b in names if single else ():
         sc = fitted[b].predict(valid, f_valid, ctx)[2]
         v_base[b] = (sc, fitted[b].predict_new(valid, f_valid, ctx, sc))
     for j, h in enumerate(horizons):
@@ -367,7 +371,7 @@ def _fit_ranker(
             obs = vs.observed[:, 0]
             cv, pv = vs.counts[obs, 0], fv.past[obs]
             sc_all, sc_new = {}, {}
-            for b in v_base:
+            for b in names:
                 sc = fitted[b].predict(vs, fv, ctx)[2]
                 sc_all[b], sc_new[b] = sc[obs, 0], fitted[b].predict_new(vs, fv, ctx, sc)[obs, 0]
             ra, rn = vm.predict(vs, seq, ctx.baskets)
@@ -375,11 +379,11 @@ def _fit_ranker(
         else:
             obs = valid.observed[:, j]
             cv, pv = valid.counts[obs, j], f_valid.past[obs]
-            sc_all = {b: v_base[b][0][obs, j] for b in v_base}
-            sc_new = {b: v_base[b][1][obs, j] for b in v_base}
+            sc_all = {b: v_base[b][0][obs, j] for b in names}
+            sc_new = {b: v_base[b][1][obs, j] for b in names}
             ra, rn = v_all[obs, jj], v_new[obs, jj]
-        vec_all = {b: ranking_ndcg(sc_all[b], cv) for b in v_base}  # per validation sample
-        vec_new = {b: new_list_metrics(sc_new[b], cv, pv)["EmergingRecall@10"] for b in v_base}
+        vec_all = {b: ranking_ndcg(sc_all[b], cv) for b in names}  # per validation sample
+        vec_new = {b: new_list_metrics(sc_new[b], cv, pv)["EmergingRecall@10"] for b in names}
         base_all = {b: mean_score(v) for b, v in vec_all.items()}
         base_new = {b: mean_score(v) for b, v in vec_new.items()}
         rv_all = ranking_ndcg(ra, cv)
